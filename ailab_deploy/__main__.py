@@ -1,0 +1,3 @@
+from ailab_deploy.cli.main import main
+
+main()

