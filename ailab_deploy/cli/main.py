@@ -8,8 +8,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 import typer
-from typer._click.exceptions import ClickException  # typer vendors click
 from rich.table import Table
+from typer._click.exceptions import ClickException  # typer vendors click
 
 from ailab_deploy.cli.output import JsonOption, PlanOption, err, load, out
 from ailab_deploy.core.plan import json_schema
@@ -62,8 +62,12 @@ def sizing(plan: Path = PlanOption, as_json: bool = JsonOption) -> None:
         fit.add_column(column)
     for vm in loaded.plan.vms:
         fit.add_row(
-            vm.name, str(vm.vcpus), format_bytes(vm.memory * 1024**2), f"{vm.disk} GiB",
-            vm.storage, ", ".join(vm.roles),
+            vm.name,
+            str(vm.vcpus),
+            format_bytes(vm.memory * 1024**2),
+            f"{vm.disk} GiB",
+            vm.storage,
+            ", ".join(vm.roles),
         )
     out.print(fit)
     if result.llm is not None:
@@ -74,7 +78,9 @@ def sizing(plan: Path = PlanOption, as_json: bool = JsonOption) -> None:
         table.add_row("minimum RAM", format_bytes(llm.min_memory_bytes))
         table.add_row("VM RAM", format_bytes(llm.vm_memory_bytes))
         table.add_row("threads", str(llm.threads))
-        table.add_row("CPU layout", f"cpu={llm.numa.cpu_type} sockets={llm.numa.sockets} cores={llm.numa.cores} numa=1")
+        table.add_row(
+            "CPU layout", f"cpu={llm.numa.cpu_type} sockets={llm.numa.sockets} cores={llm.numa.cores} numa=1"
+        )
         table.add_row("affinity", llm.numa.affinity)
         table.add_row("expected tokens/s", f"{llm.expected_tokens_per_second:.1f}")
         table.add_row("ceiling tokens/s", f"{llm.ceiling_tokens_per_second:.1f}")
@@ -127,7 +133,8 @@ def main() -> None:
         err.print("aborted", markup=False)
         sys.exit(1)
     except ClickException as error:
-        command = error.ctx.command_path if getattr(error, "ctx", None) else "ailab-deploy"
+        context = getattr(error, "ctx", None)
+        command = context.command_path if context is not None else "ailab-deploy"
         if error.format_message():  # empty when usage help was already shown
             err.print(f"error: {command}: {error.format_message()}", markup=False)
         sys.exit(error.exit_code)

@@ -12,9 +12,7 @@ from ailab_deploy.core.loader import LoadedPlan, load_plan
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
-PlanOption = typer.Option(
-    Path("vms.yaml"), "--plan", "-p", help="Plan file to read.", show_default=True
-)
+PlanOption = typer.Option(Path("vms.yaml"), "--plan", "-p", help="Plan file to read.", show_default=True)
 JsonOption = typer.Option(False, "--json", help="Print machine-readable JSON.")
 
 

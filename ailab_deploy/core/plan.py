@@ -52,6 +52,19 @@ def _tag(value: str) -> str:
     return value
 
 
+def matching(pattern: str, what: str, *, secret: bool = False) -> AfterValidator:
+    """A regex check whose error says what was expected; secrets are never echoed."""
+    compiled = re.compile(pattern)
+
+    def check(value: str) -> str:
+        if not compiled.match(value):
+            shown = "the value" if secret else repr(value)
+            raise ValueError(f"{shown} is not {what}")
+        return value
+
+    return AfterValidator(check)
+
+
 def _memory(value: object) -> int:
     return memory_mib(value)
 
@@ -113,19 +126,27 @@ class Proxmox(Model):
     host: DnsName = Field(description="Address or DNS name of the Proxmox node's API")
     port: Port = Field(8006, description="API port (PVE: 8006)")
     node: DnsLabel = Field(description="Node name as Proxmox shows it (e.g. 'pve')")
-    token_id: str = Field(
-        pattern=r"^[^\s@!]+@[^\s@!]+![A-Za-z][A-Za-z0-9._-]*$",
-        description="API token id, 'user@realm!tokenname'",
-    )
-    token_secret_env: str = Field(
+    token_id: Annotated[
+        str,
+        matching(r"^[^\s@!]+@[^\s@!]+![A-Za-z][A-Za-z0-9._-]*$", "an API token id ('user@realm!name')"),
+    ] = Field(description="API token id, 'user@realm!tokenname'")
+    token_secret_env: Annotated[
+        str, matching(r"^[A-Z_][A-Z0-9_]*$", "an environment variable name (A-Z, 0-9, _)")
+    ] = Field(
         "AILAB_PVE_TOKEN_SECRET",
-        pattern=r"^[A-Z_][A-Z0-9_]*$",
         description="Environment variable holding the token secret (never stored in the plan)",
     )
     verify_tls: bool = Field(True, description="Verify the API's TLS certificate")
-    fingerprint: str | None = Field(
+    fingerprint: (
+        Annotated[
+            str,
+            matching(
+                r"^([0-9A-Fa-f]{2}:){31}[0-9A-Fa-f]{2}$", "a SHA-256 fingerprint (32 hex pairs, AA:BB:...)"
+            ),
+        ]
+        | None
+    ) = Field(
         None,
-        pattern=r"^([0-9A-Fa-f]{2}:){31}[0-9A-Fa-f]{2}$",
         description="SHA-256 fingerprint to pin a self-signed node certificate",
     )
     ca_file: str | None = Field(None, description="CA bundle that signs the node certificate")
@@ -232,9 +253,7 @@ class ModelArchitecture(Model):
 class OllamaSettings(Model):
     version: str = Field("0.33.0", pattern=r"^\d+\.\d+\.\d+$", description="Pinned release")
     archive_url: str | None = Field(None, description="Release archive URL (default: official)")
-    archive_sha256: str | None = Field(
-        None, pattern=r"^[0-9a-f]{64}$", description="sha256 of the archive"
-    )
+    archive_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$", description="sha256 of the archive")
     archive_path: str | None = Field(None, description="Archive on the controller, for offline")
     gguf_path: str | None = Field(None, description="Import this GGUF instead of pulling")
 
@@ -249,9 +268,7 @@ class ModelSource(Model):
 
 
 class LlamaCppSettings(Model):
-    version: str = Field(
-        "0.3.36", description="llama-cpp-python sdist whose vendored llama.cpp is built"
-    )
+    version: str = Field("0.3.36", description="llama-cpp-python sdist whose vendored llama.cpp is built")
     model: ModelSource | None = Field(None, description="The GGUF model to serve")
 
 
@@ -266,14 +283,12 @@ class LLM(Model):
     )
     context_length: int = Field(8192, ge=256, le=131072, description="Context per request")
     parallel: int = Field(1, ge=1, le=64, description="Requests served at once")
-    keep_alive: str = Field(
-        "24h", pattern=r"^-?\d+[smh]?$", description="How long the model stays loaded"
-    )
+    keep_alive: str = Field("24h", pattern=r"^-?\d+[smh]?$", description="How long the model stays loaded")
     kv_cache_type: Literal["f16", "q8_0", "q4_0"] = Field("f16", description="KV cache type")
     flash_attention: bool = Field(True, description="Flash attention (needed for quantized KV)")
     port: Port = Field(11434, description="API port on the LLM VM")
-    ollama: OllamaSettings = Field(OllamaSettings(), description="Ollama engine settings")
-    llamacpp: LlamaCppSettings = Field(LlamaCppSettings(), description="llama.cpp settings")
+    ollama: OllamaSettings = Field(default_factory=OllamaSettings, description="Ollama engine settings")
+    llamacpp: LlamaCppSettings = Field(default_factory=LlamaCppSettings, description="llama.cpp settings")
 
 
 class DatabaseSpec(Model):
@@ -283,9 +298,15 @@ class DatabaseSpec(Model):
 
 class DatabaseUser(Model):
     name: str = Field(pattern=r"^[a-z_][a-z0-9_]{0,62}$", description="Role name")
-    password: str = Field(
+    password: Annotated[
+        str,
+        matching(
+            r"^(generated|vault:[a-z_][a-z0-9_]*)$",
+            "allowed: passwords never live in the plan; use 'generated' or 'vault:<variable>'",
+            secret=True,
+        ),
+    ] = Field(
         "generated",
-        pattern=r"^(generated|vault:[a-z_][a-z0-9_]*)$",
         description="'generated' (stored 0600 on the controller) or 'vault:<variable>'",
     )
 
@@ -317,9 +338,7 @@ class App(Model):
     kind: Literal["streamlit", "asgi"] = Field(description="Streamlit script or ASGI app")
     source: AppSource = Field(description="Where the app comes from")
     port: Port = Field(description="Port it serves on")
-    entrypoint: str = Field(
-        description="Streamlit script path in the package, or ASGI 'module:app'"
-    )
+    entrypoint: str = Field(description="Streamlit script path in the package, or ASGI 'module:app'")
     database: str | None = Field(None, description="Database it uses (from database.databases)")
     database_user: str | None = Field(None, description="User it connects as")
     health_path: str = Field("/", pattern=r"^/", description="Path that answers 200 when healthy")
@@ -347,9 +366,9 @@ class Plan(Model):
     network: Network
     template: Template
     vms: list[VM] = Field(min_length=1)
-    llm: LLM = Field(LLM())
-    database: Database = Field(Database())
-    apps: Apps = Field(Apps())
+    llm: LLM = Field(default_factory=LLM)
+    database: Database = Field(default_factory=Database)
+    apps: Apps = Field(default_factory=Apps)
     verify: Verify
 
     def vms_with_role(self, role: str) -> list[VM]:

@@ -57,7 +57,9 @@ def model_shape(plan: Plan) -> ModelShape:
     llm = plan.llm
     arch = llm.architecture
     if arch is not None:
-        return ModelShape(llm.model, arch.layers, arch.kv_heads, arch.head_dim, {llm.quantization: arch.weights})
+        return ModelShape(
+            llm.model, arch.layers, arch.kv_heads, arch.head_dim, {llm.quantization: arch.weights}
+        )
     shape = known_model(llm.model)
     if shape is None:
         raise ValueError(f"model {llm.model!r} needs llm.architecture")
@@ -119,7 +121,7 @@ def size_llm(plan: Plan, vm: VM) -> LlmSizing:
     llm = plan.llm
     host = plan.host
     shape = model_shape(plan)
-    weights = shape.weights[llm.quantization] if llm.quantization in shape.weights else None
+    weights = shape.weights.get(llm.quantization)
     if weights is None:
         raise ValueError(f"no size for {llm.model} {llm.quantization}")
     per_token = kv_bytes_per_token(shape, llm.kv_cache_type)
@@ -135,7 +137,8 @@ def size_llm(plan: Plan, vm: VM) -> LlmSizing:
         f"KV cache = {format_bytes(per_token)} x {llm.context_length} context x {llm.parallel} parallel "
         f"= {format_bytes(kv_cache)}",
         f"minimum RAM = weights {format_bytes(weights)} + KV {format_bytes(kv_cache)} + runtime "
-        f"{format_bytes(RUNTIME_OVERHEAD)} + guest OS {format_bytes(GUEST_OS_RESERVE)} = {format_bytes(min_memory)}",
+        f"{format_bytes(RUNTIME_OVERHEAD)} + guest OS {format_bytes(GUEST_OS_RESERVE)} "
+        f"= {format_bytes(min_memory)}",
     )
     threads = min(vm.vcpus, host.cores_per_socket)
     socket_threads = host.cores_per_socket * host.threads_per_core
@@ -152,7 +155,9 @@ def size_llm(plan: Plan, vm: VM) -> LlmSizing:
     if host.measured_bandwidth_gbs is not None:
         effective = host.measured_bandwidth_gbs * 1e9
         source = "measured"
-        bandwidth_step = f"effective bandwidth = {host.measured_bandwidth_gbs:g} GB/s (measured, from the plan)"
+        bandwidth_step = (
+            f"effective bandwidth = {host.measured_bandwidth_gbs:g} GB/s (measured, from the plan)"
+        )
     else:
         effective = theoretical * host.memory_efficiency
         source = "computed"
@@ -174,7 +179,8 @@ def size_llm(plan: Plan, vm: VM) -> LlmSizing:
         f"expected = {_gb(effective)}/s / {_gb(bytes_per_token)} = {expected:.1f} tokens/s",
         f"ceiling at theoretical bandwidth = {_gb(theoretical)}/s / {_gb(bytes_per_token)} "
         f"= {ceiling:.1f} tokens/s",
-        f"{low:g}-{high:g} tokens/s would need {_gb(low * bytes_per_token)}/s-{_gb(high * bytes_per_token)}/s "
+        f"{low:g}-{high:g} tokens/s would need {_gb(low * bytes_per_token)}/s-"
+        f"{_gb(high * bytes_per_token)}/s "
         f"of effective bandwidth, {'more' if low * bytes_per_token > theoretical else 'less'} than "
         f"one socket's theoretical {_gb(theoretical)}/s",
     )
@@ -229,7 +235,13 @@ def size_llm(plan: Plan, vm: VM) -> LlmSizing:
 
 _KB_PER_MB = 1024
 _KB_PER_GB = 1024 * 1024
-_WAL_SIZES_MB = {"web": (1024, 4096), "oltp": (2048, 8192), "dw": (4096, 16384), "desktop": (100, 2048), "mixed": (1024, 4096)}
+_WAL_SIZES_MB = {
+    "web": (1024, 4096),
+    "oltp": (2048, 8192),
+    "dw": (4096, 16384),
+    "desktop": (100, 2048),
+    "mixed": (1024, 4096),
+}
 _DEFAULT_CONNECTIONS = {"web": 200, "oltp": 300, "dw": 40, "desktop": 20, "mixed": 100}
 _IO_CONCURRENCY = {"hdd": 2, "ssd": 200, "nvme": 1000}
 DEBIAN_12_POSTGRESQL = 15
@@ -271,7 +283,7 @@ def pgtune(
     maintenance = memory_kb // 8 if workload == "dw" else memory_kb // 16
     maintenance = min(maintenance, 8 * _KB_PER_GB)
     wal_buffers = 3 * shared_buffers // 100
-    if wal_buffers > 16 * _KB_PER_MB or wal_buffers > 14 * _KB_PER_MB:
+    if wal_buffers > 14 * _KB_PER_MB:  # pgtune caps at 16MB and rounds 14-16MB up to it
         wal_buffers = 16 * _KB_PER_MB
     wal_buffers = max(wal_buffers, 32)
     min_wal, max_wal = _WAL_SIZES_MB[workload]

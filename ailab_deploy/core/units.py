@@ -48,7 +48,7 @@ def parse_size(value: object, *, default_unit: str, what: str) -> int:
         factor = _DECIMAL[unit[0]]
     else:
         factor = _BINARY[unit]
-    size = int(round(number * factor))
+    size = round(number * factor)
     if size <= 0:
         raise UnitError(f"{what} must be positive, got {value!r}")
     return size

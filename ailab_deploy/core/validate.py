@@ -92,12 +92,16 @@ def _addresses(plan: Plan) -> Iterator[Problem]:
 def _storage_names(plan: Plan) -> Iterator[Problem]:
     names = [pool.name for pool in plan.host.storage]
     known = ", ".join(names)
-    for index, count in Counter(names).items():
+    for name, count in Counter(names).items():
         if count > 1:
-            position = names.index(index)
-            yield Problem(("host", "storage", position, "name"), f"storage {index!r} is declared {count} times")
+            position = names.index(name)
+            yield Problem(
+                ("host", "storage", position, "name"), f"storage {name!r} is declared {count} times"
+            )
     if plan.storage(plan.template.storage) is None:
-        yield Problem(("template", "storage"), f"unknown storage {plan.template.storage!r} (declared: {known})")
+        yield Problem(
+            ("template", "storage"), f"unknown storage {plan.template.storage!r} (declared: {known})"
+        )
     for index, vm in enumerate(plan.vms):
         if plan.storage(vm.storage) is None:
             yield Problem(("vms", index, "storage"), f"unknown storage {vm.storage!r} (declared: {known})")
@@ -160,9 +164,13 @@ def _roles(plan: Plan) -> Iterator[Problem]:
                 )
         if "backup" in vm.roles and "postgresql" not in vm.roles:
             position = vm.roles.index("backup")
-            yield Problem(("vms", index, "roles", position), "role 'backup' needs 'postgresql' on the same VM")
+            yield Problem(
+                ("vms", index, "roles", position), "role 'backup' needs 'postgresql' on the same VM"
+            )
         if "common" not in vm.roles:
-            yield Problem(("vms", index, "roles"), "every VM needs the 'common' role (base system, SSH, firewall)")
+            yield Problem(
+                ("vms", index, "roles"), "every VM needs the 'common' role (base system, SSH, firewall)"
+            )
     for role in ("postgresql", "llm"):
         holders = [i for i, vm in enumerate(plan.vms) if role in vm.roles]
         if len(holders) > 1:
@@ -179,9 +187,13 @@ def _database_refs(plan: Plan) -> Iterator[Problem]:
     names = [spec.name for spec in db.databases]
     for index, spec in enumerate(db.databases):
         if spec.owner not in users:
-            yield Problem(("database", "databases", index, "owner"), f"owner {spec.owner!r} is not in database.users")
+            yield Problem(
+                ("database", "databases", index, "owner"), f"owner {spec.owner!r} is not in database.users"
+            )
         if names.count(spec.name) > 1 and names.index(spec.name) != index:
-            yield Problem(("database", "databases", index, "name"), f"database {spec.name!r} is declared twice")
+            yield Problem(
+                ("database", "databases", index, "name"), f"database {spec.name!r} is declared twice"
+            )
     user_names = [user.name for user in db.users]
     for index, user in enumerate(db.users):
         if user_names.index(user.name) != index:
@@ -210,14 +222,21 @@ def _apps(plan: Plan) -> Iterator[Problem]:
             yield Problem(("apps", "apps", index, "name"), f"app {app.name!r} is declared twice")
         names.add(app.name)
         if app.port in ports:
-            yield Problem(("apps", "apps", index, "port"), f"port {app.port} is already used by app {ports[app.port]!r}")
+            yield Problem(
+                ("apps", "apps", index, "port"), f"port {app.port} is already used by app {ports[app.port]!r}"
+            )
         ports[app.port] = app.name
         for key, message in _source_problems(app.source):
             yield Problem(("apps", "apps", index, "source", key), message)
         if app.database is not None and app.database not in databases:
-            yield Problem(("apps", "apps", index, "database"), f"database {app.database!r} is not in database.databases")
+            yield Problem(
+                ("apps", "apps", index, "database"), f"database {app.database!r} is not in database.databases"
+            )
         if app.database_user is not None and app.database_user not in users:
-            yield Problem(("apps", "apps", index, "database_user"), f"user {app.database_user!r} is not in database.users")
+            yield Problem(
+                ("apps", "apps", index, "database_user"),
+                f"user {app.database_user!r} is not in database.users",
+            )
         if app.kind == "asgi" and ":" not in app.entrypoint:
             yield Problem(("apps", "apps", index, "entrypoint"), "an ASGI entrypoint is 'module:attribute'")
 
@@ -250,8 +269,14 @@ def _llm_model_source(plan: Plan) -> Iterator[Problem]:
 def _template_keys(plan: Plan) -> Iterator[Problem]:
     template = plan.template
     if not template.ssh_public_keys and not template.ssh_public_key_files:
-        yield Problem(("template", "ssh_public_keys"), "no SSH public key for the admin user: add ssh_public_keys or ssh_public_key_files")
+        yield Problem(
+            ("template", "ssh_public_keys"),
+            "no SSH public key for the admin user: add ssh_public_keys or ssh_public_key_files",
+        )
     for index, key in enumerate(template.ssh_public_keys):
         parts = key.split()
         if len(parts) < 2 or not parts[0].startswith(("ssh-", "ecdsa-", "sk-")):
-            yield Problem(("template", "ssh_public_keys", index), "not an SSH public key ('ssh-ed25519 AAAA... comment')")
+            yield Problem(
+                ("template", "ssh_public_keys", index),
+                "not an SSH public key ('ssh-ed25519 AAAA... comment')",
+            )

@@ -1,0 +1,424 @@
+"""/version, /nodes, node status, storage (status, content, download-url) and tasks."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, unquote, urlsplit
+
+from . import schema
+from .apierror import ApiError, fail, param_error
+from .router import Reply, Request
+from .schema import P
+from .settings import StorageSettings
+from .tasks import UPID_RE, TaskContext, TaskFailed
+
+if TYPE_CHECKING:
+    from .app import Emulator
+
+REPOID = "ec5affc9e41f1d79"
+GIB = 1024**3
+CONTENT_DIRS = {"iso": "template/iso", "vztmpl": "template/cache", "import": "import",
+                "snippets": "snippets", "backup": "dump"}
+FILENAME_PATTERNS = {
+    "iso": r".+\.(iso|img)",
+    "vztmpl": r".+\.tar\.(gz|xz|zst|bz2)",
+    "import": r".+\.(qcow2|raw|vmdk|ova)",
+}
+
+
+def register(emu: Emulator) -> None:
+    api = NodesApi(emu)
+    add = emu.router.add
+    add("GET", "/version", api.version)
+    add("GET", "/nodes", api.nodes)
+    add("GET", "/nodes/{node}", api.node_index)
+    add("GET", "/nodes/{node}/status", api.node_status)
+    add("GET", "/nodes/{node}/storage", api.storage_list)
+    add("GET", "/nodes/{node}/storage/{storage}/status", api.storage_status)
+    add("GET", "/nodes/{node}/storage/{storage}/content", api.storage_content)
+    add("POST", "/nodes/{node}/storage/{storage}/download-url", api.download_url)
+    add("GET", "/nodes/{node}/tasks", api.task_list)
+    add("GET", "/nodes/{node}/tasks/{upid}/status", api.task_status)
+    add("GET", "/nodes/{node}/tasks/{upid}/log", api.task_log)
+
+
+class NodesApi:
+    def __init__(self, emu: Emulator) -> None:
+        self.emu = emu
+        self.settings = emu.settings
+
+    # --- version and node ---------------------------------------------------------------------
+
+    def version(self, req: Request) -> Any:
+        schema.check(req.params, {})
+        version = self.settings.version
+        return {"version": version, "release": ".".join(version.split(".")[:2]), "repoid": REPOID}
+
+    def _node_numbers(self) -> dict[str, Any]:
+        emu = self.emu
+        running_mem = 0
+        with emu.store.lock:
+            for vmid in list(emu.store.runtime):
+                vm = emu.store.vms.get(vmid)
+                if vm is not None:
+                    from .propstr import memory_mib
+
+                    running_mem += memory_mib(vm.merged().get("memory")) * 1024 * 1024
+        total = self.settings.host_memory
+        used = min(total, 3 * GIB + running_mem)
+        root_total = 94 * GIB
+        return {
+            "uptime": int(time.time() - emu.started) + 86400,
+            "cpu": 0.0123 + 0.002 * len(emu.store.runtime),
+            "mem": used,
+            "maxmem": total,
+            "disk": 9 * GIB,
+            "maxdisk": root_total,
+        }
+
+    def nodes(self, req: Request) -> Any:
+        schema.check(req.params, {})
+        n = self._node_numbers()
+        return [
+            {
+                "node": self.emu.node,
+                "status": "online",
+                "id": f"node/{self.emu.node}",
+                "type": "node",
+                "cpu": n["cpu"],
+                "maxcpu": self.settings.host_cpus,
+                "mem": n["mem"],
+                "maxmem": n["maxmem"],
+                "disk": n["disk"],
+                "maxdisk": n["maxdisk"],
+                "uptime": n["uptime"],
+                "level": "",
+                "ssl_fingerprint": self.emu.fingerprint,
+            }
+        ]
+
+    def node_index(self, req: Request) -> Any:
+        self._node(req)
+        names = ["qemu", "storage", "tasks", "status", "version"]
+        return [{"name": name} for name in names]
+
+    def _node(self, req: Request, spec: dict[str, P] | None = None) -> dict[str, Any]:
+        params = schema.check(req.params, {"node": schema.NODE, **(spec or {})})
+        self.emu.check_node(params["node"])
+        return params
+
+    def node_status(self, req: Request) -> Any:
+        self._node(req)
+        hw = self.settings.hardware
+        n = self._node_numbers()
+        sockets = int(hw["sockets"])
+        cores = sockets * int(hw["cores_per_socket"])
+        return {
+            "uptime": n["uptime"],
+            "idle": 0,
+            "loadavg": ["0.05", "0.10", "0.08"],
+            "cpu": n["cpu"],
+            "wait": 0.0,
+            "kversion": "Linux 6.8.12-4-pve #1 SMP PREEMPT_DYNAMIC PMX 6.8.12-4 (2024-11-06T15:04Z)",
+            "current-kernel": {
+                "sysname": "Linux",
+                "release": "6.8.12-4-pve",
+                "version": "#1 SMP PREEMPT_DYNAMIC PMX 6.8.12-4 (2024-11-06T15:04Z)",
+                "machine": "x86_64",
+            },
+            "boot-info": {"mode": "efi", "secureboot": 0},
+            "cpuinfo": {
+                "user_hz": 100,
+                "model": str(hw["cpu_model"]),
+                "mhz": str(hw["mhz"]),
+                "cpus": self.settings.host_cpus,
+                "sockets": sockets,
+                "cores": cores,
+                "flags": "fpu vme de pse tsc msr pae mce cx8 apic sep mtrr pge mca cmov pat pse36 "
+                "clflush dts acpi mmx fxsr sse sse2 ss ht tm pbe syscall nx pdpe1gb rdtscp lm "
+                "constant_tsc pni pclmulqdq ssse3 fma cx16 sse4_1 sse4_2 x2apic movbe popcnt "
+                "aes xsave avx f16c rdrand lahf_lm abm avx2 bmi1 bmi2 erms invpcid",
+                "hvm": "1",
+            },
+            "memory": {"total": n["maxmem"], "used": n["mem"], "free": n["maxmem"] - n["mem"]},
+            "swap": {"total": 8 * GIB, "used": 0, "free": 8 * GIB},
+            "ksm": {"shared": 0},
+            "rootfs": {
+                "total": n["maxdisk"],
+                "used": n["disk"],
+                "free": n["maxdisk"] - n["disk"],
+                "avail": n["maxdisk"] - n["disk"],
+            },
+            "pveversion": f"pve-manager/{self.settings.version}/{REPOID}",
+        }
+
+    # --- storage ------------------------------------------------------------------------------
+
+    def _file_usage(self, storage: StorageSettings) -> int:
+        if storage.path is None or not storage.path.exists():
+            return 0
+        total = 0
+        for sub in CONTENT_DIRS.values():
+            folder = storage.path / sub
+            if folder.is_dir():
+                total += sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
+        return total
+
+    def storage_dict(self, storage: StorageSettings, used_by_volumes: dict[str, int]) -> dict[str, Any]:
+        used = used_by_volumes.get(storage.storage, 0) + self._file_usage(storage)
+        return {
+            "storage": storage.storage,
+            "type": storage.type,
+            "content": storage.content,
+            "shared": 0,
+            "active": 1,
+            "enabled": 1,
+            "total": storage.total,
+            "used": used,
+            "avail": max(0, storage.total - used),
+            "used_fraction": used / storage.total if storage.total else 0,
+        }
+
+    def storage_list(self, req: Request) -> Any:
+        params = self._node(
+            req,
+            {
+                "content": P(),
+                "enabled": P("boolean"),
+                "format": P("boolean"),
+                "storage": P(),
+                "target": P(),
+            },
+        )
+        if "storage" in params and self.settings.storage(params["storage"]) is None:
+            raise param_error({"storage": "No such storage."})
+        used = self.emu.store.storage_used()
+        result = []
+        for storage in self.settings.storages:
+            if "storage" in params and storage.storage != params["storage"]:
+                continue
+            if "content" in params:
+                wanted = set(params["content"].split(","))
+                if not wanted & set(storage.content.split(",")):
+                    continue
+            result.append(self.storage_dict(storage, used))
+        return result
+
+    def _storage(self, name: str) -> StorageSettings:
+        storage = self.settings.storage(name)
+        if storage is None:
+            raise fail(f"storage '{name}' does not exist")
+        return storage
+
+    def storage_status(self, req: Request) -> Any:
+        params = self._node(req, {"storage": P(optional=False)})
+        storage = self._storage(params["storage"])
+        data = self.storage_dict(storage, self.emu.store.storage_used())
+        del data["storage"], data["used_fraction"]
+        return data
+
+    def storage_content(self, req: Request) -> Any:
+        params = self._node(
+            req, {"storage": P(optional=False), "content": P(), "vmid": P("integer")}
+        )
+        storage = self._storage(params["storage"])
+        result: list[dict[str, Any]] = []
+        for volid, size in sorted(self.emu.store.volumes().items()):
+            if not volid.startswith(storage.storage + ":"):
+                continue
+            name = volid.split(":", 1)[1]
+            match = re.search(r"(?:vm|base)-(\d+)-", name.rsplit("/", 1)[-1])
+            owner = int(match.group(1)) if match else None
+            if params.get("vmid") is not None and owner != params["vmid"]:
+                continue
+            if params.get("content") not in (None, "images"):
+                continue
+            item = {"volid": volid, "content": "images", "format": "raw", "size": size, "ctime": 0}
+            if owner is not None:
+                item["vmid"] = owner
+            result.append(item)
+        if storage.path is not None:
+            for content, sub in CONTENT_DIRS.items():
+                if params.get("content") not in (None, content):
+                    continue
+                folder = storage.path / sub
+                if not folder.is_dir():
+                    continue
+                for path in sorted(folder.iterdir()):
+                    if path.is_file() and not path.name.startswith("."):
+                        stat = path.stat()
+                        result.append(
+                            {
+                                "volid": f"{storage.storage}:{content}/{path.name}",
+                                "content": content,
+                                "format": path.suffix.lstrip(".") or "raw",
+                                "size": stat.st_size,
+                                "ctime": int(stat.st_mtime),
+                            }
+                        )
+        return result
+
+    def resolve_file_volume(self, volid: str) -> tuple[str, Path]:
+        """``local:import/x.qcow2`` -> (content type, path); errors as PVE words them."""
+        storage_name, _, rel = volid.partition(":")
+        storage = self.settings.storage(storage_name)
+        if storage is None or storage.path is None:
+            raise fail(f"storage '{storage_name}' does not exist")
+        content, _, name = rel.partition("/")
+        if content not in CONTENT_DIRS or not name or "/" in name:
+            raise fail(f"unable to parse volume ID '{volid}'")
+        return content, storage.path / CONTENT_DIRS[content] / name
+
+    def download_url(self, req: Request) -> Any:
+        params = self._node(
+            req,
+            {
+                "storage": P(optional=False),
+                "url": P(optional=False, pattern=r"(https?|file)://.*"),
+                "content": P(optional=False, enum=("iso", "vztmpl", "import")),
+                "filename": P(optional=False),
+                "checksum": P(),
+                "checksum-algorithm": P(
+                    enum=("md5", "sha1", "sha224", "sha256", "sha384", "sha512")
+                ),
+                "compression": P(),
+                "verify-certificates": P("boolean"),
+            },
+        )
+        storage = self._storage(params["storage"])
+        content = params["content"]
+        if content not in storage.content.split(","):
+            raise fail(f"storage '{storage.storage}' does not support content-type '{content}'")
+        filename = params["filename"]
+        if "/" in filename or not re.fullmatch(FILENAME_PATTERNS[content], filename):
+            raise param_error({"filename": "value does not match the regex pattern"})
+        if "checksum" in params and "checksum-algorithm" not in params:
+            raise param_error({"checksum-algorithm": "'checksum-algorithm' is required"})
+        assert storage.path is not None
+        target = storage.path / CONTENT_DIRS[content] / filename
+        url = params["url"]
+
+        def work(ctx: TaskContext) -> None:
+            source = self._local_source(url)
+            if target.exists():
+                raise TaskFailed(f"refusing to override existing file '{target}'")
+            ctx.log(f"downloading {url} to {target}")
+            ctx.simulate()
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{target.name}.tmp.{os.getpid()}")
+            shutil.copyfile(source, tmp)
+            if "checksum" in params:
+                ctx.log("calculating checksum...")
+                digest = hashlib.new(params["checksum-algorithm"])
+                with tmp.open("rb") as handle:
+                    for chunk in iter(lambda: handle.read(1 << 20), b""):
+                        digest.update(chunk)
+                if digest.hexdigest() != params["checksum"].lower():
+                    tmp.unlink(missing_ok=True)
+                    raise TaskFailed(
+                        f"checksum mismatch: got '{digest.hexdigest()}' != expect "
+                        f"'{params['checksum'].lower()}'"
+                    )
+                ctx.log("checksum verified")
+            os.replace(tmp, target)
+            ctx.log(f"download of '{url}' to '{target}' finished")
+
+        task = self.emu.tasks.start("download", quote(filename, safe=""), req.identity.authuser, work)
+        return task.upid
+
+    def _local_source(self, url: str) -> Path:
+        """Map a URL to a local file. The lab never sends traffic anywhere."""
+        mapped = self.settings.download_map.get(url)
+        if mapped is not None:
+            path = Path(mapped)
+            if not path.is_absolute():
+                path = self.settings.lab_dir / path
+        elif url.startswith("file://"):
+            path = Path(unquote(urlsplit(url).path))
+        else:
+            raise TaskFailed(
+                f"lab: will not download '{url}': the lab sends no network traffic; use a "
+                "file:// URL or map the URL to a local file in settings.json 'download_map'"
+            )
+        if not path.is_file():
+            raise TaskFailed(f"lab: source file '{path}' for '{url}' does not exist")
+        return path
+
+    # --- tasks --------------------------------------------------------------------------------
+
+    def _task(self, req: Request) -> Any:
+        params = self._node(req, {"upid": P(optional=False)})
+        upid = unquote(params["upid"])
+        if not UPID_RE.match(upid):
+            raise param_error({"upid": "unable to parse worker upid"})
+        task = self.emu.tasks.get(upid)
+        if task is None:
+            raise param_error({"upid": "no such task"})
+        return task
+
+    def task_status(self, req: Request) -> Any:
+        return self._task(req).status_dict()
+
+    def task_log(self, req: Request) -> Any:
+        params = dict(req.params)
+        start = params.pop("start", "0")
+        limit = params.pop("limit", "50")
+        params.pop("download", None)
+        checked = schema.check(
+            {"start": start, "limit": limit},
+            {"start": P("integer", minimum=0), "limit": P("integer", minimum=0)},
+        )
+        task = self._task(Request(req.method, req.path, params, req.identity))
+        lines = list(task.log) or ["no content"]
+        first, count = checked["start"], checked["limit"]
+        chunk = lines[first : first + count] if count else lines[first:]
+        data = [{"n": first + i + 1, "t": text} for i, text in enumerate(chunk)]
+        return Reply(data, {"total": len(lines)})
+
+    def task_list(self, req: Request) -> Any:
+        params = self._node(
+            req,
+            {
+                "start": P("integer", minimum=0),
+                "limit": P("integer", minimum=0),
+                "vmid": P("integer"),
+                "typefilter": P(),
+                "userfilter": P(),
+                "errors": P("boolean"),
+                "source": P(enum=("archive", "active", "all")),
+                "statusfilter": P(),
+                "since": P("integer"),
+                "until": P("integer"),
+            },
+        )
+        result = []
+        for task in self.emu.tasks.list():
+            if params.get("vmid") is not None and task.id != str(params["vmid"]):
+                continue
+            if params.get("typefilter") and task.type != params["typefilter"]:
+                continue
+            if params.get("source") == "active" and task.status != "running":
+                continue
+            if params.get("errors") and task.exitstatus in (None, "OK"):
+                continue
+            item = task.status_dict()
+            if task.status == "stopped":
+                item["status"] = task.exitstatus
+                item["endtime"] = task.endtime
+            else:
+                item.pop("status")
+            result.append(item)
+        start = params.get("start", 0)
+        limit = params.get("limit", 50) or len(result)
+        return Reply(result[start : start + limit], {"total": len(result)})
+
+
+def raise_if(condition: bool, error: ApiError) -> None:
+    if condition:
+        raise error

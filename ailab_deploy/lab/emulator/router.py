@@ -1,0 +1,48 @@
+"""Path routing: ``/nodes/{node}/qemu/{vmid}/config`` patterns to handler functions."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .auth import Identity
+
+
+@dataclass
+class Request:
+    method: str
+    path: str  # below /api2/json
+    params: dict[str, str]  # query and body merged (query wins), path parameters added
+    identity: Identity
+    path_params: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Reply:
+    """A success answer with extra envelope keys (e.g. ``total`` for task logs)."""
+
+    data: Any
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+Handler = Callable[[Request], Any]
+
+
+class Router:
+    def __init__(self) -> None:
+        self._routes: list[tuple[str, re.Pattern[str], Handler]] = []
+
+    def add(self, method: str, pattern: str, handler: Handler) -> None:
+        regex = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", pattern.rstrip("/"))
+        self._routes.append((method, re.compile(f"^{regex}/?$"), handler))
+
+    def resolve(self, method: str, path: str) -> tuple[Handler, dict[str, str]] | None:
+        for route_method, regex, handler in self._routes:
+            if route_method != method:
+                continue
+            match = regex.match(path)
+            if match:
+                return handler, match.groupdict()
+        return None
