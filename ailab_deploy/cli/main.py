@@ -26,10 +26,31 @@ app = typer.Typer(
 )
 
 
+# Command groups live in their own modules; each exposes ``register(app)``.
+_COMMAND_MODULES = (
+    "ailab_deploy.cli.provision",  # plan, apply, destroy
+    "ailab_deploy.cli.runs",  # runs, runs show
+    "ailab_deploy.cli.configure",  # configure
+    "ailab_deploy.cli.verify",  # verify, up
+)
+
+
 def _mount_subcommands() -> None:
+    import importlib
+
+    for module_name in _COMMAND_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as error:
+            if error.name != module_name:  # a real import bug inside the module
+                raise
+            continue
+        module.register(app)
     try:
         from ailab_deploy.cli.lab import lab_app
-    except ImportError:  # the lab is optional for a controller-only install
+    except ModuleNotFoundError as error:
+        if error.name != "ailab_deploy.cli.lab":
+            raise
         return
     app.add_typer(lab_app, name="lab", help="The local rehearsal lab (Proxmox emulator and VMs).")
 

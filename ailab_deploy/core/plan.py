@@ -136,6 +136,9 @@ class Proxmox(Model):
         "AILAB_PVE_TOKEN_SECRET",
         description="Environment variable holding the token secret (never stored in the plan)",
     )
+    token_secret_file: str | None = Field(
+        None, description="Or a 0600 file holding the secret, read when the variable is unset"
+    )
     verify_tls: bool = Field(True, description="Verify the API's TLS certificate")
     fingerprint: (
         Annotated[
