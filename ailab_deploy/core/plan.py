@@ -222,6 +222,9 @@ class Template(Model):
     ssh_public_key_files: list[str] = Field(
         [], description="Files on the controller holding more public keys"
     )
+    ssh_private_key_file: str | None = Field(
+        None, description="Controller key Ansible uses for the admin user (default: SSH's own)"
+    )
 
 
 class VM(Model):

@@ -15,7 +15,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -41,6 +41,7 @@ PACKAGES = (
     "sudo",
     "python3",
     "python3-apt",
+    "python3-cffi-backend",  # debootstrap cannot resolve cloud-init's virtual cffi dependency
     "cloud-init",
     "locales",
     "tzdata",
@@ -193,9 +194,8 @@ def build_template(cache_dir: Path | None = None, recipe: Recipe | None = None) 
     return TemplateImage(template / "rootfs", recipe.template_key(), seconds, cached)
 
 
-def _build_stage(stage_dir: Path, build: object, recipe: Recipe) -> None:
+def _build_stage(stage_dir: Path, build: Callable[[Path], None], recipe: Recipe) -> None:
     """Build into a scratch dir and rename it into place, so a failed build leaves no stage."""
-    assert callable(build)
     scratch = stage_dir.with_name(stage_dir.name + ".partial")
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True)

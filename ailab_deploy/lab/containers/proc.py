@@ -45,7 +45,7 @@ def run(
     except subprocess.TimeoutExpired as exc:
         raise LabError(f"{what}: {argv[0]} did not finish within {timeout:.0f} s") from exc
     if check and result.returncode != 0:
-        raise LabError(f"{what}: {argv[0]} exited {result.returncode}: {last_line(result.stderr)}")
+        raise LabError(f"{what}: {argv[0]} exited {result.returncode}: {last_line(result.stderr or result.stdout)}")
     return result
 
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote, urlsplit
 
 from . import schema
-from .apierror import ApiError, fail, param_error
+from .apierror import fail, param_error
 from .router import Reply, Request
 from .schema import P
 from .settings import StorageSettings
@@ -32,7 +32,7 @@ FILENAME_PATTERNS = {
 }
 
 
-def register(emu: Emulator) -> None:
+def register(emu: Emulator) -> NodesApi:
     api = NodesApi(emu)
     add = emu.router.add
     add("GET", "/version", api.version)
@@ -46,6 +46,7 @@ def register(emu: Emulator) -> None:
     add("GET", "/nodes/{node}/tasks", api.task_list)
     add("GET", "/nodes/{node}/tasks/{upid}/status", api.task_status)
     add("GET", "/nodes/{node}/tasks/{upid}/log", api.task_log)
+    return api
 
 
 class NodesApi:
@@ -398,7 +399,7 @@ class NodesApi:
             },
         )
         result = []
-        for task in self.emu.tasks.list():
+        for task in self.emu.tasks.all():
             if params.get("vmid") is not None and task.id != str(params["vmid"]):
                 continue
             if params.get("typefilter") and task.type != params["typefilter"]:
@@ -418,7 +419,3 @@ class NodesApi:
         limit = params.get("limit", 50) or len(result)
         return Reply(result[start : start + limit], {"total": len(result)})
 
-
-def raise_if(condition: bool, error: ApiError) -> None:
-    if condition:
-        raise error

@@ -45,9 +45,9 @@ class Emulator:
             if storage.path is not None:
                 storage.path.mkdir(parents=True, exist_ok=True)
         self.router = Router()
-        api_nodes.register(self)
-        api_cluster.register(self)
-        api_qemu.register(self)
+        self.nodes_api = api_nodes.register(self)
+        self.qemu = api_qemu.register(self)
+        self.cluster_api = api_cluster.register(self)
         if self.store.fresh and settings.template:
             self.seed_template()
         self._resume_backend()

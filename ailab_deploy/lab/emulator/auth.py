@@ -97,17 +97,17 @@ class Authenticator:
                 raise auth_error("Authentication failed!")
             userid, _, name = tokenid.partition("!")
             return Identity(userid, name, via="token")
-        ticket = _cookie(cookie_header, "PVEAuthCookie")
+        ticket: str | None = _cookie(cookie_header, "PVEAuthCookie")
         if ticket is None and authorization and authorization.startswith("PVEAuthCookie="):
             ticket = unquote(authorization[len("PVEAuthCookie=") :])
         if ticket is None:
             raise auth_error("No ticket")
-        userid = self.verify_ticket(ticket)
-        if userid is None:
+        ticket_user = self.verify_ticket(ticket)
+        if ticket_user is None:
             raise auth_error("Authentication failed!")
-        if method != "GET" and not self.verify_csrf(csrf, userid):
+        if method != "GET" and not self.verify_csrf(csrf, ticket_user):
             raise auth_error("Permission denied - invalid csrf token")
-        return Identity(userid)
+        return Identity(ticket_user)
 
 
 def _cookie(header: str | None, name: str) -> str | None:

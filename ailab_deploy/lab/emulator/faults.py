@@ -107,7 +107,7 @@ class Faults:
             self._rules = [r for r in self._rules if r.id != rule.id] + [rule]
         return rule
 
-    def list(self) -> list[dict[str, Any]]:
+    def describe(self) -> list[dict[str, Any]]:
         with self._lock:
             return [r.as_dict() for r in self._rules]
 

@@ -278,8 +278,8 @@ def check_net(key: str, value: str) -> str:
     net = parse(",".join(parts), NET_FORMAT, key)
     if "model" not in net:
         raise FormatError(sub_errors({f"{key}.model": "property is missing and it is not optional"}))
-    mac = net.pop("macaddr", None) or random_mac()
-    if not _MAC.match(mac):
+    mac = net.pop("macaddr", None)
+    if mac is not None and not _MAC.match(mac):
         raise FormatError(
             sub_errors(
                 {f"{key}.macaddr": "invalid format - value does not look like a valid unicast MAC"
@@ -287,7 +287,17 @@ def check_net(key: str, value: str) -> str:
             )
         )
     model = net.pop("model")
-    return render({"model": f"{model}={mac.upper()}", **net}, first="model")
+    first = f"{model}={mac.upper()}" if mac else model
+    return render({"model": first, **net}, first="model")
+
+
+def ensure_mac(value: str, old: str | None = None) -> str:
+    """Give a NIC without MAC the old NIC's MAC (update) or a new one (PVE's autogen)."""
+    first, _, rest = value.partition(",")
+    if "=" in first:
+        return value
+    mac = (net_mac(old) if old else None) or random_mac()
+    return f"{first}={mac}" + (f",{rest}" if rest else "")
 
 
 def net_mac(value: str) -> str | None:

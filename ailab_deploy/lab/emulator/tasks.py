@@ -16,7 +16,7 @@ from typing import Any
 from ailab_deploy.lab.backend import BackendError
 
 from .apierror import ApiError
-from .faults import Faults, FaultRule
+from .faults import FaultRule, Faults
 from .state import write_atomic
 
 log = logging.getLogger(__name__)
@@ -221,7 +221,7 @@ class TaskManager:
         self._persist(task)
         task.done.set()
 
-    def list(self) -> list[Task]:
+    def all(self) -> list[Task]:
         return sorted(self.tasks.values(), key=lambda t: t.starttime, reverse=True)
 
     def shutdown(self, timeout: float = 5.0) -> None:

