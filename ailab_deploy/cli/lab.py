@@ -1,0 +1,83 @@
+"""`ailab-deploy lab ...`: the local rehearsal lab (thin: prints what control.py returns)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from ailab_deploy.errors import AilabError
+from ailab_deploy.lab import control
+
+lab_app = typer.Typer(help="The local lab: a Proxmox VE API emulator (and, later, real VMs).")
+
+LabDir = typer.Option(None, "--lab-dir", help="lab directory (default: $AILAB_LAB_DIR or .ailab/lab)")
+
+
+def _fail(error: AilabError) -> typer.Exit:
+    typer.echo(str(error), err=True)
+    return typer.Exit(error.exit_code)
+
+
+def _print_status(info: dict[str, object], as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(info, indent=2))
+        return
+    state = "running" if info["running"] else "stopped"
+    typer.echo(f"lab emulator: {state}")
+    for key in ("endpoint", "node", "token_id", "token_secret_path", "fingerprint", "ca_path",
+                "lab_plan"):
+        typer.echo(f"  {key}: {info[key]}")
+
+
+@lab_app.command()
+def up(
+    api_only: bool = typer.Option(False, "--api-only", help="only the API emulator (null backend)"),
+    port: int | None = typer.Option(None, "--port", help="HTTPS port (default 8006)"),
+    lab_dir: Path | None = LabDir,
+    as_json: bool = typer.Option(False, "--json", help="print the status as JSON"),
+) -> None:
+    """Start the lab emulator in the background (idempotent)."""
+    if not api_only:
+        typer.echo("only --api-only is available so far: the VM backend is not wired in yet", err=True)
+        raise typer.Exit(2)
+    try:
+        info = control.up(control.resolve_lab_dir(lab_dir), port=port, backend="null")
+    except AilabError as err:
+        raise _fail(err) from err
+    _print_status(info, as_json)
+
+
+@lab_app.command()
+def status(
+    lab_dir: Path | None = LabDir,
+    as_json: bool = typer.Option(False, "--json", help="print as JSON"),
+) -> None:
+    """Show the lab's endpoint, token, certificate fingerprint and plan path."""
+    try:
+        info = control.status(control.resolve_lab_dir(lab_dir))
+    except (AilabError, ValueError) as err:
+        raise _fail(AilabError(str(err))) from err
+    _print_status(info, as_json)
+
+
+@lab_app.command()
+def down(lab_dir: Path | None = LabDir) -> None:
+    """Stop the lab emulator (idempotent). State stays in the lab directory."""
+    stopped = control.down(control.resolve_lab_dir(lab_dir))
+    typer.echo("lab emulator stopped" if stopped else "lab emulator was not running")
+
+
+@lab_app.command()
+def reset(lab_dir: Path | None = LabDir) -> None:
+    """Destroy every lab VM except the template."""
+    try:
+        removed = control.reset(control.resolve_lab_dir(lab_dir))
+    except AilabError as err:
+        raise _fail(err) from err
+    typer.echo(f"removed {len(removed)} VM(s); the template is kept")
+
+
+if __name__ == "__main__":
+    lab_app()

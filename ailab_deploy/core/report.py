@@ -1,0 +1,220 @@
+"""Verification results: what was measured, against what, and whether the plan's gates pass.
+
+Tokens/s is read from the server's own timings (never from wall-clock around the
+request): Ollama's ``eval_count / eval_duration`` (nanoseconds), llama.cpp's
+``timings.predicted_per_second``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ailab_deploy.core.plan import Verify
+
+
+class MeasurementError(ValueError):
+    """A server or tool answered in a shape we cannot read."""
+
+
+@dataclass(frozen=True)
+class LlmResult:
+    engine: str
+    model: str
+    tokens: int
+    tokens_per_second: float
+    predicted_tokens_per_second: float
+    bandwidth_gbs: float
+    bound_tokens_per_second: float
+
+    @property
+    def ratio_to_prediction(self) -> float:
+        return self.tokens_per_second / self.predicted_tokens_per_second
+
+    @property
+    def ratio_to_bound(self) -> float:
+        return self.tokens_per_second / self.bound_tokens_per_second
+
+
+@dataclass(frozen=True)
+class PgbenchResult:
+    tps: float
+    latency_ms: float
+    transactions: int
+    failed: int
+    clients: int
+    seconds: int
+
+
+@dataclass(frozen=True)
+class AppResult:
+    name: str
+    health_status: int
+    latency_ms: float | None = None  # the end-to-end request, for apps that take one
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Gate:
+    name: str
+    measured: float
+    threshold: float
+    comparison: str  # ">=" or "<=" or "=="
+    passed: bool
+
+
+@dataclass(frozen=True)
+class Report:
+    plan_hash: str
+    llm: LlmResult | None
+    pgbench: PgbenchResult | None
+    apps: tuple[AppResult, ...]
+    gates: tuple[Gate, ...]
+    infra: dict[str, Any] = field(default_factory=dict)  # testinfra outcome counts
+
+    @property
+    def passed(self) -> bool:
+        infra_ok = self.infra.get("failed", 0) == 0 and self.infra.get("errors", 0) == 0
+        return all(gate.passed for gate in self.gates) and infra_ok
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        if self.llm is not None:
+            data["llm"]["ratio_to_prediction"] = round(self.llm.ratio_to_prediction, 3)
+            data["llm"]["ratio_to_bound"] = round(self.llm.ratio_to_bound, 3)
+        data["passed"] = self.passed
+        return data
+
+
+def tokens_per_second_from_response(engine: str, body: dict[str, Any]) -> tuple[int, float]:
+    """(generated tokens, tokens/s) from a non-streamed generation response."""
+    if engine == "ollama":
+        count = int(body.get("eval_count") or 0)  # omitempty: a missing field means 0
+        duration_ns = int(body.get("eval_duration") or 0)
+        if count == 0 or duration_ns == 0:
+            raise MeasurementError("Ollama response has no eval_count/eval_duration")
+        return count, count / duration_ns * 1e9
+    timings = body.get("timings")
+    if not isinstance(timings, dict) or "predicted_per_second" not in timings:
+        raise MeasurementError("llama.cpp response has no timings.predicted_per_second")
+    return int(timings.get("predicted_n") or 0), float(timings["predicted_per_second"])
+
+
+_TPS = re.compile(r"^tps = ([\d.]+) \(without initial connection time\)", re.MULTILINE)
+_LATENCY = re.compile(r"^latency average = ([\d.]+) ms", re.MULTILINE)
+_PROCESSED = re.compile(r"^number of transactions actually processed: (\d+)", re.MULTILINE)
+_FAILED = re.compile(r"^number of failed transactions: (\d+)", re.MULTILINE)
+
+
+def parse_pgbench(output: str, clients: int, seconds: int) -> PgbenchResult:
+    """Read pgbench's summary (PostgreSQL 15+ prints failed transactions)."""
+    found = {
+        name: rx.search(output)
+        for name, rx in (("tps", _TPS), ("latency", _LATENCY), ("processed", _PROCESSED))
+    }
+    missing = [name for name, match in found.items() if match is None]
+    if missing:
+        raise MeasurementError(f"pgbench output lacks {', '.join(missing)}: {output[-300:]!r}")
+    failed = _FAILED.search(output)
+    return PgbenchResult(
+        tps=float(found["tps"].group(1)),  # type: ignore[union-attr]
+        latency_ms=float(found["latency"].group(1)),  # type: ignore[union-attr]
+        transactions=int(found["processed"].group(1)),  # type: ignore[union-attr]
+        failed=int(failed.group(1)) if failed else 0,
+        clients=clients,
+        seconds=seconds,
+    )
+
+
+def evaluate_gates(
+    thresholds: Verify,
+    llm: LlmResult | None,
+    pgbench: PgbenchResult | None,
+    apps: tuple[AppResult, ...],
+) -> tuple[Gate, ...]:
+    """The plan's verify section decides pass or fail; a missing measurement fails its gate."""
+    gates = [
+        Gate(
+            "llm tokens/s",
+            llm.tokens_per_second if llm else 0.0,
+            thresholds.min_tokens_per_second,
+            ">=",
+            llm is not None and llm.tokens_per_second >= thresholds.min_tokens_per_second,
+        ),
+        Gate(
+            "pgbench tps",
+            pgbench.tps if pgbench else 0.0,
+            thresholds.min_pgbench_tps,
+            ">=",
+            pgbench is not None and pgbench.tps >= thresholds.min_pgbench_tps,
+        ),
+        Gate(
+            "pgbench failed transactions",
+            float(pgbench.failed) if pgbench else -1.0,
+            0.0,
+            "==",
+            pgbench is not None and pgbench.failed == 0,
+        ),
+    ]
+    for app in apps:
+        gates.append(
+            Gate(f"{app.name} health", float(app.health_status), 200.0, "==", app.health_status == 200)
+        )
+        if app.latency_ms is not None:
+            gates.append(
+                Gate(
+                    f"{app.name} end-to-end ms",
+                    app.latency_ms,
+                    thresholds.max_app_latency_ms,
+                    "<=",
+                    app.latency_ms <= thresholds.max_app_latency_ms,
+                )
+            )
+    return tuple(gates)
+
+
+def render_markdown(report: Report) -> str:
+    lines = [f"# ailab-deploy verification: {'PASSED' if report.passed else 'FAILED'}", ""]
+    lines.append(f"Plan hash: `{report.plan_hash[:16]}`")
+    lines.append("")
+    if report.llm is not None:
+        llm = report.llm
+        lines += [
+            "## LLM",
+            "",
+            "| quantity | value |",
+            "|---|---|",
+            f"| engine / model | {llm.engine} / {llm.model} |",
+            f"| measured tokens/s ({llm.tokens} tokens, server timings) | {llm.tokens_per_second:.2f} |",
+            f"| sizing prediction | {llm.predicted_tokens_per_second:.2f} |",
+            f"| bandwidth bound ({llm.bandwidth_gbs:.1f} GB/s probed / model bytes) | "
+            f"{llm.bound_tokens_per_second:.2f} |",
+            f"| measured / prediction | {llm.ratio_to_prediction:.2f} |",
+            f"| measured / bound | {llm.ratio_to_bound:.2f} |",
+            "",
+        ]
+    if report.pgbench is not None:
+        pg = report.pgbench
+        lines += [
+            "## PostgreSQL (pgbench over the network)",
+            "",
+            f"TPS {pg.tps:.1f}, latency {pg.latency_ms:.2f} ms, {pg.transactions} transactions, "
+            f"{pg.failed} failed ({pg.clients} clients, {pg.seconds} s)",
+            "",
+        ]
+    if report.apps:
+        lines += ["## Apps", "", "| app | health | end-to-end ms |", "|---|---|---|"]
+        for app in report.apps:
+            latency = f"{app.latency_ms:.0f}" if app.latency_ms is not None else "-"
+            lines.append(f"| {app.name} | {app.health_status} | {latency} |")
+        lines.append("")
+    if report.infra:
+        lines += ["## testinfra", "", ", ".join(f"{k}: {v}" for k, v in sorted(report.infra.items())), ""]
+    lines += ["## Gates", "", "| gate | measured | threshold | result |", "|---|---|---|---|"]
+    for gate in report.gates:
+        result = "pass" if gate.passed else "FAIL"
+        lines.append(
+            f"| {gate.name} | {gate.measured:.2f} | {gate.comparison} {gate.threshold:g} | {result} |"
+        )
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,282 @@
+"""Run the lab's API emulator in the background: start, stop, status, reset.
+
+Everything lives in the lab directory (``.ailab/lab`` by default)::
+
+    settings.json          emulator settings (users and tokens refer to secret files)
+    secrets/api-token      the API token secret (0600)
+    secrets/root-password  root@pam's password (0600)
+    tls/pve-ssl.pem        the self-signed certificate (also the CA file clients pin)
+    emulator.pid / .log    the background process
+    state/                 the emulator's state (VM configs, tasks, jobs)
+    vms.lab.yaml           the lab plan (written by another part of the lab)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ailab_deploy.errors import LabError
+
+from .emulator.__main__ import READY_FILE
+from .emulator.settings import SETTINGS_FILE
+from .emulator.state import write_atomic
+from .emulator.tls import CERT_FILE, FINGERPRINT_FILE
+
+DEFAULT_LAB_DIR = Path(".ailab/lab")
+DEFAULT_PORT = 8006
+TOKEN_ID = "root@pam!ailab"
+USER_ID = "root@pam"
+
+
+def resolve_lab_dir(option: Path | None = None) -> Path:
+    """``--lab-dir``, else ``$AILAB_LAB_DIR``, else ``.ailab/lab`` under the current directory."""
+    if option is not None:
+        return option.resolve()
+    env = os.environ.get("AILAB_LAB_DIR")
+    return Path(env).resolve() if env else (Path.cwd() / DEFAULT_LAB_DIR).resolve()
+
+
+@dataclass(frozen=True)
+class LabPaths:
+    lab_dir: Path
+
+    @property
+    def settings(self) -> Path:
+        return self.lab_dir / SETTINGS_FILE
+
+    @property
+    def token_secret(self) -> Path:
+        return self.lab_dir / "secrets" / "api-token"
+
+    @property
+    def root_password(self) -> Path:
+        return self.lab_dir / "secrets" / "root-password"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.lab_dir / "emulator.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.lab_dir / "emulator.log"
+
+    @property
+    def ready_file(self) -> Path:
+        return self.lab_dir / READY_FILE
+
+    @property
+    def cert(self) -> Path:
+        return self.lab_dir / "tls" / CERT_FILE
+
+    @property
+    def fingerprint(self) -> Path:
+        return self.lab_dir / "tls" / FINGERPRINT_FILE
+
+    @property
+    def plan(self) -> Path:
+        return self.lab_dir / "vms.lab.yaml"
+
+
+def _write_secret(path: Path) -> None:
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        write_atomic(path, secrets.token_urlsafe(24) + "\n", mode=0o600)
+    path.chmod(0o600)
+
+
+def ensure_settings(lab_dir: Path, port: int | None = None, backend: str | None = None) -> dict[str, Any]:
+    """Create or complete settings.json: root@pam with a password, the lab's API token."""
+    paths = LabPaths(lab_dir)
+    lab_dir.mkdir(parents=True, exist_ok=True)
+    settings: dict[str, Any] = {}
+    if paths.settings.exists():
+        try:
+            settings = json.loads(paths.settings.read_text())
+        except json.JSONDecodeError as err:
+            raise LabError(f"{paths.settings}: {err}") from err
+    _write_secret(paths.token_secret)
+    _write_secret(paths.root_password)
+    rel = lambda p: str(p.relative_to(lab_dir))  # noqa: E731
+    users = settings.setdefault("users", [])
+    if not any(u.get("userid") == USER_ID for u in users):
+        users.append({"userid": USER_ID, "password_file": rel(paths.root_password)})
+    tokens = settings.setdefault("tokens", [])
+    if not any(t.get("tokenid") == TOKEN_ID for t in tokens):
+        tokens.append({"tokenid": TOKEN_ID, "secret_file": rel(paths.token_secret)})
+    if port is not None:
+        settings["port"] = port
+    settings.setdefault("port", DEFAULT_PORT)
+    if backend is not None:
+        settings["backend"] = backend
+    write_atomic(paths.settings, json.dumps(settings, indent=2) + "\n", mode=0o600)
+    return settings
+
+
+def _pid(paths: LabPaths) -> int | None:
+    try:
+        pid = int(paths.pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+    except OSError:
+        return None
+    # a recycled pid must not be mistaken for (and killed as) our emulator
+    if b"ailab_deploy.lab.emulator" not in cmdline or str(paths.lab_dir).encode() not in cmdline:
+        return None
+    return pid
+
+
+def _ready(paths: LabPaths) -> dict[str, Any] | None:
+    try:
+        return dict(json.loads(paths.ready_file.read_text()))
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _probe(url: str, cert: Path) -> bool:
+    """True if the emulator answers over TLS with the pinned certificate (401 counts)."""
+    context = ssl.create_default_context(cafile=str(cert))
+    try:
+        urllib.request.urlopen(f"{url}/version", context=context, timeout=2)  # noqa: S310
+    except urllib.error.HTTPError as err:
+        return err.code == 401
+    except (urllib.error.URLError, OSError):
+        return False
+    return True
+
+
+def status(lab_dir: Path) -> dict[str, Any]:
+    paths = LabPaths(lab_dir)
+    settings: dict[str, Any] = {}
+    if paths.settings.exists():
+        settings = json.loads(paths.settings.read_text())
+    pid = _pid(paths)
+    ready = _ready(paths) if pid is not None else None
+    port = ready["port"] if ready else settings.get("port", DEFAULT_PORT)
+    host = settings.get("listen", "127.0.0.1")
+    fingerprint = paths.fingerprint.read_text().strip() if paths.fingerprint.exists() else None
+    return {
+        "running": bool(pid is not None and ready and ready.get("pid") == pid),
+        "pid": pid,
+        "endpoint": f"https://{host}:{port}/api2/json",
+        "host": host,
+        "port": port,
+        "node": settings.get("node", "pve"),
+        "backend": settings.get("backend", "null"),
+        "token_id": TOKEN_ID,
+        "token_secret_path": str(paths.token_secret),
+        "user": USER_ID,
+        "password_path": str(paths.root_password),
+        "fingerprint": fingerprint,
+        "ca_path": str(paths.cert),
+        "lab_dir": str(lab_dir),
+        "lab_plan": str(paths.plan),
+        "log": str(paths.log_file),
+    }
+
+
+def up(lab_dir: Path, port: int | None = None, backend: str = "null", timeout: float = 30.0) -> dict[str, Any]:
+    """Start the emulator in the background unless it already runs. Idempotent."""
+    paths = LabPaths(lab_dir)
+    current = status(lab_dir)
+    if current["running"] and _probe(current["endpoint"], paths.cert):
+        if port is not None and port != current["port"]:
+            raise LabError(
+                f"the lab emulator already runs on port {current['port']}; "
+                f"run 'ailab-deploy lab down' before changing the port to {port}"
+            )
+        return current
+    if current["pid"] is not None:
+        down(lab_dir)
+    ensure_settings(lab_dir, port, backend)
+    paths.ready_file.unlink(missing_ok=True)
+    with paths.log_file.open("ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "ailab_deploy.lab.emulator", "--lab-dir", str(lab_dir)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=lab_dir,
+        )
+    write_atomic(paths.pid_file, f"{process.pid}\n")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            paths.pid_file.unlink(missing_ok=True)
+            raise LabError(f"the lab emulator exited at start: {_log_tail(paths)}")
+        ready = _ready(paths)
+        if ready and ready.get("pid") == process.pid and _probe(ready["url"], paths.cert):
+            return status(lab_dir)
+        time.sleep(0.1)
+    process.terminate()
+    paths.pid_file.unlink(missing_ok=True)
+    raise LabError(f"the lab emulator did not become ready in {timeout:.0f}s: {_log_tail(paths)}")
+
+
+def down(lab_dir: Path, timeout: float = 10.0) -> bool:
+    """Stop the emulator. Returns whether one was running. Idempotent."""
+    paths = LabPaths(lab_dir)
+    pid = _pid(paths)
+    if pid is None:
+        paths.pid_file.unlink(missing_ok=True)
+        paths.ready_file.unlink(missing_ok=True)
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
+        if _zombie(pid):
+            break
+        time.sleep(0.05)
+    else:
+        if Path(f"/proc/{pid}").exists():
+            os.kill(pid, signal.SIGKILL)
+    paths.pid_file.unlink(missing_ok=True)
+    paths.ready_file.unlink(missing_ok=True)
+    return True
+
+
+def reset(lab_dir: Path) -> list[int]:
+    """Wipe every VM but the template, through the running emulator's admin API."""
+    current = status(lab_dir)
+    if not current["running"]:
+        raise LabError("the lab emulator is not running: run 'ailab-deploy lab up' first")
+    paths = LabPaths(lab_dir)
+    secret = paths.token_secret.read_text().strip()
+    base = current["endpoint"].removesuffix("/api2/json")
+    request = urllib.request.Request(
+        f"{base}/_lab/reset",
+        method="POST",
+        headers={"Authorization": f"PVEAPIToken={TOKEN_ID}={secret}"},
+    )
+    context = ssl.create_default_context(cafile=str(paths.cert))
+    with urllib.request.urlopen(request, context=context, timeout=30) as answer:  # noqa: S310
+        return list(json.loads(answer.read())["data"]["removed"])
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z")
+    except (OSError, IndexError):
+        return True
+
+
+def _log_tail(paths: LabPaths, lines: int = 5) -> str:
+    try:
+        text = paths.log_file.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "(no log)"
+    return " | ".join(text[-lines:]) or "(empty log)"
