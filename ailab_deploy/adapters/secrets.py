@@ -39,7 +39,7 @@ _SECRET_PATTERNS = (
     re.compile(r"([a-z][a-z0-9+.-]*://[^\s:/@]+:)[^\s@/]+(?=@)", re.IGNORECASE),
     # key=value, key: value, "key": "value" for password-ish keys
     re.compile(
-        r"((?:password|passwd|pwd|secret|token_secret|api_token|token)[\"']?\s*[:=]\s*[\"']?)"
+        r"((?<![A-Za-z0-9])(?:password|passwd|pwd|secret|token_secret|api_token|token)[\"']?\s*[:=]\s*[\"']?)"
         r"(?!\{\{)[^\s'\",;&}]+",
         re.IGNORECASE,
     ),

@@ -98,10 +98,9 @@ def user_data(vmid: int, config: VMConfig) -> str:
 
 def network_config(config: VMConfig) -> str:
     """A cloud-init v1 network config for net0 (the container's only NIC, ``eth0``)."""
+    # PVE also matches net0's MAC; cloud-init ignores a veth as "not physical", so the
+    # container's NIC is matched by name (it still carries net0's MAC).
     interface: dict[str, Any] = {"type": "physical", "name": "eth0"}
-    mac = mac_address(config)
-    if mac:
-        interface["mac_address"] = mac
     ipconfig = property_string(config.get("ipconfig0"))
     subnets: list[dict[str, str]] = []
     ip = ipconfig.get("ip")

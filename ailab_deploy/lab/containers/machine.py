@@ -181,6 +181,7 @@ class Machine:
             "--console=read-only",
         ]
         argv += [f"--bind={host}:{guest}" for host, guest in (binds or {}).items()]
+        argv += ["--", "--show-status=no"]  # for the guest's systemd: a plain console log
         with self.console.open("ab") as console:
             process = subprocess.Popen(
                 argv,

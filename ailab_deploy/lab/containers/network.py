@@ -8,7 +8,8 @@ import json
 import logging
 from pathlib import Path
 
-from ailab_deploy.lab.containers.proc import run
+from ailab_deploy.errors import LabError
+from ailab_deploy.lab.containers.proc import last_line, run
 
 log = logging.getLogger(__name__)
 
@@ -97,9 +98,11 @@ def attach(machine: str, mac: str | None) -> str:
 
 
 def detach(machine: str) -> None:
-    """Remove the machine's netns (which destroys its veth pair) and any stray host end."""
+    """Remove the machine's veth pair (deleting one end deletes both) and its netns."""
     netns, veth = netns_name(machine), veth_name(machine)
+    if veth in link_names():
+        result = run(["ip", "link", "delete", veth], what=f"deleting veth {veth}", check=False)
+        if result.returncode != 0 and veth in link_names():
+            raise LabError(f"deleting veth {veth}: {last_line(result.stderr)}")
     if netns in namespaces():
         run(["ip", "netns", "delete", netns], what=f"deleting network namespace {netns}")
-    if veth in link_names():
-        run(["ip", "link", "delete", veth], what=f"deleting veth {veth}")
