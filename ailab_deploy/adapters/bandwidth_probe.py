@@ -11,7 +11,7 @@ import json
 import subprocess
 import sys
 
-PROBE_SOURCE = r'''
+PROBE_SOURCE = r"""
 import json, multiprocessing as mp, os, sys, time
 
 def worker(size, rounds, queue):
@@ -40,7 +40,7 @@ def main():
                       "bandwidth_gbs": round(sum(rates) / 1e9, 2)}))
 
 main()
-'''
+"""
 
 
 def parse_probe_output(text: str) -> float:

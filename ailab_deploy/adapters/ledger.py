@@ -441,7 +441,9 @@ class Step:
     def skip(self, reason: str) -> None:
         self._move(SKIPPED, detail=reason)
 
-    def _move(self, target: str, *, started: bool = False, detail: str = "", error: str | None = None) -> None:
+    def _move(
+        self, target: str, *, started: bool = False, detail: str = "", error: str | None = None
+    ) -> None:
         now = time.time()
         with self._ledger._lock:
             current = self.state
@@ -483,7 +485,7 @@ def apply_lock(state_dir: Path, plan_hash: str) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = handle.read().split()
-            pid, since = (holder + ["?", "?"])[:2]
+            pid, since = ([*holder, "?", "?"])[:2]
             raise AilabError(
                 f"another apply of this plan is running (pid {pid} since {since.replace('T', ' ')}); "
                 f"wait for it or stop that process (its lock on {path} is released when it exits)"

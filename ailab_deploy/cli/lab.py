@@ -26,8 +26,7 @@ def _print_status(info: dict[str, object], as_json: bool) -> None:
         return
     state = "running" if info["running"] else "stopped"
     typer.echo(f"lab emulator: {state}")
-    for key in ("endpoint", "node", "token_id", "token_secret_path", "fingerprint", "ca_path",
-                "lab_plan"):
+    for key in ("endpoint", "node", "token_id", "token_secret_path", "fingerprint", "ca_path", "lab_plan"):
         typer.echo(f"  {key}: {info[key]}")
 
 

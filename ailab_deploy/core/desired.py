@@ -115,4 +115,3 @@ def desired_vms(plan: Plan, ssh_keys: Sequence[str]) -> list[DesiredVM]:
         desired_vm(plan, vm, ssh_keys, llm.numa if llm is not None and llm.vm_name == vm.name else None)
         for vm in plan.vms
     ]
-

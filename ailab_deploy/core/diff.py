@@ -36,6 +36,14 @@ NET_MODELS = frozenset(
 CLOUDINIT_SLOTS = ("ide2", "ide0", "ide3", "ide1")
 
 
+def _json_shaped(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _json_shaped(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_shaped(item) for item in value]
+    return value
+
+
 @dataclass(frozen=True)
 class ActualVM:
     """One guest as ``/cluster/resources`` lists it, with its config when it was read."""
@@ -65,7 +73,8 @@ class Action:
     writes: ClassVar[bool] = True  # carrying it out changes the node
 
     def to_dict(self) -> dict[str, Any]:
-        return {"action": self.kind, **asdict(self)}
+        """JSON-shaped: tuples become lists."""
+        return {"action": self.kind, **_json_shaped(asdict(self))}
 
 
 @dataclass(frozen=True)
@@ -222,7 +231,11 @@ def _net0_change(wanted: str, actual: str | None) -> Change | None:
     if actual is None:
         return Change("net0", None, wanted)
     have_model, mac, have = _net_parts(actual)
-    if have_model == model and have.get("bridge") == want.get("bridge") and have.get("tag") == want.get("tag"):
+    if (
+        have_model == model
+        and have.get("bridge") == want.get("bridge")
+        and have.get("tag") == want.get("tag")
+    ):
         return None
     merged = {k: v for k, v in have.items() if k != "tag"} | want
     head = f"{model}={mac}" if mac and have_model == model else model

@@ -108,7 +108,10 @@ def ensure_settings(lab_dir: Path, port: int | None = None, backend: str | None 
             raise LabError(f"{paths.settings}: {err}") from err
     _write_secret(paths.token_secret)
     _write_secret(paths.root_password)
-    rel = lambda p: str(p.relative_to(lab_dir))  # noqa: E731
+
+    def rel(path: Path) -> str:
+        return str(path.relative_to(lab_dir))
+
     users = settings.setdefault("users", [])
     if not any(u.get("userid") == USER_ID for u in users):
         users.append({"userid": USER_ID, "password_file": rel(paths.root_password)})
@@ -146,16 +149,18 @@ def _ready(paths: LabPaths) -> dict[str, Any] | None:
         return None
 
 
-def _probe(url: str, cert: Path) -> bool:
-    """True if the emulator answers over TLS with the pinned certificate (401 counts)."""
-    context = ssl.create_default_context(cafile=str(cert))
+def _probe(url: str, paths: LabPaths) -> bool:
+    """True if the emulator answers /version to the lab token over TLS with the pinned cert."""
+    context = ssl.create_default_context(cafile=str(paths.cert))
     try:
-        urllib.request.urlopen(f"{url}/version", context=context, timeout=2)  # noqa: S310
-    except urllib.error.HTTPError as err:
-        return err.code == 401
-    except (urllib.error.URLError, OSError):
+        secret = paths.token_secret.read_text().strip()
+        request = urllib.request.Request(
+            f"{url}/version", headers={"Authorization": f"PVEAPIToken={TOKEN_ID}={secret}"}
+        )
+        with urllib.request.urlopen(request, context=context, timeout=5) as answer:
+            return bool(answer.status == 200)
+    except (urllib.error.URLError, OSError, ssl.SSLError):
         return False
-    return True
 
 
 def status(lab_dir: Path) -> dict[str, Any]:
@@ -188,11 +193,13 @@ def status(lab_dir: Path) -> dict[str, Any]:
     }
 
 
-def up(lab_dir: Path, port: int | None = None, backend: str = "null", timeout: float = 30.0) -> dict[str, Any]:
+def up(
+    lab_dir: Path, port: int | None = None, backend: str = "null", timeout: float = 30.0
+) -> dict[str, Any]:
     """Start the emulator in the background unless it already runs. Idempotent."""
     paths = LabPaths(lab_dir)
     current = status(lab_dir)
-    if current["running"] and _probe(current["endpoint"], paths.cert):
+    if current["running"] and _probe(current["endpoint"], paths):
         if port is not None and port != current["port"]:
             raise LabError(
                 f"the lab emulator already runs on port {current['port']}; "
@@ -219,7 +226,7 @@ def up(lab_dir: Path, port: int | None = None, backend: str = "null", timeout: f
             paths.pid_file.unlink(missing_ok=True)
             raise LabError(f"the lab emulator exited at start: {_log_tail(paths)}")
         ready = _ready(paths)
-        if ready and ready.get("pid") == process.pid and _probe(ready["url"], paths.cert):
+        if ready and ready.get("pid") == process.pid and _probe(ready["url"], paths):
             return status(lab_dir)
         time.sleep(0.1)
     process.terminate()
@@ -263,7 +270,7 @@ def reset(lab_dir: Path) -> list[int]:
         headers={"Authorization": f"PVEAPIToken={TOKEN_ID}={secret}"},
     )
     context = ssl.create_default_context(cafile=str(paths.cert))
-    with urllib.request.urlopen(request, context=context, timeout=30) as answer:  # noqa: S310
+    with urllib.request.urlopen(request, context=context, timeout=30) as answer:
         return list(json.loads(answer.read())["data"]["removed"])
 
 

@@ -216,7 +216,7 @@ def test_steps_from_many_threads(ledger: Ledger) -> None:
                 step.start()
                 step.succeed()
                 run.event(f"{phase} done", vm=f"vm{index}")
-        except BaseException as error:  # noqa: BLE001 - collected and asserted below
+        except BaseException as error:
             errors.append(error)
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]

@@ -34,7 +34,10 @@ def test_runs_json_lists_newest_first(plan_with_history: Path, capsys: pytest.Ca
     code, out, _ = run_cli(["runs", "--plan", str(plan_with_history), "--json"], capsys)
     assert code == 0
     runs = json.loads(out)
-    assert [(r["id"], r["command"], r["status"]) for r in runs] == [(2, "apply", "failed"), (1, "plan", "succeeded")]
+    assert [(r["id"], r["command"], r["status"]) for r in runs] == [
+        (2, "apply", "failed"),
+        (1, "plan", "succeeded"),
+    ]
     assert (runs[0]["steps_succeeded"], runs[0]["steps_failed"]) == (1, 1)
 
 

@@ -34,6 +34,7 @@ FALLBACK_MIRROR = "http://deb.debian.org/debian"
 PACKAGES = (
     "systemd",
     "systemd-sysv",
+    "systemd-resolved",  # makes cloud-init's nameserver/searchdomain (networkd DNS=) effective
     "dbus",
     "libpam-systemd",
     "openssh-server",
@@ -65,7 +66,7 @@ MASKED_UNITS = (
     "console-getty.service",
     "getty@tty1.service",
 )
-ENABLED_UNITS = ("systemd-networkd.service", "ssh.service")
+ENABLED_UNITS = ("systemd-networkd.service", "systemd-resolved.service", "ssh.service")
 
 CLOUD_CFG = """\
 # ailab-deploy lab: NoCloud only (seed written by the lab backend), networkd renderer.
@@ -162,6 +163,15 @@ def default_recipe() -> Recipe:
         "/etc/default/locale": "LANG=C.UTF-8\n",
         "/etc/timezone": "Etc/UTC\n",
         "/etc/hostname": "localhost\n",
+        # The lab network is IPv4 only: waiting for IPv6 router advertisements that never come
+        # would hold network-online (and cloud-init) back for ~13 s. cloud-init names eth0's file.
+        "/etc/systemd/network/10-cloud-init-eth0.network.d/50-ailab-ipv4-only.conf": (
+            "[Network]\nLinkLocalAddressing=no\nIPv6AcceptRA=no\n"
+        ),
+        # Only the configured nameservers: no built-in public fallback, no multicast chatter.
+        "/etc/systemd/resolved.conf.d/50-ailab-lab.conf": (
+            "[Resolve]\nFallbackDNS=\nLLMNR=no\nMulticastDNS=no\n"
+        ),
         # Empty: each clone gets its own machine id at first boot.
         "/etc/machine-id": "",
     }
@@ -235,7 +245,7 @@ def _configure(base_rootfs: Path, rootfs: Path, recipe: Recipe) -> None:
         key.unlink()
     (rootfs / "etc/localtime").unlink(missing_ok=True)
     (rootfs / "etc/localtime").symlink_to("/usr/share/zoneinfo/Etc/UTC")
-    chroot = ["chroot", rootfs]
+    chroot: list[str | os.PathLike[str]] = ["chroot", rootfs]
     run([*chroot, "locale-gen"], what="generating locales in the image", timeout=300)
     run([*chroot, "systemctl", "mask", *recipe.masked_units], what="masking units in the image")
     run([*chroot, "systemctl", "enable", *recipe.enabled_units], what="enabling units in the image")

@@ -15,7 +15,6 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 from ailab_deploy.errors import LabError
@@ -28,6 +27,7 @@ from ailab_deploy.lab.containers.proc import (
     read_pid,
     run,
     wait_for,
+    wait_gone,
 )
 
 log = logging.getLogger(__name__)
@@ -38,14 +38,39 @@ NSPAWN_MARKER = f"--network-namespace-path={network.NETNS_DIR}/{network.NETNS_PR
 SPAWN_TIMEOUT = 15.0
 STOP_TIMEOUT = 20.0
 
-# nspawn children of this process, so they are reaped instead of left as zombies.
-_children: dict[int, subprocess.Popen[bytes]] = {}
-
 
 def is_lab_nspawn(argv: list[str]) -> bool:
-    return bool(argv) and Path(argv[0]).name == "systemd-nspawn" and any(
-        arg.startswith(NSPAWN_MARKER) for arg in argv
+    return (
+        bool(argv)
+        and Path(argv[0]).name == "systemd-nspawn"
+        and any(arg.startswith(NSPAWN_MARKER) for arg in argv)
     )
+
+
+def container_leader(nspawn_pid: int) -> int | None:
+    """The guest's PID 1 as seen from the host: a descendant of nspawn that is pid 1 in its ns."""
+    parents: dict[int, int] = {}
+    leaders = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = (entry / "status").read_text()
+        except OSError:
+            continue
+        fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+        pid = int(entry.name)
+        parents[pid] = int(fields.get("PPid", "0"))
+        nspid = fields.get("NSpid", "").split()
+        if len(nspid) > 1 and nspid[-1] == "1":
+            leaders.append(pid)
+    for pid in leaders:
+        ancestor = parents.get(pid, 0)
+        while ancestor > 1:
+            if ancestor == nspawn_pid:
+                return pid
+            ancestor = parents.get(ancestor, 0)
+    return None
 
 
 class Machine:
@@ -100,10 +125,7 @@ class Machine:
         if not self.exists():
             raise LabError(f"machine {self.name} has no disk")
         self.unmount()
-        options = (
-            f"lowerdir={':'.join(str(p) for p in self.lower)},"
-            f"upperdir={self.upper},workdir={self.work}"
-        )
+        options = f"lowerdir={':'.join(str(p) for p in self.lower)},upperdir={self.upper},workdir={self.work}"
         run(
             ["mount", "-t", "overlay", f"{MOUNT_SOURCE_PREFIX}{self.name}", "-o", options, self.rootfs],
             what=f"mounting the disk of {self.name}",
@@ -119,7 +141,8 @@ class Machine:
         self.stop()
         if self.is_mounted():
             raise LabError(f"refusing to delete {self.dir}: {self.rootfs} is still mounted")
-        shutil.rmtree(self.dir, ignore_errors=False) if self.dir.exists() else None
+        if self.dir.exists():
+            shutil.rmtree(self.dir)
 
     # -- processes --------------------------------------------------------------------------
 
@@ -133,32 +156,8 @@ class Machine:
         return self.nspawn_pid() is not None
 
     def leader_pid(self) -> int | None:
-        """The guest's PID 1 as seen from the host (a descendant of nspawn in a new pid ns)."""
         nspawn = self.nspawn_pid()
-        if nspawn is None:
-            return None
-        parents: dict[int, int] = {}
-        leaders = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                status = (entry / "status").read_text()
-            except OSError:
-                continue
-            fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
-            pid = int(entry.name)
-            parents[pid] = int(fields.get("PPid", "0"))
-            nspid = fields.get("NSpid", "").split()
-            if len(nspid) > 1 and nspid[-1] == "1":
-                leaders.append(pid)
-        for pid in leaders:
-            ancestor = parents.get(pid, 0)
-            while ancestor > 1:
-                if ancestor == nspawn:
-                    return pid
-                ancestor = parents.get(ancestor, 0)
-        return None
+        return container_leader(nspawn) if nspawn is not None else None
 
     def boot(self, *, mac: str | None, binds: dict[Path, str] | None = None) -> None:
         """Create the netns + veth and start systemd-nspawn on the mounted rootfs."""
@@ -190,14 +189,12 @@ class Machine:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # a Ctrl-C on the caller must not kill the guest
             )
-        _children[process.pid] = process
         self.pidfile.write_text(f"{process.pid}\n")
 
         def spawned() -> int | None:
             if process.poll() is not None:
                 raise LabError(
-                    f"machine {self.name}: systemd-nspawn exited {process.returncode}: "
-                    f"{self.console_tail()}"
+                    f"machine {self.name}: systemd-nspawn exited {process.returncode}: {self.console_tail()}"
                 )
             return self.leader_pid()
 
@@ -259,23 +256,12 @@ class Machine:
         self.stop()
 
     def _wait_nspawn_exit(self, timeout: float, raise_on_timeout: bool = True) -> bool:
-        pid = read_pid(self.pidfile)
-        if pid is None:
+        pid = self.nspawn_pid()
+        if pid is None or wait_gone([pid], timeout=timeout):
             return True
-        deadline = time.monotonic() + timeout
-        while self.nspawn_pid() is not None:
-            child = _children.get(pid)
-            if child is not None:
-                child.poll()
-            if time.monotonic() >= deadline:
-                if raise_on_timeout:
-                    raise LabError(f"machine {self.name}: systemd-nspawn did not exit")
-                return False
-            time.sleep(0.05)
-        child = _children.pop(pid, None)
-        if child is not None:
-            child.wait(timeout=5)
-        return True
+        if raise_on_timeout:
+            raise LabError(f"machine {self.name}: systemd-nspawn (pid {pid}) did not exit")
+        return False
 
     def _teardown(self) -> None:
         network.detach(self.name)

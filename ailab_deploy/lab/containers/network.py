@@ -6,10 +6,11 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import socket
 from pathlib import Path
 
 from ailab_deploy.errors import LabError
-from ailab_deploy.lab.containers.proc import last_line, run
+from ailab_deploy.lab.containers.proc import last_line, run, wait_for
 
 log = logging.getLogger(__name__)
 
@@ -106,3 +107,18 @@ def detach(machine: str) -> None:
             raise LabError(f"deleting veth {veth}: {last_line(result.stderr)}")
     if netns in namespaces():
         run(["ip", "netns", "delete", netns], what=f"deleting network namespace {netns}")
+
+
+def ssh_banner(address: str) -> bool | None:
+    """True once ``address``:22 answers with an SSH banner (lab addresses only)."""
+    if ipaddress.IPv4Address(address) not in SUBNET:
+        raise ValueError(f"{address} is not a lab address")
+    try:
+        with socket.create_connection((address, 22), timeout=1) as conn:
+            return True if conn.recv(4).startswith(b"SSH-") else None
+    except OSError:
+        return None
+
+
+def wait_ssh(address: str, timeout: float) -> None:
+    wait_for(lambda: ssh_banner(address), timeout=timeout, what=f"SSH on {address}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import subprocess
@@ -45,7 +46,9 @@ def run(
     except subprocess.TimeoutExpired as exc:
         raise LabError(f"{what}: {argv[0]} did not finish within {timeout:.0f} s") from exc
     if check and result.returncode != 0:
-        raise LabError(f"{what}: {argv[0]} exited {result.returncode}: {last_line(result.stderr or result.stdout)}")
+        raise LabError(
+            f"{what}: {argv[0]} exited {result.returncode}: {last_line(result.stderr or result.stdout)}"
+        )
     return result
 
 
@@ -54,9 +57,7 @@ def last_line(text: str) -> str:
     return lines[-1] if lines else "(no output)"
 
 
-def wait_for(
-    probe: Callable[[], T | None], *, timeout: float, what: str, interval: float = 0.1
-) -> T:
+def wait_for(probe: Callable[[], T | None], *, timeout: float, what: str, interval: float = 0.1) -> T:
     """Call ``probe`` until it returns something other than None; LabError after ``timeout`` s."""
     deadline = time.monotonic() + timeout
     while True:
@@ -113,3 +114,22 @@ def mounts() -> list[tuple[str, str, str]]:
         fstype, source = rest.split()[:2]
         entries.append((source, mount_point, fstype))
     return entries
+
+
+def reap(pid: int) -> None:
+    """Collect ``pid``'s exit status if it is our child, so it does not linger as a zombie."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def wait_gone(pids: list[int], *, timeout: float) -> bool:
+    """Wait until none of ``pids`` is alive (reaping our own children). False on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for pid in pids:
+            reap(pid)
+        if not any(is_alive(pid) for pid in pids):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)

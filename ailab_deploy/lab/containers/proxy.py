@@ -24,6 +24,7 @@ from ailab_deploy.lab.containers.proc import (
     processes_matching,
     read_pid,
     wait_for,
+    wait_gone,
 )
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,7 @@ PORT = 8888
 PROXY_URL = f"http://{network.GATEWAY}:{PORT}"
 CONFIG_NAME = "ailab-tinyproxy.conf"  # also how leftovers() recognises our tinyproxy
 START_TIMEOUT = 10.0
+STOP_TIMEOUT = 10.0
 
 
 def proxy_dir(lab_dir: Path) -> Path:
@@ -39,9 +41,7 @@ def proxy_dir(lab_dir: Path) -> Path:
 
 
 def is_lab_proxy(argv: list[str]) -> bool:
-    return bool(argv) and Path(argv[0]).name == "tinyproxy" and any(
-        arg.endswith(CONFIG_NAME) for arg in argv
-    )
+    return bool(argv) and Path(argv[0]).name == "tinyproxy" and any(arg.endswith(CONFIG_NAME) for arg in argv)
 
 
 def upstream_from_env() -> str | None:
@@ -109,9 +109,7 @@ def proxy_up(lab_dir: Path) -> str:
 
     def ready() -> bool | None:
         if process.poll() is not None:
-            raise LabError(
-                f"tinyproxy exited {process.returncode}: {last_line(log_path.read_text())}"
-            )
+            raise LabError(f"tinyproxy exited {process.returncode}: {last_line(log_path.read_text())}")
         return _listening()
 
     wait_for(ready, timeout=START_TIMEOUT, what=f"tinyproxy on {network.GATEWAY}:{PORT}")
@@ -120,23 +118,11 @@ def proxy_up(lab_dir: Path) -> str:
 
 
 def proxy_down(lab_dir: Path | None = None) -> None:
-    """Stop the lab's tinyproxy (every one, if no lab dir is given). Idempotent."""
+    """Stop the lab's tinyproxy (every one: there is one lab bridge per host). Idempotent."""
     pids = processes_matching(is_lab_proxy)
     for pid in pids:
         os.kill(pid, signal.SIGTERM)
-    for pid in pids:
-        wait_for(
-            lambda pid=pid: True if not is_alive(pid) else None,  # type: ignore[misc]
-            timeout=10,
-            what=f"tinyproxy {pid} to exit",
-        )
-        _reap(pid)
+    if not wait_gone(pids, timeout=STOP_TIMEOUT):
+        raise LabError(f"tinyproxy (pid {', '.join(map(str, pids))}) did not exit")
     if lab_dir is not None:
         (proxy_dir(lab_dir) / "tinyproxy.pid").unlink(missing_ok=True)
-
-
-def _reap(pid: int) -> None:
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
+import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
 from . import schema
 from .apierror import fail, param_error
-from .router import Request
+from .router import RawJson, Request
 from .schema import P
 
 if TYPE_CHECKING:
@@ -75,6 +77,7 @@ class ClusterApi:
     def __init__(self, emu: Emulator) -> None:
         self.emu = emu
         self.store = emu.store
+        self._vm_cache: tuple[tuple[int, int], bytes] | None = None
 
     def nextid(self, req: Request) -> Any:
         params = schema.check(req.params, {"vmid": P("integer", minimum=100, maximum=999999999)})
@@ -91,38 +94,61 @@ class ClusterApi:
     def resources(self, req: Request) -> Any:
         params = schema.check(req.params, {"type": P(enum=("vm", "storage", "node", "sdn"))})
         wanted = params.get("type")
+        if wanted not in (None, "vm"):
+            return self._other_resources(req, wanted)
+        # like pmxcfs' status cache: VM entries are re-encoded when state changes or a second
+        # passes (uptime), not on every poll
+        key = (self.store.generation, int(time.time()))
+        if self._vm_cache is None or self._vm_cache[0] != key:
+            self._vm_cache = (key, json.dumps(self._vm_resources()).encode())
+        encoded = self._vm_cache[1]
+        if wanted == "vm":
+            return RawJson(encoded)
+        others = self._other_resources(req, None)
+        if not others:
+            return RawJson(encoded)
+        rest = json.dumps(others).encode()
+        if encoded == b"[]":
+            return RawJson(rest)
+        return RawJson(encoded[:-1] + b"," + rest[1:])
+
+    def _vm_resources(self) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = []
         node = self.emu.node
-        if wanted in (None, "vm"):
-            qemu = self.emu.qemu
-            with self.store.lock:
-                vms = list(self.store.vms.values())
-            for vm in vms:
-                status = qemu.vmstatus(vm)
-                item = {
-                    "id": f"qemu/{vm.vmid}",
-                    "vmid": vm.vmid,
-                    "node": node,
-                    "type": "qemu",
-                    "status": status["status"],
-                    "name": status["name"],
-                    "uptime": status["uptime"],
-                    "template": 1 if vm.is_template else 0,
-                    "maxcpu": status["cpus"],
-                    "cpu": status["cpu"],
-                    "maxmem": status["maxmem"],
-                    "mem": status["mem"],
-                    "maxdisk": status["maxdisk"],
-                    "disk": 0,
-                    "netin": 0,
-                    "netout": 0,
-                    "diskread": 0,
-                    "diskwrite": 0,
-                }
-                for key in ("lock", "tags"):
-                    if key in status:
-                        item[key] = status[key]
-                result.append(item)
+        qemu = self.emu.qemu
+        with self.store.lock:
+            vms = list(self.store.vms.values())
+        for vm in vms:
+            status = qemu.vmstatus(vm)
+            item = {
+                "id": f"qemu/{vm.vmid}",
+                "vmid": vm.vmid,
+                "node": node,
+                "type": "qemu",
+                "status": status["status"],
+                "name": status["name"],
+                "uptime": status["uptime"],
+                "template": 1 if vm.is_template else 0,
+                "maxcpu": status["cpus"],
+                "cpu": status["cpu"],
+                "maxmem": status["maxmem"],
+                "mem": status["mem"],
+                "maxdisk": status["maxdisk"],
+                "disk": 0,
+                "netin": 0,
+                "netout": 0,
+                "diskread": 0,
+                "diskwrite": 0,
+            }
+            for key in ("lock", "tags"):
+                if key in status:
+                    item[key] = status[key]
+            result.append(item)
+        return result
+
+    def _other_resources(self, req: Request, wanted: str | None) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = []
+        node = self.emu.node
         if wanted in (None, "node"):
             for entry in self.emu.nodes_api.nodes(Request("GET", "/nodes", {}, req.identity)):
                 item = {k: v for k, v in entry.items() if k != "ssl_fingerprint"}
@@ -180,7 +206,9 @@ class ClusterApi:
     def backup_create(self, req: Request) -> Any:
         values = self._job_params(req.params, {"id": P(pattern=r"[a-zA-Z][a-zA-Z0-9_\-]+")})
         job_id = req.params.get("id") or f"backup-{str(uuid.uuid4())[:13]}"
-        if not any(k in values for k in ("vmid", "all", "pool")) or (values.get("all") == "0" and "vmid" not in values and "pool" not in values):
+        if not any(k in values for k in ("vmid", "all", "pool")) or (
+            values.get("all") == "0" and "vmid" not in values and "pool" not in values
+        ):
             raise param_error({"vmid": "at least one of 'vmid', 'pool' or 'all' must be set"})
         with self.store.lock:
             if job_id in self.store.jobs:
@@ -223,8 +251,22 @@ class ClusterApi:
         return None
 
 
-_INT_FIELDS = {"enabled", "all", "protected", "repeat-missed", "remove", "bwlimit", "zstd",
-               "ionice", "pigz", "lockwait", "stopwait", "maxfiles", "quiet", "stdexcludes"}
+_INT_FIELDS = {
+    "enabled",
+    "all",
+    "protected",
+    "repeat-missed",
+    "remove",
+    "bwlimit",
+    "zstd",
+    "ionice",
+    "pigz",
+    "lockwait",
+    "stopwait",
+    "maxfiles",
+    "quiet",
+    "stdexcludes",
+}
 
 
 def _expand(part: str, low: int, high: int) -> set[int] | None:

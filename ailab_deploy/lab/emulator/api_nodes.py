@@ -23,8 +23,13 @@ if TYPE_CHECKING:
 
 REPOID = "ec5affc9e41f1d79"
 GIB = 1024**3
-CONTENT_DIRS = {"iso": "template/iso", "vztmpl": "template/cache", "import": "import",
-                "snippets": "snippets", "backup": "dump"}
+CONTENT_DIRS = {
+    "iso": "template/iso",
+    "vztmpl": "template/cache",
+    "import": "import",
+    "snippets": "snippets",
+    "backup": "dump",
+}
 FILENAME_PATTERNS = {
     "iso": r".+\.(iso|img)",
     "vztmpl": r".+\.tar\.(gz|xz|zst|bz2)",
@@ -225,9 +230,7 @@ class NodesApi:
         return data
 
     def storage_content(self, req: Request) -> Any:
-        params = self._node(
-            req, {"storage": P(optional=False), "content": P(), "vmid": P("integer")}
-        )
+        params = self._node(req, {"storage": P(optional=False), "content": P(), "vmid": P("integer")})
         storage = self._storage(params["storage"])
         result: list[dict[str, Any]] = []
         for volid, size in sorted(self.emu.store.volumes().items()):
@@ -285,9 +288,7 @@ class NodesApi:
                 "content": P(optional=False, enum=("iso", "vztmpl", "import")),
                 "filename": P(optional=False),
                 "checksum": P(),
-                "checksum-algorithm": P(
-                    enum=("md5", "sha1", "sha224", "sha256", "sha384", "sha512")
-                ),
+                "checksum-algorithm": P(enum=("md5", "sha1", "sha224", "sha256", "sha384", "sha512")),
                 "compression": P(),
                 "verify-certificates": P("boolean"),
             },
@@ -418,4 +419,3 @@ class NodesApi:
         start = params.get("start", 0)
         limit = params.get("limit", 50) or len(result)
         return Reply(result[start : start + limit], {"total": len(result)})
-

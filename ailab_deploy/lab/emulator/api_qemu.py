@@ -7,7 +7,7 @@ import time
 import uuid
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ailab_deploy.lab.backend import AgentNotRunning
 
@@ -268,7 +268,7 @@ class QemuApi:
                 result.append(item)
         return result
 
-    _update_spec = {
+    _update_spec: ClassVar[dict[str, P]] = {
         "delete": P(),
         "revert": P(),
         "digest": schema.DIGEST,
@@ -276,7 +276,9 @@ class QemuApi:
         "force": P("boolean"),
     }
 
-    def _prepare_update(self, req: Request, params: dict[str, Any]) -> tuple[VMConfig, dict[str, str], list[str], list[str]]:
+    def _prepare_update(
+        self, req: Request, params: dict[str, Any]
+    ) -> tuple[VMConfig, dict[str, str], list[str], list[str]]:
         """Synchronous checks of a config update, as PVE does them under the flock."""
         vmid = params["vmid"]
         vm = self._vm(vmid)
@@ -289,8 +291,7 @@ class QemuApi:
         for key in deletes:
             if schema.config_key(key) is None:
                 raise param_error({"delete": f"unknown option '{key}'"})
-        meta = {"node", "vmid", "delete", "revert", "digest", "skiplock", "force",
-                "background_delay"}
+        meta = {"node", "vmid", "delete", "revert", "digest", "skiplock", "force", "background_delay"}
         updates = {k: _as_str(v) for k, v in params.items() if k not in meta}
         if not updates and not deletes and not reverts:
             raise fail("no options specified")
@@ -328,14 +329,15 @@ class QemuApi:
         if "import-from" in drive:
             if not new or float(new.group(2)) != 0 or not new.group(1):
                 raise param_error(
-                    {key: "'import-from' requires special syntax - use <storage ID>:0,"
-                     "import-from=<source>"}
+                    {key: "'import-from' requires special syntax - use <storage ID>:0,import-from=<source>"}
                 )
             content, _path = self._import_source(drive["import-from"])
             if content not in ("images", "import"):
                 raise param_error(
-                    {key: f"'{drive['import-from']}' has wrong type '{content}' - needs to be "
-                     "'images' or 'import'"}
+                    {
+                        key: f"'{drive['import-from']}' has wrong type '{content}' - needs to be "
+                        "'images' or 'import'"
+                    }
                 )
         storage = file.split(":", 1)[0] if ":" in file else None
         if new and not new.group(1):
@@ -394,7 +396,7 @@ class QemuApi:
         else:
             size = int(float(new.group(2)) * GIB)
             if ctx:
-                ctx.log(f"  Logical volume \"{name}\" created.")
+                ctx.log(f'  Logical volume "{name}" created.')
         drive["file"] = f"{storage}:{name}"
         drive["size"] = propstr.format_size(size)
         return propstr.render_drive(drive)
@@ -505,11 +507,10 @@ class QemuApi:
 
         task = self.emu.tasks.start("qmconfig", str(vm.vmid), req.identity.authuser, work)
         delay = params.get("background_delay")
-        if delay:
-            if task.done.wait(delay):
-                if task.exitstatus != "OK":
-                    raise fail(task.exitstatus or "unknown error")
-                return None
+        if delay and task.done.wait(delay):
+            if task.exitstatus != "OK":
+                raise fail(task.exitstatus or "unknown error")
+            return None
         return task.upid
 
     # --- create, clone, destroy -------------------------------------------------------------------
@@ -646,8 +647,17 @@ class QemuApi:
         ctx: TaskContext,
     ) -> dict[str, str]:
         conf: dict[str, str] = {}
-        skip = {"template", "lock", "parent", "snaptime", "vmstate", "snapstate", "runningmachine",
-                "runningcpu", "description"}
+        skip = {
+            "template",
+            "lock",
+            "parent",
+            "snaptime",
+            "vmstate",
+            "snapstate",
+            "runningmachine",
+            "runningcpu",
+            "description",
+        }
         disk_index = 0
         for key, value in sorted(base.items()):
             if key in skip or key.startswith("unused"):
@@ -778,9 +788,7 @@ class QemuApi:
                 current.conf[disk] = propstr.render_drive(drive)
                 self.store.save_vm(current)
             name = drive["file"].split(":", 1)[-1].rsplit("/", 1)[-1]
-            ctx.log(
-                f"  Size of logical volume pve/{name} changed from {_gib(old)} to {_gib(new)}."
-            )
+            ctx.log(f"  Size of logical volume pve/{name} changed from {_gib(old)} to {_gib(new)}.")
             ctx.log(f"  Logical volume pve/{name} successfully resized.")
 
         return self._task(req, "resize", vmid, work)
@@ -812,7 +820,7 @@ class QemuApi:
                     storage, volname = drive["file"].split(":", 1)
                     if volname.startswith(f"vm-{vmid}-disk-"):
                         newname = "base-" + volname[3:]
-                        ctx.log(f"  Renamed \"{volname}\" to \"{newname}\" in volume group \"pve\"")
+                        ctx.log(f'  Renamed "{volname}" to "{newname}" in volume group "pve"')
                         drive["file"] = f"{storage}:{newname}"
                         current.conf[key] = propstr.render_drive(drive)
                 current.conf["template"] = "1"
@@ -842,9 +850,17 @@ class QemuApi:
         self.store.set_running(vmid, True)
 
     def start(self, req: Request) -> Any:
-        spec = {"skiplock": SKIPLOCK, "timeout": P("integer", minimum=0), "machine": P(),
-                "migratedfrom": P(), "stateuri": P(), "targetstorage": P(), "force-cpu": P(),
-                "migration_type": P(), "migration_network": P()}
+        spec = {
+            "skiplock": SKIPLOCK,
+            "timeout": P("integer", minimum=0),
+            "machine": P(),
+            "migratedfrom": P(),
+            "stateuri": P(),
+            "targetstorage": P(),
+            "force-cpu": P(),
+            "migration_type": P(),
+            "migration_network": P(),
+        }
         params = self._params(req, spec)
         skiplock = self._skiplock(req, params)
         vmid = params["vmid"]
@@ -868,15 +884,24 @@ class QemuApi:
         return work
 
     def stop(self, req: Request) -> Any:
-        spec = {"skiplock": SKIPLOCK, "timeout": P("integer", minimum=0), "keepActive": P("boolean"),
-                "overrule-shutdown": P("boolean"), "migratedfrom": P()}
+        spec = {
+            "skiplock": SKIPLOCK,
+            "timeout": P("integer", minimum=0),
+            "keepActive": P("boolean"),
+            "overrule-shutdown": P("boolean"),
+            "migratedfrom": P(),
+        }
         params = self._params(req, spec)
         skiplock = self._skiplock(req, params)
         return self._task(req, "qmstop", params["vmid"], self._stop_work(params["vmid"], skiplock, None))
 
     def shutdown(self, req: Request) -> Any:
-        spec = {"skiplock": SKIPLOCK, "timeout": P("integer", minimum=0), "keepActive": P("boolean"),
-                "forceStop": P("boolean")}
+        spec = {
+            "skiplock": SKIPLOCK,
+            "timeout": P("integer", minimum=0),
+            "keepActive": P("boolean"),
+            "forceStop": P("boolean"),
+        }
         params = self._params(req, spec)
         skiplock = self._skiplock(req, params)
         timeout = float(params.get("timeout", 180))
@@ -1043,8 +1068,11 @@ class QemuApi:
             with self.store.lock:
                 vm = self._vm(vmid)
                 snap = vm.snapshots[name]
-                conf = {k: v for k, v in snap.items()
-                        if k not in ("snaptime", "vmstate", "snapstate", "runningmachine", "description")}
+                conf = {
+                    k: v
+                    for k, v in snap.items()
+                    if k not in ("snaptime", "vmstate", "snapstate", "runningmachine", "description")
+                }
                 if "description" in vm.conf:
                     conf["description"] = vm.conf["description"]
                 conf["parent"] = name

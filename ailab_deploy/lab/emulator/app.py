@@ -99,6 +99,8 @@ class Emulator:
     def reset(self) -> list[int]:
         """Destroy every VM but the template (lab reset). Returns the removed vmids."""
         keep = int((self.settings.template or {}).get("vmid", 9000))
+        for task in self.tasks.all():
+            task.done.wait(30)  # a clone finishing after the wipe would bring its VM back
         removed = []
         with self.store.lock:
             for vmid in sorted(self.store.vms):

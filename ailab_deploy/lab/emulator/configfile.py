@@ -86,10 +86,7 @@ def parse(vmid: int, text: str) -> VMConfig:
         header = re.fullmatch(r"\[([^\]]+)\]", line.strip())
         if header:
             name = header.group(1)
-            if name == "PENDING":
-                section = vm.pending
-            else:
-                section = vm.snapshots.setdefault(name, {})
+            section = vm.pending if name == "PENDING" else vm.snapshots.setdefault(name, {})
             continue
         if line.startswith("#"):
             descriptions.setdefault(id(section), []).append(_decode_text(line[1:]))

@@ -60,8 +60,7 @@ class FaultRule:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
 
-_FIELDS = {"id", "kind", "method", "path", "task_type", "vmid", "count", "probability", "message",
-           "seconds"}
+_FIELDS = {"id", "kind", "method", "path", "task_type", "vmid", "count", "probability", "message", "seconds"}
 
 
 class Faults:
@@ -132,9 +131,7 @@ class Faults:
                 self._rules.remove(rule)
         return True
 
-    def match_request(
-        self, kinds: set[str], method: str, path: str, vmid: int | None
-    ) -> FaultRule | None:
+    def match_request(self, kinds: set[str], method: str, path: str, vmid: int | None) -> FaultRule | None:
         if not self._rules:
             return None
         with self._lock:

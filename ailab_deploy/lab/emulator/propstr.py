@@ -51,9 +51,7 @@ def check_scalar(sub: Sub, value: str) -> str | None:
             return f"type check ('number') failed - got '{value}'"
     else:
         if sub.enum is not None and value not in sub.enum:
-            return (
-                f"value '{value}' does not have a value in the enumeration '{', '.join(sub.enum)}'"
-            )
+            return f"value '{value}' does not have a value in the enumeration '{', '.join(sub.enum)}'"
         if sub.pattern is not None and not re.fullmatch(sub.pattern, value):
             return "value does not match the regex pattern"
         return None
@@ -89,9 +87,7 @@ def parse(value: str, fmt: dict[str, Sub], path: str) -> dict[str, str]:
             if default_key is None:
                 raise FormatError("value without key, but schema does not define a default key\n")
             if default_key in result:
-                raise FormatError(
-                    f"duplicate key in comma-separated list property: {default_key}\n"
-                )
+                raise FormatError(f"duplicate key in comma-separated list property: {default_key}\n")
             result[default_key] = part
         else:
             raise FormatError("missing key in comma-separated list property\n")
@@ -282,8 +278,7 @@ def check_net(key: str, value: str) -> str:
     if mac is not None and not _MAC.match(mac):
         raise FormatError(
             sub_errors(
-                {f"{key}.macaddr": "invalid format - value does not look like a valid unicast MAC"
-                 " address\n"}
+                {f"{key}.macaddr": "invalid format - value does not look like a valid unicast MAC address\n"}
             )
         )
     model = net.pop("model")
@@ -337,9 +332,7 @@ def check_ipconfig(key: str, value: str) -> str:
     errors = {}
     ip, gw, ip6, gw6 = (conf.get(k) for k in ("ip", "gw", "ip6", "gw6"))
     if ip is not None and ip != "dhcp" and not _is_cidr(ip, 4):
-        errors[f"{key}.ip"] = (
-            "invalid format - value does not look like a valid ipv4 network configuration\n"
-        )
+        errors[f"{key}.ip"] = "invalid format - value does not look like a valid ipv4 network configuration\n"
     if gw is not None and not _is_ip(gw, 4):
         errors[f"{key}.gw"] = "invalid format - value does not look like a valid IPv4 address\n"
     if ip6 is not None and ip6 not in ("dhcp", "auto") and not _is_cidr(ip6, 6):
@@ -358,7 +351,7 @@ def check_ipconfig(key: str, value: str) -> str:
         raise FormatError("gateway specified together with DHCP\n")
     if gw6 and ip6 in ("dhcp", "auto"):
         raise FormatError(f"IPv6 gateway specified together with {ip6.upper()}\n")
-    return render(conf)
+    return value  # stored as given, like every non-drive, non-NIC key
 
 
 _URLENCODED = re.compile(r"^[-%a-zA-Z0-9_.!~*'()]*$")
@@ -442,9 +435,7 @@ CPU_FORMAT = {
     "phys-bits": Sub(),
     "reported-model": Sub(),
 }
-SMBIOS_FORMAT = {
-    k: Sub() for k in ("uuid", "base64", "family", "manufacturer", "product", "serial", "sku")
-}
+SMBIOS_FORMAT = {k: Sub() for k in ("uuid", "base64", "family", "manufacturer", "product", "serial", "sku")}
 SMBIOS_FORMAT["base64"] = Sub("boolean")
 SMBIOS_FORMAT["version"] = Sub()
 

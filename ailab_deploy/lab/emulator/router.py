@@ -27,6 +27,13 @@ class Reply:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class RawJson:
+    """Already-encoded JSON for ``data`` (hot read paths cache their encoding)."""
+
+    data: bytes
+
+
 Handler = Callable[[Request], Any]
 
 

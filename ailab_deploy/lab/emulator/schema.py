@@ -77,8 +77,7 @@ def check(
         item = spec.get(name) or (extra(name) if extra else None)
         if item is None:
             errors[name] = (
-                "property is not defined in schema and the schema does not allow additional"
-                " properties"
+                "property is not defined in schema and the schema does not allow additional properties"
             )
             continue
         typed, problem = check_value(name, item, value)

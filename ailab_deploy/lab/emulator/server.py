@@ -6,6 +6,7 @@ happens in that thread so a slow client cannot stall accept().
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -21,7 +22,7 @@ from . import schema
 from .apierror import ApiError, auth_error, fail, not_implemented
 from .app import Emulator
 from .auth import Identity
-from .router import Reply, Request
+from .router import RawJson, Reply, Request
 from .schema import P
 from .tls import ensure_certificate
 
@@ -56,10 +57,8 @@ class EmulatorServer(ThreadingHTTPServer):
         try:
             Handler(tls, client_address, self)
         finally:
-            try:
+            with contextlib.suppress(OSError):
                 tls.close()
-            except OSError:
-                pass
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         log.debug("connection error from %s", client_address, exc_info=True)
@@ -103,6 +102,9 @@ class Handler(BaseHTTPRequestHandler):
             rel = path[len(API_PREFIX) :] or "/"
             params = self._params(method, split.query, body)
             reply = self._dispatch(emu, method, rel, params)
+            if isinstance(reply, RawJson):
+                self._send(200, "OK", None, raw=b'{"data":' + reply.data + b"}")
+                return
             envelope: dict[str, Any] = {"data": reply}
             if isinstance(reply, Reply):
                 envelope = {"data": reply.data, **reply.extra}
@@ -126,9 +128,7 @@ class Handler(BaseHTTPRequestHandler):
             message = f"{err}".split("\n", 1)[0] or type(err).__name__
             self._send(500, message, {"data": None, "message": message + "\n"})
         finally:
-            log.info(
-                "%s %s -> %s (%.1f ms)", method, path, status, (time.perf_counter() - started) * 1e3
-            )
+            log.info("%s %s -> %s (%.1f ms)", method, path, status, (time.perf_counter() - started) * 1e3)
 
     def _read_body(self) -> bytes:
         length = int(self.headers.get("Content-Length") or 0)
@@ -190,8 +190,7 @@ class Handler(BaseHTTPRequestHandler):
             raise auth_error("Authentication failed!")
         if rule.kind == "lock_timeout":
             raise fail(
-                rule.message
-                or f"can't lock file '/var/lock/qemu-server/lock-{vmid}.conf' - got timeout"
+                rule.message or f"can't lock file '/var/lock/qemu-server/lock-{vmid}.conf' - got timeout"
             )
         raise fail(rule.message or "internal error (lab fault)")
 
@@ -261,8 +260,10 @@ class Handler(BaseHTTPRequestHandler):
             return {"removed": emu.reset()}
         raise not_implemented(method, ADMIN_PREFIX + rel)
 
-    def _send(self, status: int, reason: str, payload: dict[str, Any] | None) -> None:
-        body = b"" if payload is None else json.dumps(payload).encode()
+    def _send(
+        self, status: int, reason: str, payload: dict[str, Any] | None, raw: bytes | None = None
+    ) -> None:
+        body = raw if raw is not None else b"" if payload is None else json.dumps(payload).encode()
         reason = reason.replace("\r", " ").replace("\n", " ")
         head = (
             f"HTTP/1.1 {status} {reason}\r\n"

@@ -168,12 +168,8 @@ def load_settings(lab_dir: Path) -> Settings:
     settings.storages = storages
     for entry in raw.get("users", []):
         userid = str(entry["userid"])
-        settings.users[userid] = _read_secret(
-            lab_dir, entry, "password", "password_file", f"user {userid}"
-        )
+        settings.users[userid] = _read_secret(lab_dir, entry, "password", "password_file", f"user {userid}")
     for entry in raw.get("tokens", []):
         tokenid = str(entry["tokenid"])
-        settings.tokens[tokenid] = _read_secret(
-            lab_dir, entry, "secret", "secret_file", f"token {tokenid}"
-        )
+        settings.tokens[tokenid] = _read_secret(lab_dir, entry, "secret", "secret_file", f"token {tokenid}")
     return settings

@@ -111,8 +111,7 @@ class TaskContext:
             if rule.kind == "lock_timeout":
                 vmid = lock_vmid if lock_vmid is not None else self.task.id
                 raise TaskFailed(
-                    rule.message
-                    or f"can't lock file '/var/lock/qemu-server/lock-{vmid}.conf' - got timeout"
+                    rule.message or f"can't lock file '/var/lock/qemu-server/lock-{vmid}.conf' - got timeout"
                 )
         self.sleep(self.duration / 2)
 
@@ -173,9 +172,7 @@ class TaskManager:
             pid = self._pid
         now = int(time.time())
         pstart = _ticks_since_boot()
-        upid = (
-            f"UPID:{self.node}:{pid:08X}:{pstart:08X}:{now:08X}:{task_type}:{task_id}:{user}:"
-        )
+        upid = f"UPID:{self.node}:{pid:08X}:{pstart:08X}:{now:08X}:{task_type}:{task_id}:{user}:"
         task = Task(upid, self.node, pid, pstart, now, task_type, task_id, user)
         rules = self.faults.match_task(task_type, task_id)
         duration = self.duration(task_type)

@@ -71,9 +71,7 @@ def ensure_certificate(tls_dir: Path, node: str = "pve") -> tuple[Path, Path, st
                 critical=True,
             )
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(public), critical=False
-            )
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(public), critical=False)
             .sign(key, hashes.SHA256())
         )
         key_path.write_bytes(

@@ -91,7 +91,9 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["type"] != "http":
         return
     method, path = scope["method"], scope["path"]
-    if path == "/health" and method == "GET":
+    if path == "/health/live" and method == "GET":
+        await _send_json(send, 200, {"status": "ok"})
+    elif path == "/health" and method == "GET":
         status, payload = await asyncio.to_thread(_health)
         await _send_json(send, status, payload)
     elif path == "/ask" and method == "POST":

@@ -1,0 +1,470 @@
+"""The Proxmox VE API client: proxmoxer over HTTPS with an API token.
+
+What it adds to proxmoxer:
+
+* TLS: CA validation on (the system CA store or ``proxmox.ca_file``), or, with
+  ``proxmox.fingerprint``, a pinned SHA-256 of the node's certificate checked during the
+  handshake, before the token header is sent. Verification is never simply switched off.
+* Retries with exponential backoff for transient failures (5xx such as
+  ``can't lock file ... got timeout``, connection errors on reads). Writes are only
+  retried when PVE refused them before doing anything (a 5xx answer).
+* Bounded task waits: every UPID is polled until it stops or a deadline passes.
+* One error hierarchy (:class:`ailab_deploy.errors.ProxmoxError` and subclasses).
+* Request logging (INFO: method, path, status, time; DEBUG: bodies) with secrets masked,
+  and a count of read and write calls, so "a re-apply makes zero writes" can be checked.
+* Form values as PVE wants them: booleans as 0/1 (proxmoxer would send ``True``, #208).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import re
+import stat
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+from proxmoxer import ProxmoxAPI, ResourceException
+from requests.adapters import HTTPAdapter
+
+from ailab_deploy.adapters.secrets import mask_secrets
+from ailab_deploy.core.diff import ActualVM
+from ailab_deploy.core.loader import LoadedPlan
+from ailab_deploy.core.pveformat import normalise_tags
+from ailab_deploy.errors import ConfigError, ProxmoxError
+
+log = logging.getLogger(__name__)
+
+WRITE_METHODS = frozenset({"POST", "PUT", "DELETE"})
+TRANSIENT_STATUS = frozenset({500, 502, 503, 504, 595, 596, 599})
+# 5xx texts that are final: retrying cannot change the answer.
+PERMANENT_500 = re.compile(
+    r"already exists|does not exist|unable to find configuration|not running|already running|"
+    r"shrinking|validation error|protection|not allowed|you can't|no such|checksum mismatch|"
+    r"no options specified|is a template|not supported|permission",
+    re.IGNORECASE,
+)
+LOCK_TIMEOUT = re.compile(r"can't lock file .* got timeout|got timeout", re.IGNORECASE)
+_FINGERPRINT = re.compile(r"^([0-9A-Fa-f]{2}:){31}[0-9A-Fa-f]{2}$")
+
+
+class ProxmoxApiError(ProxmoxError):
+    """PVE answered a request with an error status."""
+
+    def __init__(self, method: str, path: str, status: int, reason: str, errors: object = None) -> None:
+        self.method, self.path, self.status, self.reason, self.errors = method, path, status, reason, errors
+        detail = f" {errors}" if errors else ""
+        super().__init__(f"{method} /{path}: {status} {reason.strip()}{detail}")
+
+    @property
+    def lock_timeout(self) -> bool:
+        return bool(LOCK_TIMEOUT.search(self.reason))
+
+    @property
+    def transient(self) -> bool:
+        return self.status in TRANSIENT_STATUS and not PERMANENT_500.search(self.reason)
+
+
+class TaskFailed(ProxmoxError):
+    """A PVE task (UPID) stopped with an error."""
+
+    def __init__(self, what: str, upid: str, exitstatus: str) -> None:
+        self.upid, self.exitstatus = upid, exitstatus
+        super().__init__(f"{what} failed: {exitstatus} (task {upid})")
+
+    @property
+    def lock_timeout(self) -> bool:
+        return bool(LOCK_TIMEOUT.search(self.exitstatus))
+
+
+class TaskTimeout(ProxmoxError):
+    """A task was still running at the deadline. It goes on on the node; a re-run resumes."""
+
+    def __init__(self, what: str, upid: str, seconds: float) -> None:
+        self.upid = upid
+        super().__init__(
+            f"{what} was still running after {seconds:g} s (task {upid}); it continues on the node. "
+            "Re-run the command to resume once it has finished, or raise --task-timeout"
+        )
+
+
+# ---------------------------------------------------------------------------------------- secrets
+
+
+def token_secret(loaded: LoadedPlan, environ: Mapping[str, str] | None = None) -> str:
+    """The API token secret: the environment variable, else the 0600 file, else a ConfigError
+    pointing at the plan line."""
+    settings = loaded.plan.proxmox
+    env = os.environ if environ is None else environ
+    value = env.get(settings.token_secret_env, "").strip()
+    if value:
+        return value
+    if settings.token_secret_file:
+        path = Path(settings.token_secret_file).expanduser()
+        if not path.is_absolute():
+            path = loaded.path.absolute().parent / path
+        where = loaded.where(["proxmox", "token_secret_file"])
+        try:
+            mode = stat.S_IMODE(path.stat().st_mode)
+        except FileNotFoundError:
+            raise ConfigError(
+                f"{where}: {path} does not exist (and {settings.token_secret_env} is not set)"
+            ) from None
+        if mode & 0o077:
+            raise ConfigError(
+                f"{where}: {path} has mode {mode:04o}; it must be 0600 (run `chmod 600 {path}`)"
+            )
+        secret = path.read_text(encoding="utf-8").strip()
+        if not secret:
+            raise ConfigError(f"{where}: {path} is empty")
+        return secret
+    raise ConfigError(
+        f"{loaded.where(['proxmox', 'token_secret_env'])}: environment variable "
+        f"{settings.token_secret_env} is not set (or set proxmox.token_secret_file to a 0600 file)"
+    )
+
+
+# ------------------------------------------------------------------------------------------- TLS
+
+
+def normalise_fingerprint(text: str) -> str:
+    """``AA:bb:...`` -> ``aabb...`` (urllib3 compares lower-case hex without colons)."""
+    if not _FINGERPRINT.match(text.strip()):
+        raise ConfigError(f"{text!r} is not a SHA-256 fingerprint (32 hex pairs separated by ':')")
+    return text.strip().replace(":", "").lower()
+
+
+class FingerprintAdapter(HTTPAdapter):
+    """Trust exactly the certificate whose SHA-256 is pinned, instead of a CA.
+
+    urllib3 checks ``assert_fingerprint`` right after the TLS handshake, before the request
+    (and its token header) is written; a mismatch raises ``SSLError``. CA validation is off
+    for this adapter only, because the pin is stronger than it.
+    """
+
+    def __init__(self, fingerprint: str, **kwargs: Any) -> None:
+        self._fingerprint = normalise_fingerprint(fingerprint)
+        super().__init__(**kwargs)
+
+    def init_poolmanager(
+        self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any
+    ) -> None:
+        pool_kwargs["assert_fingerprint"] = self._fingerprint
+        super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        kwargs["verify"] = False  # the pin replaces CA validation; assert_fingerprint always runs
+        return super().send(request, **kwargs)
+
+
+# ----------------------------------------------------------------------------------------- stats
+
+
+@dataclass
+class CallStats:
+    """HTTP requests made, counted by the session hook (task polls and retries included)."""
+
+    reads: int = 0
+    writes: int = 0
+    write_calls: list[str] = field(default_factory=list)
+    by_kind: Counter[str] = field(default_factory=Counter)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def record(self, method: str, path: str) -> None:
+        kind = f"{method} {_path_shape(path)}"
+        with self._lock:
+            self.by_kind[kind] += 1
+            if method in WRITE_METHODS:
+                self.writes += 1
+                self.write_calls.append(f"{method} {path}")
+            else:
+                self.reads += 1
+
+    def reset(self) -> None:
+        with self._lock:
+            self.reads = self.writes = 0
+            self.write_calls.clear()
+            self.by_kind.clear()
+
+    def as_dict(self) -> dict[str, Any]:
+        with self._lock:
+            return {"reads": self.reads, "writes": self.writes, "by_kind": dict(self.by_kind)}
+
+
+def _path_shape(path: str) -> str:
+    """``nodes/pve/qemu/101/config`` -> ``nodes/{node}/qemu/{vmid}/config`` for counting."""
+    path = re.sub(r"UPID:[^/]+", "{upid}", path)
+    path = re.sub(r"^nodes/[^/]+", "nodes/{node}", path)
+    return re.sub(r"/\d+(?=/|$)", "/{vmid}", path)
+
+
+def _form(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Drop None; booleans as 0/1 (PVE rejects proxmoxer's ``True``)."""
+    return {k: (int(v) if isinstance(v, bool) else v) for k, v in params.items() if v is not None}
+
+
+# ---------------------------------------------------------------------------------------- client
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 6
+    first_delay: float = 0.5
+    max_delay: float = 8.0
+
+    def delays(self) -> Iterable[float]:
+        delay = self.first_delay
+        for _ in range(self.attempts - 1):
+            yield delay * random.uniform(0.8, 1.2)  # jitter keeps parallel workers apart
+            delay = min(delay * 2, self.max_delay)
+
+
+class ProxmoxClient:
+    """One node of one PVE server, reached with an API token."""
+
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        node: str,
+        token_id: str,
+        secret: str,
+        fingerprint: str | None = None,
+        ca_file: Path | None = None,
+        timeout: float = 30.0,
+        retry: RetryPolicy | None = None,
+        pool_size: int = 16,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        user, _, token_name = token_id.partition("!")
+        self.node = node
+        self.base = f"https://{host}:{port}"
+        self.retry = retry or RetryPolicy()
+        self.stats = CallStats()
+        self._secret = secret
+        self._sleep = sleep
+        verify: bool | str = str(ca_file) if ca_file else True
+        self.api = ProxmoxAPI(
+            host,
+            port=port,
+            user=user,
+            token_name=token_name,
+            token_value=secret,
+            verify_ssl=verify,
+            timeout=timeout,
+            backend="https",
+        )
+        session: requests.Session = self.api._store["session"]
+        session.trust_env = False  # no proxies or CA bundles from the environment
+        adapter: HTTPAdapter = (
+            FingerprintAdapter(fingerprint, pool_connections=1, pool_maxsize=pool_size)
+            if fingerprint
+            else HTTPAdapter(pool_connections=1, pool_maxsize=pool_size)
+        )
+        session.mount(self.base + "/", adapter)
+        session.hooks["response"].append(self._on_response)
+
+    @classmethod
+    def from_plan(cls, loaded: LoadedPlan, *, timeout: float = 30.0, pool_size: int = 16) -> ProxmoxClient:
+        settings = loaded.plan.proxmox
+        if not settings.verify_tls and not settings.fingerprint:
+            raise ConfigError(
+                f"{loaded.where(['proxmox', 'verify_tls'])}: TLS verification cannot be switched off; "
+                "pin the node's certificate with proxmox.fingerprint (`pvenode cert info` shows it) "
+                "or give its CA in proxmox.ca_file"
+            )
+        ca_file = None
+        if settings.ca_file:
+            ca_file = Path(settings.ca_file).expanduser()
+            if not ca_file.is_absolute():
+                ca_file = loaded.path.absolute().parent / ca_file
+            if not ca_file.is_file():
+                raise ConfigError(f"{loaded.where(['proxmox', 'ca_file'])}: {ca_file} does not exist")
+        return cls(
+            host=settings.host,
+            port=settings.port,
+            node=settings.node,
+            token_id=settings.token_id,
+            secret=token_secret(loaded),
+            fingerprint=settings.fingerprint,
+            ca_file=ca_file,
+            timeout=timeout,
+            pool_size=pool_size,
+        )
+
+    # ---- logging and counting
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Values to mask wherever this client's errors end up (the ledger, logs)."""
+        return (self._secret,)
+
+    def mask(self, text: str) -> str:
+        return mask_secrets(text, [self._secret])
+
+    def _on_response(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
+        request = response.request
+        path = urlsplit(request.url or "").path.removeprefix("/api2/json/")
+        method = request.method or "?"
+        self.stats.record(method, path)
+        log.info(
+            "%s /%s -> %s %s (%.0f ms)",
+            method,
+            path,
+            response.status_code,
+            response.reason,
+            response.elapsed.total_seconds() * 1000,
+        )
+        if log.isEnabledFor(logging.DEBUG):
+            body = (
+                request.body
+                if isinstance(request.body, str)
+                else (request.body or b"").decode(errors="replace")
+            )
+            log.debug("request %s %s body=%s", method, self.mask(request.url or ""), self.mask(body))
+            log.debug("response %s", self.mask(response.text[:4000]))
+
+    # ---- calls
+
+    def call(
+        self, method: str, path: str, params: Mapping[str, Any] | None = None, *, retry: bool = True
+    ) -> Any:
+        """One API call with retries for transient failures; ``path`` is below /api2/json."""
+        form = _form(params or {})
+        delays = iter(self.retry.delays() if retry else ())
+        while True:
+            try:
+                return self._call_once(method, path, form)
+            except ProxmoxApiError as error:
+                if not error.transient:
+                    raise
+                failure: ProxmoxError = error
+            except (requests.ConnectionError, requests.Timeout) as error:
+                if isinstance(error, requests.exceptions.SSLError):
+                    raise ProxmoxError(f"TLS check of {self.base} failed: {self.mask(str(error))}") from None
+                if method in WRITE_METHODS:
+                    # The request may have reached PVE; only a fresh read can tell what happened.
+                    raise ProxmoxError(
+                        f"{method} /{path}: connection lost ({type(error).__name__}); "
+                        "re-run the command to resume"
+                    ) from None
+                failure = ProxmoxError(f"{method} /{path}: cannot reach {self.base}: {type(error).__name__}")
+            delay = next(delays, None)
+            if delay is None:
+                raise failure
+            log.warning("%s; retrying in %.1f s", self.mask(str(failure)), delay)
+            self._sleep(delay)
+
+    def _call_once(self, method: str, path: str, form: dict[str, Any]) -> Any:
+        resource = self.api(path)
+        try:
+            if method == "GET":
+                return resource.get(**form)
+            if method == "POST":
+                return resource.post(**form)
+            if method == "PUT":
+                return resource.put(**form)
+            if method == "DELETE":
+                return resource.delete(**form)
+        except ResourceException as error:
+            raise ProxmoxApiError(
+                method,
+                path,
+                int(error.status_code),
+                self.mask(str(error.content or "")),
+                error.errors or None,
+            ) from None
+        raise ValueError(f"unknown method {method}")
+
+    def get(self, path: str, **params: Any) -> Any:
+        return self.call("GET", path, params)
+
+    # ---- tasks
+
+    def wait_task(self, upid: str | None, what: str, timeout: float) -> None:
+        """Poll until the task stops; raise TaskFailed or TaskTimeout. ``None`` means it ran synchronously."""
+        if not upid:
+            return
+        deadline = time.monotonic() + timeout
+        interval = 0.05
+        while True:
+            status = self.get(f"nodes/{self.node}/tasks/{upid}/status")
+            if status.get("status") == "stopped":
+                exit_status = str(status.get("exitstatus", ""))
+                if exit_status == "OK" or exit_status.startswith("WARNINGS"):
+                    return
+                raise TaskFailed(what, upid, exit_status or "no exit status")
+            if time.monotonic() >= deadline:
+                raise TaskTimeout(what, upid, timeout)
+            time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
+            interval = min(interval * 1.5, 1.0)
+
+    def run_task(self, method: str, path: str, params: Mapping[str, Any], what: str, timeout: float) -> None:
+        self.wait_task(self.call(method, path, params), what, timeout)
+
+    # ---- reading state
+
+    def cluster_vms(self) -> dict[int, ActualVM]:
+        """Every guest in the cluster, from one /cluster/resources call."""
+        resources = self.get("cluster/resources", type="vm")
+        vms: dict[int, ActualVM] = {}
+        for item in resources:
+            if item.get("type") not in ("qemu", "lxc"):
+                continue
+            vmid = int(item["vmid"])
+            vms[vmid] = ActualVM(
+                vmid=vmid,
+                name=str(item.get("name", "")),
+                node=str(item.get("node", "")),
+                type=str(item["type"]),
+                status=str(item.get("status", "")),
+                template=bool(int(item.get("template") or 0)),
+                tags=normalise_tags(str(item.get("tags", ""))),
+                lock=item.get("lock") or None,
+            )
+        return vms
+
+    def vm_config(self, vmid: int) -> dict[str, Any]:
+        return dict(self.get(f"nodes/{self.node}/qemu/{vmid}/config"))
+
+    def vm_configs(self, vmids: Iterable[int], workers: int = 8) -> dict[int, dict[str, Any]]:
+        """Configs of several VMs, read concurrently by a small pool."""
+        ids = sorted(set(vmids))
+        if not ids:
+            return {}
+        with ThreadPoolExecutor(max_workers=min(workers, len(ids)), thread_name_prefix="pve-read") as pool:
+            return dict(zip(ids, pool.map(self.vm_config, ids), strict=True))
+
+    def vm_status(self, vmid: int) -> dict[str, Any]:
+        return dict(self.get(f"nodes/{self.node}/qemu/{vmid}/status/current"))
+
+    def agent_ipv4(self, vmid: int) -> list[str]:
+        """IPv4 addresses the guest agent reports (raises ProxmoxApiError while it is not up)."""
+        answer = self.call("GET", f"nodes/{self.node}/qemu/{vmid}/agent/network-get-interfaces", retry=False)
+        addresses = []
+        for interface in (answer or {}).get("result", []):
+            if interface.get("name") == "lo":
+                continue
+            for address in interface.get("ip-addresses", []) or []:
+                if address.get("ip-address-type") == "ipv4":
+                    addresses.append(str(address.get("ip-address")))
+        return addresses
+
+    def snapshots(self, vmid: int) -> list[dict[str, Any]]:
+        return [s for s in self.get(f"nodes/{self.node}/qemu/{vmid}/snapshot") if s.get("name") != "current"]
+
+    def storages(self, content: str | None = None) -> list[dict[str, Any]]:
+        return list(self.get(f"nodes/{self.node}/storage", content=content))
+
+    def qemu_path(self, vmid: int, rest: str = "") -> str:
+        return f"nodes/{self.node}/qemu/{vmid}" + (f"/{rest}" if rest else "")

@@ -1,0 +1,204 @@
+"""ContainerBackend: the emulator's VMs as systemd-nspawn containers (see docs/lab-vms.md)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from ailab_deploy.errors import LabError
+from ailab_deploy.lab.backend import AgentNotRunning, BackendError, VMConfig
+from ailab_deploy.lab.containers import network
+from ailab_deploy.lab.containers.image import build_template
+from ailab_deploy.lab.containers.machine import Machine
+from ailab_deploy.lab.containers.proc import run
+from ailab_deploy.lab.containers.provision import HOST_CA_BUNDLE, start_guest
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SHUTDOWN_TIMEOUT = 60.0
+_bridge_lock = threading.Lock()
+
+
+def machines_dir(lab_dir: Path) -> Path:
+    return lab_dir / "machines"
+
+
+def storage_root(lab_dir: Path) -> Path:
+    return lab_dir / "storage"
+
+
+@contextmanager
+def _as_task_error() -> Iterator[None]:
+    """Lab failures become BackendError, so the emulator fails the task with the message."""
+    try:
+        yield
+    except LabError as exc:
+        raise BackendError(str(exc)) from exc
+
+
+def agent_interfaces(ip_json: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``ip -j -s addr`` output in QEMU guest-agent ``network-get-interfaces`` shape."""
+    interfaces = []
+    for link in ip_json:
+        addresses = [
+            {
+                "ip-address-type": "ipv4" if addr["family"] == "inet" else "ipv6",
+                "ip-address": addr["local"],
+                "prefix": addr["prefixlen"],
+            }
+            for addr in link.get("addr_info", [])
+            if addr.get("family") in ("inet", "inet6") and "local" in addr
+        ]
+        interface: dict[str, Any] = {"name": link["ifname"], "ip-addresses": addresses}
+        if "address" in link:
+            interface["hardware-address"] = link["address"]
+        stats = link.get("stats64")
+        if stats:
+            interface["statistics"] = {
+                f"{direction}-{name}": stats[direction][key]
+                for direction in ("rx", "tx")
+                for name, key in (
+                    ("bytes", "bytes"),
+                    ("packets", "packets"),
+                    ("errs", "errors"),
+                    ("dropped", "dropped"),
+                )
+            }
+        interfaces.append(interface)
+    return interfaces
+
+
+class ContainerBackend:
+    """VMs as overlayfs copies of the template image, booted by systemd-nspawn."""
+
+    name = "containers"
+
+    def __init__(
+        self,
+        lab_dir: Path,
+        *,
+        image_cache: Path | None = None,
+        template_rootfs: Path | None = None,
+        trust_host_ca: bool = True,
+        host_ca_bundle: Path = HOST_CA_BUNDLE,
+        shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
+    ) -> None:
+        self.lab_dir = Path(lab_dir)
+        self.image_cache = image_cache
+        self._template_rootfs = template_rootfs
+        self.host_ca_bundle = host_ca_bundle if trust_host_ca else None
+        self.shutdown_timeout = shutdown_timeout
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def machine(self, vmid: int) -> Machine:
+        return Machine(str(int(vmid)), machines_dir(self.lab_dir) / str(int(vmid)))
+
+    def template_rootfs(self) -> Path:
+        """The lab template image (built on first use; cached by recipe hash)."""
+        if self._template_rootfs is None:
+            self._template_rootfs = build_template(self.image_cache).rootfs
+        return self._template_rootfs
+
+    def _existing(self, vmid: int) -> Machine:
+        machine = self.machine(vmid)
+        if not machine.exists():
+            raise BackendError(f"VM {vmid} has no disk in the container lab")
+        return machine
+
+    # -- VMBackend --------------------------------------------------------------------------
+
+    def register_template(self, vmid: int, config: VMConfig) -> None:
+        with _as_task_error():
+            machine = self.machine(vmid)
+            if not machine.exists():
+                machine.create([self.template_rootfs()])
+
+    def clone(self, source_vmid: int, new_vmid: int, config: VMConfig) -> None:
+        with _as_task_error():
+            target = self.machine(new_vmid)
+            if target.exists():
+                raise BackendError(f"unable to create VM {new_vmid}: disk already exists")
+            source = self.machine(source_vmid)
+            if source.exists():
+                target.create(source.lower, copy_of=source)
+            else:
+                # The lab plan's template (vmid 9000) may predate this backend's state.
+                log.info("VM %s is not registered; cloning the lab template image", source_vmid)
+                target.create([self.template_rootfs()])
+
+    def create(self, vmid: int, config: VMConfig) -> None:
+        """A disk imported with ``import-from`` is the lab's (only) cloud image: the template."""
+        with _as_task_error():
+            if any("import-from=" in str(value) for value in config.values()):
+                self.machine(vmid).create([self.template_rootfs()])
+            # Without an imported disk the VM has nothing to boot; start() says so.
+
+    def start(self, vmid: int, config: VMConfig) -> None:
+        with _as_task_error():
+            machine = self._existing(vmid)
+            if machine.is_running():
+                raise BackendError(f"VM {vmid} already running")
+            with _bridge_lock:
+                network.bridge_up()
+            start_guest(
+                machine,
+                vmid,
+                config,
+                storage_root=storage_root(self.lab_dir),
+                host_ca_bundle=self.host_ca_bundle,
+            )
+
+    def stop(self, vmid: int) -> None:
+        with _as_task_error():
+            self.machine(vmid).stop()
+
+    def shutdown(self, vmid: int, timeout: float) -> None:
+        with _as_task_error():
+            self.machine(vmid).shutdown(timeout)
+
+    def reboot(self, vmid: int, config: VMConfig) -> None:
+        self.shutdown(vmid, self.shutdown_timeout)
+        self.start(vmid, config)
+
+    def destroy(self, vmid: int) -> None:
+        with _as_task_error():
+            self.machine(vmid).destroy()
+
+    def is_running(self, vmid: int) -> bool:
+        return self.machine(vmid).is_running()
+
+    def agent_network_interfaces(self, vmid: int) -> list[dict[str, Any]]:
+        with _as_task_error():
+            machine = self.machine(vmid)
+            if not machine.is_booted():
+                raise AgentNotRunning("QEMU guest agent is not running")
+            # The netns is the guest's own network stack, so this is what the guest sees.
+            result = run(
+                ["ip", "-n", machine.netns, "-j", "-s", "addr", "show"],
+                what=f"reading VM {vmid}'s interfaces",
+            )
+            return agent_interfaces(json.loads(result.stdout or "[]"))
+
+    # -- beyond the protocol: for lab tests and tools ----------------------------------------
+
+    def wait_booted(self, vmid: int, timeout: float = 60.0) -> str:
+        """Wait until the guest's systemd reports running/degraded; returns that state."""
+        with _as_task_error():
+            return self._existing(vmid).wait_booted(timeout)
+
+    def system_state(self, vmid: int) -> str | None:
+        return self.machine(vmid).system_state()
+
+    def host_keys(self, vmid: int) -> list[str]:
+        """The guest's SSH host public keys (``type base64``), generated on its first boot."""
+        machine = self._existing(vmid)
+        if not machine.is_booted():
+            raise BackendError(f"VM {vmid} has not booted: its host keys are not final yet")
+        keys = sorted((machine.rootfs / "etc/ssh").glob("ssh_host_*_key.pub"))
+        return [" ".join(path.read_text().split()[:2]) for path in keys]

@@ -1,0 +1,87 @@
+"""``lab down`` for the container side, and ``leftovers()`` to prove it left nothing."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+from pathlib import Path
+
+from ailab_deploy.errors import LabError
+from ailab_deploy.lab.containers import network, proxy
+from ailab_deploy.lab.containers.backend import machines_dir
+from ailab_deploy.lab.containers.machine import (
+    MOUNT_SOURCE_PREFIX,
+    container_leader,
+    is_lab_nspawn,
+)
+from ailab_deploy.lab.containers.proc import is_alive, mounts, processes_matching, run, wait_gone
+
+log = logging.getLogger(__name__)
+
+KILL_TIMEOUT = 20.0
+
+
+def _lab_mount_points() -> list[str]:
+    return [
+        point
+        for source, point, fstype in mounts()
+        if fstype == "overlay" and source.startswith(MOUNT_SOURCE_PREFIX)
+    ]
+
+
+def _lab_veths() -> list[str]:
+    return [name for name in network.link_names() if name.startswith(network.VETH_PREFIX)]
+
+
+def _kill_containers() -> None:
+    """SIGKILL every lab guest's PID 1 (ending its pid namespace), then any nspawn left."""
+    nspawns = processes_matching(is_lab_nspawn)
+    for pid in nspawns:
+        leader = container_leader(pid)
+        if leader is not None:
+            os.kill(leader, signal.SIGKILL)
+    if not wait_gone(nspawns, timeout=KILL_TIMEOUT):
+        for pid in nspawns:
+            if is_alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        wait_gone(nspawns, timeout=KILL_TIMEOUT)
+
+
+def lab_down(lab_dir: Path | None = None) -> None:
+    """Remove every container, mount, veth, netns, the proxy, firewall and bridge of the lab.
+
+    Idempotent. With ``lab_dir``, its machine dirs (overlay layers) go too; the image cache,
+    the lab key and the node's storage dir stay.
+    """
+    _kill_containers()
+    for point in _lab_mount_points():
+        run(["umount", point], what=f"unmounting {point}")
+    for veth in _lab_veths():
+        run(["ip", "link", "delete", veth], what=f"deleting veth {veth}", check=False)
+    for netns in network.namespaces():
+        run(["ip", "netns", "delete", netns], what=f"deleting network namespace {netns}")
+    proxy.proxy_down(lab_dir)
+    network.bridge_down()
+    if lab_dir is not None and machines_dir(lab_dir).exists():
+        if any(point.startswith(str(machines_dir(lab_dir))) for _, point, _ in mounts()):
+            raise LabError(f"refusing to delete {machines_dir(lab_dir)}: something is mounted there")
+        shutil.rmtree(machines_dir(lab_dir))
+    log.info("lab containers down")
+
+
+def leftovers(lab_dir: Path | None = None) -> list[str]:
+    """Everything of the lab that still exists, one description per item ([] when clean)."""
+    found = [f"process: systemd-nspawn pid {pid}" for pid in processes_matching(is_lab_nspawn)]
+    found += [f"process: tinyproxy pid {pid}" for pid in processes_matching(proxy.is_lab_proxy)]
+    found += [f"mount: {point}" for point in _lab_mount_points()]
+    found += [f"netns: {name}" for name in network.namespaces()]
+    found += [f"veth: {name}" for name in _lab_veths()]
+    if network.BRIDGE in network.link_names():
+        found.append(f"bridge: {network.BRIDGE}")
+    if network.firewall_present():
+        found.append(f"nftables: table inet {network.NFT_TABLE}")
+    if lab_dir is not None and machines_dir(lab_dir).exists():
+        found += [f"machine dir: {path}" for path in sorted(machines_dir(lab_dir).iterdir())]
+    return found

@@ -1,0 +1,147 @@
+"""Lab plans and engine helpers for the provisioning tests (used with tests/lab/conftest.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ailab_deploy.adapters.ledger import Ledger
+from ailab_deploy.adapters.provision import ApplyOptions, Provisioner
+from ailab_deploy.adapters.proxmox import ProxmoxClient, RetryPolicy
+from ailab_deploy.core.loader import load_plan
+
+SECRET_ENV = "AILAB_TEST_PVE_TOKEN_SECRET"
+TEST_KEY = (
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKXb5TstYyBC8ZY37UK5ewvvtSTlk7vgrNso1D+ZZdFh lab@test"  # has / and +
+)
+# API-only lab (null backend): no SSH to wait for; short waits so failures show fast.
+LAB_OPTIONS = ApplyOptions(
+    parallel=4, wait_ssh=False, agent_timeout=5, task_timeout=10, clone_timeout=20, lock_backoff=0.2
+)
+
+
+def lab_vm(index: int, **overrides: Any) -> dict[str, Any]:
+    names = ["postgres", "llm", "apps"]
+    roles = [["common", "postgresql"], ["common", "llm"], ["common", "python_app"]]
+    vm = {
+        "vmid": 100 + index,
+        "name": names[index] if index < 3 else f"vm{index:03d}",
+        "cores": 2,
+        "memory": "2G",
+        "disk": "8G",
+        "storage": "local-lvm",
+        "ip": f"10.77.0.{10 + index}" if index < 240 else f"10.77.{index // 200}.{index % 200 + 10}",
+        "roles": roles[index] if index < 3 else ["common"],
+    }
+    return {**vm, **overrides}
+
+
+def _yaml_value(value: Any) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(_yaml_value(v) for v in value) + "]"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value + '"'
+    return str(value)
+
+
+def write_lab_plan(
+    lab: Any,
+    directory: Path,
+    vms: list[dict[str, Any]],
+    *,
+    fingerprint: bool = False,
+    image_url: str | None = None,
+) -> Path:
+    """A valid plan for the emulator ``lab`` with these VMs; the token secret comes from SECRET_ENV."""
+    many = len(vms) > 200
+    tls = f'  fingerprint: "{lab.fingerprint}"\n' if fingerprint else f'  ca_file: "{lab.ca_path}"\n'
+    lines = [
+        "version: 1",
+        "proxmox:",
+        f"  host: {lab.host}",
+        f"  port: {lab.port}",
+        f"  node: {lab.node}",
+        f'  token_id: "{lab.token_id}"',
+        f"  token_secret_env: {SECRET_ENV}",
+        tls.rstrip("\n"),
+        "host:",
+        "  cpu_model: lab",
+        "  sockets: 2",
+        "  cores_per_socket: 18",
+        "  threads_per_core: 2",
+        "  memory: 126G",
+        "  memory_channels_per_socket: 4",
+        "  memory_mts: 2133",
+        "  cpu_oversubscription_warn: 100",
+        "  cpu_oversubscription_max: 100",
+        "  storage:",
+        "    - {name: local-lvm, kind: ssd, capacity: 237GB}",
+        "    - {name: HDDStorage, kind: hdd, capacity: 2.18TB}",
+        "network:",
+        "  bridge: vmbr0",
+        f"  subnet: {'10.77.0.0/16' if many else '10.77.0.0/24'}",
+        "  gateway: 10.77.0.1",
+        "  dns: [10.77.0.1]",
+        "  search_domain: lab.test",
+        "  admin_sources: [10.77.0.0/24]",
+        "template:",
+        "  vmid: 9000",
+        "  name: debian-12-cloud",
+        "  storage: local-lvm",
+        "  admin_user: ailab",
+        *([f"  image_url: {image_url}"] if image_url else []),
+        f'  ssh_public_keys: ["{TEST_KEY}"]',
+        "vms:",
+    ]
+    for vm in vms:
+        lines.append("  - " + "\n    ".join(f"{k}: {_yaml_value(v)}" for k, v in vm.items()))
+    lines += [
+        "llm:",
+        "  model: llama3.1:8b",
+        "  context_length: 4096",
+        "verify:",
+        "  min_tokens_per_second: 1",
+        "  min_pgbench_tps: 1",
+        "  max_app_latency_ms: 1000",
+    ]
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "vms.yaml"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+class Engine:
+    """A Provisioner on a lab plan, rebuilt on demand (as each CLI run would be)."""
+
+    def __init__(self, lab: Any, plan_path: Path) -> None:
+        self.lab = lab
+        self.plan_path = plan_path
+        self.state_dir = plan_path.parent / ".ailab"
+        self.events: list[str] = []
+
+    def provisioner(self, **client_kwargs: Any) -> Provisioner:
+        loaded = load_plan(self.plan_path)
+        client_kwargs.setdefault("retry", RetryPolicy(attempts=6, first_delay=0.05, max_delay=0.2))
+        client = ProxmoxClient(
+            host=self.lab.host,
+            port=self.lab.port,
+            node=self.lab.node,
+            token_id=self.lab.token_id,
+            secret=self.lab.token_secret,
+            ca_file=Path(self.lab.ca_path),
+            **client_kwargs,
+        )
+        return Provisioner(
+            loaded, client, Ledger(self.state_dir), self.state_dir, progress=self.events.append
+        )
+
+    def rewrite(self, vms: list[dict[str, Any]]) -> None:
+        write_lab_plan(self.lab, self.plan_path.parent, vms)
+
+
+def make_engine(lab: Any, tmp_path: Path, vms: list[dict[str, Any]] | None = None) -> Engine:
+    """An engine on a fresh plan for ``lab`` (three VMs unless ``vms`` is given)."""
+    plan = write_lab_plan(lab, tmp_path / "plan", vms if vms is not None else [lab_vm(i) for i in range(3)])
+    return Engine(lab, plan)
