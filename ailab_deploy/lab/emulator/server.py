@@ -7,6 +7,7 @@ happens in that thread so a slow client cannot stall accept().
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
 import logging
 import re
@@ -103,7 +104,7 @@ class Handler(BaseHTTPRequestHandler):
             params = self._params(method, split.query, body)
             reply = self._dispatch(emu, method, rel, params)
             if isinstance(reply, RawJson):
-                self._send(200, "OK", None, raw=b'{"data":' + reply.data + b"}")
+                self._send(200, "OK", None, raw=_raw_envelope(reply.data))
                 return
             envelope: dict[str, Any] = {"data": reply}
             if isinstance(reply, Reply):
@@ -265,6 +266,11 @@ class Handler(BaseHTTPRequestHandler):
     ) -> None:
         body = raw if raw is not None else b"" if payload is None else json.dumps(payload).encode()
         reason = reason.replace("\r", " ").replace("\n", " ")
+        encoding = ""
+        # PVE gzips answers of 1 KiB and more when the client accepts it
+        if len(body) >= 1024 and "gzip" in (self.headers.get("Accept-Encoding") or ""):
+            body = _gzip(body)
+            encoding = "Content-Encoding: gzip\r\n"
         head = (
             f"HTTP/1.1 {status} {reason}\r\n"
             f"Server: {self.server_version}\r\n"
@@ -274,12 +280,38 @@ class Handler(BaseHTTPRequestHandler):
             "Expires: " + self.date_time_string() + "\r\n"
             "Content-Type: application/json;charset=UTF-8\r\n"
             f"Content-Length: {len(body)}\r\n"
+            f"{encoding}"
             "\r\n"
         )
         self.wfile.write(head.encode("latin-1", "replace") + (b"" if self.command == "HEAD" else body))
         self.wfile.flush()
         if self.close_connection is None:
             self.close_connection = False
+
+
+_last_raw: tuple[bytes, bytes] = (b"", b"")
+_last_gzip: tuple[bytes, bytes] = (b"", b"")
+
+
+def _raw_envelope(data: bytes) -> bytes:
+    """Wrap cached JSON; the last envelope is kept so a cache hit stays a cache hit."""
+    global _last_raw
+    cached = _last_raw
+    if cached[0] is data:
+        return cached[1]
+    body = b'{"data":' + data + b"}"
+    _last_raw = (data, body)
+    return body
+
+
+def _gzip(body: bytes) -> bytes:
+    global _last_gzip
+    cached = _last_gzip
+    if cached[0] is body:
+        return cached[1]
+    packed = gzip.compress(body, compresslevel=1, mtime=0)
+    _last_gzip = (body, packed)
+    return packed
 
 
 def _json_param(value: Any) -> str:
