@@ -1,0 +1,191 @@
+"""Smoke tests that measure: the LLM's speed, PostgreSQL under load, the apps end to end.
+
+Traffic follows the lab's real paths: the LLM is asked from the apps VM (the only
+client its firewall admits), pgbench runs on the apps VM against the database VM,
+and the apps are reached from the controller (an admin source).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from ailab_deploy.adapters.bandwidth_probe import PROBE_SOURCE, parse_probe_output
+from ailab_deploy.adapters.configure import private_key_of
+from ailab_deploy.adapters.known_hosts import KNOWN_HOSTS_FILENAME
+from ailab_deploy.adapters.secrets import SecretStore, database_password_secret_name
+from ailab_deploy.adapters.ssh import SshSession
+from ailab_deploy.core.inventory import SERVED_MODEL_NAME
+from ailab_deploy.core.loader import LoadedPlan
+from ailab_deploy.core.plan import VM
+from ailab_deploy.core.report import (
+    AppResult,
+    LlmResult,
+    MeasurementError,
+    PgbenchResult,
+    parse_pgbench,
+    tokens_per_second_from_response,
+)
+from ailab_deploy.core.sizing import LlmSizing
+from ailab_deploy.errors import AilabError
+
+log = logging.getLogger(__name__)
+
+FIXED_PROMPT = "Explain in plain words why a database needs an index. Answer in a few sentences."
+E2E_QUESTION = "In one sentence: what is PostgreSQL?"
+
+# Runs on the apps VM: one JSON POST, proxies bypassed (the LLM is on the private network).
+_HTTP_POST = r"""
+import sys, urllib.request
+opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+request = urllib.request.Request(sys.argv[1], data=sys.stdin.buffer.read(),
+                                 headers={"Content-Type": "application/json"})
+with opener.open(request, timeout=float(sys.argv[2])) as response:
+    sys.stdout.write(response.read().decode())
+"""
+
+
+class SmokeError(AilabError):
+    """A smoke test could not measure (as opposed to measuring a value below a gate)."""
+
+
+@dataclass
+class Targets:
+    loaded: LoadedPlan
+    state_dir: Path
+
+    def vm_with_role(self, role: str) -> VM:
+        vms = self.loaded.plan.vms_with_role(role)
+        if not vms:
+            raise SmokeError(f"no VM has the {role!r} role")
+        return vms[0]
+
+    def ssh(self, vm: VM) -> SshSession:
+        return SshSession(
+            str(vm.ip),
+            self.loaded.plan.template.admin_user,
+            known_hosts=self.state_dir / KNOWN_HOSTS_FILENAME,
+            key_file=private_key_of(self.loaded),
+        )
+
+
+def _generation_request(engine: str, tokens: int) -> tuple[str, dict[str, Any]]:
+    if engine == "ollama":
+        return "/api/generate", {
+            "model": SERVED_MODEL_NAME,
+            "prompt": FIXED_PROMPT,
+            "stream": False,
+            "options": {"num_predict": tokens, "temperature": 0},
+        }
+    return "/completion", {
+        "prompt": FIXED_PROMPT,
+        "n_predict": tokens,
+        "temperature": 0,
+        "cache_prompt": False,
+        "ignore_eos": True,  # generate exactly N tokens, so runs are comparable
+    }
+
+
+def measure_llm(targets: Targets, sizing: LlmSizing) -> LlmResult:
+    plan = targets.loaded.plan
+    llm_vm = targets.vm_with_role("llm")
+    apps_vm = targets.vm_with_role("python_app")
+    with targets.ssh(llm_vm) as session:
+        bandwidth = parse_probe_output(session.check(["python3", "-"], stdin=PROBE_SOURCE, timeout=600))
+    path, body = _generation_request(plan.llm.engine, plan.verify.llm_tokens)
+    url = f"http://{llm_vm.ip}:{plan.llm.port}{path}"
+    with targets.ssh(apps_vm) as session:
+        warm = dict(
+            body, **({"options": {"num_predict": 1}} if plan.llm.engine == "ollama" else {"n_predict": 1})
+        )
+        session.check(["python3", "-c", _HTTP_POST, url, "900"], stdin=json.dumps(warm), timeout=960)
+        raw = session.check(["python3", "-c", _HTTP_POST, url, "900"], stdin=json.dumps(body), timeout=960)
+    try:
+        response = json.loads(raw)
+    except json.JSONDecodeError:
+        raise SmokeError(f"{url}: answer is not JSON: {raw[:200]!r}") from None
+    tokens, tokens_per_second = tokens_per_second_from_response(plan.llm.engine, response)
+    return LlmResult(
+        engine=plan.llm.engine,
+        model=plan.llm.model,
+        tokens=tokens,
+        tokens_per_second=tokens_per_second,
+        predicted_tokens_per_second=sizing.expected_tokens_per_second,
+        bandwidth_gbs=bandwidth,
+        bound_tokens_per_second=bandwidth * 1e9 / sizing.bytes_per_token,
+    )
+
+
+def measure_pgbench(targets: Targets) -> PgbenchResult:
+    plan = targets.loaded.plan
+    verify = plan.verify
+    database_vm = targets.vm_with_role("postgresql")
+    apps_vm = targets.vm_with_role("python_app")
+    app = next((a for a in plan.apps.apps if a.database and a.database_user), None)
+    if app is None or app.database is None or app.database_user is None:
+        raise SmokeError("pgbench needs an app with database and database_user in the plan")
+    user = next(u for u in plan.database.users if u.name == app.database_user)
+    if user.password != "generated":
+        raise SmokeError(f"pgbench needs {user.name}'s password; only generated passwords are readable here")
+    password = SecretStore(targets.state_dir).get(database_password_secret_name(user.name))
+    if password is None:
+        raise SmokeError(f"no stored password for {user.name}: run `ailab-deploy configure` first")
+    database: str = app.database
+    connection = ["-h", str(database_vm.ip), "-p", str(plan.database.port), "-U", user.name]
+
+    def pgbench(arguments: list[str], timeout: float) -> str:
+        # The password arrives on stdin, so it is neither in the process list nor in a file.
+        script = 'IFS= read -r PGPASSWORD; export PGPASSWORD; exec "$@"'
+        argv = ["sh", "-c", script, "pgbench", "pgbench", *connection, *arguments, database]
+        with targets.ssh(apps_vm) as session:
+            return session.check(argv, stdin=password + "\n", timeout=timeout)
+
+    pgbench(["-i", "-q", "-s", str(verify.pgbench_scale)], timeout=600)
+    try:
+        clients = str(verify.pgbench_clients)
+        output = pgbench(["-c", clients, "-j", clients, "-T", str(verify.pgbench_seconds)], 600)
+    finally:
+        pgbench(["-i", "-I", "d"], timeout=120)  # drop the pgbench tables again
+    return parse_pgbench(output, verify.pgbench_clients, verify.pgbench_seconds)
+
+
+def measure_apps(
+    targets: Targets, post: Callable[..., requests.Response] | None = None
+) -> tuple[AppResult, ...]:
+    plan = targets.loaded.plan
+    apps_vm = targets.vm_with_role("python_app")
+    session = requests.Session()
+    session.trust_env = False  # the apps are on the private network, never behind a proxy
+    results = []
+    for app in plan.apps.apps:
+        base = f"http://{apps_vm.ip}:{app.port}"
+        try:
+            status = session.get(base + app.health_path, timeout=30).status_code
+        except requests.RequestException as error:
+            results.append(AppResult(app.name, 0, None, f"health: {type(error).__name__}"))
+            continue
+        latency = None
+        detail = ""
+        if app.kind == "asgi" and status == 200:
+            started = time.perf_counter()
+            try:
+                answer = session.post(base + "/ask", json={"question": E2E_QUESTION}, timeout=600)
+                latency = (time.perf_counter() - started) * 1000
+                if answer.status_code != 200:
+                    raise MeasurementError(f"/ask answered {answer.status_code}")
+                data = answer.json()
+                if not data.get("answer") or not data.get("stored_id"):
+                    raise MeasurementError("/ask gave no answer or stored nothing")
+                detail = f"stored_id={data['stored_id']}"
+            except (requests.RequestException, ValueError) as error:
+                latency = None
+                detail = f"ask: {error}"
+                status = 0
+        results.append(AppResult(app.name, status, latency, detail))
+    return tuple(results)
