@@ -155,9 +155,7 @@ def measure_pgbench(targets: Targets) -> PgbenchResult:
     return parse_pgbench(output, verify.pgbench_clients, verify.pgbench_seconds)
 
 
-def measure_apps(
-    targets: Targets, post: Callable[..., requests.Response] | None = None
-) -> tuple[AppResult, ...]:
+def measure_apps(targets: Targets) -> tuple[AppResult, ...]:
     plan = targets.loaded.plan
     apps_vm = targets.vm_with_role("python_app")
     session = requests.Session()
