@@ -10,6 +10,7 @@ import json
 import os
 import socket
 import stat
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -158,6 +159,23 @@ def test_reboot_with_changed_config_reruns_cloud_init(vm_lab: VMLab) -> None:
     assert ssh_run(client, "cat /etc/ailab-vendor") == (0, "from-snippet", "")
     rc, after, _ = ssh_run(client, "cat /var/lib/cloud/data/instance-id")
     assert rc == 0 and after.strip() and after != before
+
+
+def test_a_reboot_inside_the_guest_boots_it_again(vm_lab: VMLab) -> None:
+    backend, machine, address = vm_lab.backend, vm_lab.backend.machine(102), VMS[102][1]
+    init_before = machine.leader_pid()
+    vm_lab.clients[102].exec_command("sudo systemctl reboot")
+    vm_lab.clients[102].close()
+    deadline = time.monotonic() + 60
+    while machine.leader_pid() in (None, init_before):
+        assert backend.is_running(102), "the VM stopped instead of rebooting"
+        assert time.monotonic() < deadline, "the guest did not come back after its reboot"
+        time.sleep(0.2)
+    network.wait_ssh(address, 60)
+    backend.wait_booted(102, 60)
+    client = ssh_client(address, CIUSER, vm_lab.user_key, backend.host_keys(102), vm_lab.tmp)
+    vm_lab.clients[102] = client
+    assert ssh_run(client, "systemctl is-system-running") == (0, "running\n", "")
 
 
 def test_destroy_and_down_leave_no_trace(vm_lab: VMLab) -> None:

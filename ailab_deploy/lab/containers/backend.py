@@ -145,6 +145,7 @@ class ContainerBackend:
             if machine.is_running():
                 raise BackendError(f"VM {vmid} already running")
             with _bridge_lock:
+                network.claim(self.lab_dir)
                 network.bridge_up()
             start_guest(
                 machine,

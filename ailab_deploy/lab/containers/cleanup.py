@@ -15,6 +15,7 @@ from ailab_deploy.lab.containers.machine import (
     MOUNT_SOURCE_PREFIX,
     container_leader,
     is_lab_nspawn,
+    is_lab_supervisor,
 )
 from ailab_deploy.lab.containers.proc import is_alive, mounts, processes_matching, run, wait_gone
 
@@ -36,17 +37,22 @@ def _lab_veths() -> list[str]:
 
 
 def _kill_containers() -> None:
-    """SIGKILL every lab guest's PID 1 (ending its pid namespace), then any nspawn left."""
+    """Stop every lab guest: no more restarts, SIGKILL to each guest's PID 1 (ending its pid
+    namespace), then SIGKILL to whatever is still there."""
+    supervisors = processes_matching(is_lab_supervisor)
+    for pid in supervisors:
+        os.kill(pid, signal.SIGUSR1)
     nspawns = processes_matching(is_lab_nspawn)
     for pid in nspawns:
         leader = container_leader(pid)
         if leader is not None:
             os.kill(leader, signal.SIGKILL)
-    if not wait_gone(nspawns, timeout=KILL_TIMEOUT):
-        for pid in nspawns:
+    everything = supervisors + nspawns
+    if not wait_gone(everything, timeout=KILL_TIMEOUT):
+        for pid in everything:
             if is_alive(pid):
                 os.kill(pid, signal.SIGKILL)
-        wait_gone(nspawns, timeout=KILL_TIMEOUT)
+        wait_gone(everything, timeout=KILL_TIMEOUT)
 
 
 def lab_down(lab_dir: Path | None = None) -> None:
@@ -55,6 +61,8 @@ def lab_down(lab_dir: Path | None = None) -> None:
     Idempotent. With ``lab_dir``, its machine dirs (overlay layers) go too; the image cache,
     the lab key and the node's storage dir stay.
     """
+    if lab_dir is not None:
+        network.check_owner(Path(lab_dir))  # never tear down another lab dir's running lab
     _kill_containers()
     for point in _lab_mount_points():
         run(["umount", point], what=f"unmounting {point}")
@@ -64,6 +72,7 @@ def lab_down(lab_dir: Path | None = None) -> None:
         run(["ip", "netns", "delete", netns], what=f"deleting network namespace {netns}")
     proxy.proxy_down(lab_dir)
     network.bridge_down()
+    network.release()
     if lab_dir is not None and machines_dir(lab_dir).exists():
         if any(point.startswith(str(machines_dir(lab_dir))) for _, point, _ in mounts()):
             raise LabError(f"refusing to delete {machines_dir(lab_dir)}: something is mounted there")
@@ -74,6 +83,7 @@ def lab_down(lab_dir: Path | None = None) -> None:
 def leftovers(lab_dir: Path | None = None) -> list[str]:
     """Everything of the lab that still exists, one description per item ([] when clean)."""
     found = [f"process: systemd-nspawn pid {pid}" for pid in processes_matching(is_lab_nspawn)]
+    found += [f"process: supervisor pid {pid}" for pid in processes_matching(is_lab_supervisor)]
     found += [f"process: tinyproxy pid {pid}" for pid in processes_matching(proxy.is_lab_proxy)]
     found += [f"mount: {point}" for point in _lab_mount_points()]
     found += [f"netns: {name}" for name in network.namespaces()]

@@ -33,6 +33,7 @@ def lab_up(
 ) -> LabInfra:
     """Bridge + firewall, tinyproxy, template image (cached), node container. Idempotent."""
     lab_dir = Path(lab_dir)
+    network.claim(lab_dir)
     network.bridge_up()
     proxy_url = proxy.proxy_up(lab_dir)
     template = build_template(image_cache)

@@ -15,11 +15,14 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 from ailab_deploy.errors import LabError
 from ailab_deploy.lab.containers import network
 from ailab_deploy.lab.containers.proc import (
+    children,
     cmdline,
     is_alive,
     last_line,
@@ -35,6 +38,7 @@ log = logging.getLogger(__name__)
 MOUNT_SOURCE_PREFIX = "ailab-"  # overlay mounts are named so leftovers() can find them
 BOOTED_STATES = ("running", "degraded")
 NSPAWN_MARKER = f"--network-namespace-path={network.NETNS_DIR}/{network.NETNS_PREFIX}"
+SUPERVISOR_MODULE = "ailab_deploy.lab.containers.supervise"
 SPAWN_TIMEOUT = 15.0
 STOP_TIMEOUT = 20.0
 
@@ -45,6 +49,10 @@ def is_lab_nspawn(argv: list[str]) -> bool:
         and Path(argv[0]).name == "systemd-nspawn"
         and any(arg.startswith(NSPAWN_MARKER) for arg in argv)
     )
+
+
+def is_lab_supervisor(argv: list[str]) -> bool:
+    return SUPERVISOR_MODULE in argv and any(arg.startswith(NSPAWN_MARKER) for arg in argv)
 
 
 def container_leader(nspawn_pid: int) -> int | None:
@@ -146,14 +154,22 @@ class Machine:
 
     # -- processes --------------------------------------------------------------------------
 
-    def nspawn_pid(self) -> int | None:
+    def supervisor_pid(self) -> int | None:
+        """The process that runs nspawn (again after a guest reboot); its pid is in the pidfile."""
         pid = read_pid(self.pidfile)
-        if pid is None or not is_alive(pid) or not is_lab_nspawn(cmdline(pid)):
+        if pid is None or not is_alive(pid) or not is_lab_supervisor(cmdline(pid)):
             return None
         return pid
 
+    def nspawn_pid(self) -> int | None:
+        supervisor = self.supervisor_pid()
+        if supervisor is None:
+            return None
+        nspawns = [pid for pid in children(supervisor) if is_lab_nspawn(cmdline(pid))]
+        return nspawns[0] if nspawns else None
+
     def is_running(self) -> bool:
-        return self.nspawn_pid() is not None
+        return self.supervisor_pid() is not None
 
     def leader_pid(self) -> int | None:
         nspawn = self.nspawn_pid()
@@ -183,7 +199,7 @@ class Machine:
         argv += ["--", "--show-status=no"]  # for the guest's systemd: a plain console log
         with self.console.open("ab") as console:
             process = subprocess.Popen(
-                argv,
+                [sys.executable, "-m", SUPERVISOR_MODULE, *argv],
                 stdin=subprocess.DEVNULL,
                 stdout=console,
                 stderr=subprocess.STDOUT,
@@ -240,28 +256,26 @@ class Machine:
 
     def stop(self) -> None:
         """Hard stop: kill the guest's PID 1 (which ends its pid namespace), then tear down."""
-        leader = self.leader_pid()
-        if leader is not None:
-            os.kill(leader, signal.SIGKILL)
-        self._wait_nspawn_exit(STOP_TIMEOUT)
+        supervisor = self.supervisor_pid()
+        if supervisor is not None:
+            os.kill(supervisor, signal.SIGUSR1)  # no restart after this exit
+            deadline = time.monotonic() + STOP_TIMEOUT
+            while not wait_gone([supervisor], timeout=0.1):
+                leader = self.leader_pid()
+                if leader is not None:
+                    os.kill(leader, signal.SIGKILL)
+                if time.monotonic() >= deadline:
+                    raise LabError(f"machine {self.name}: systemd-nspawn did not exit")
         self._teardown()
 
     def shutdown(self, timeout: float) -> None:
         """Clean poweroff (nspawn turns SIGTERM into SIGRTMIN+3 for systemd); forced after timeout."""
-        nspawn = self.nspawn_pid()
-        if nspawn is not None:
-            os.kill(nspawn, signal.SIGTERM)
-            if not self._wait_nspawn_exit(timeout, raise_on_timeout=False):
+        supervisor = self.supervisor_pid()
+        if supervisor is not None:
+            os.kill(supervisor, signal.SIGTERM)
+            if not wait_gone([supervisor], timeout=timeout):
                 log.warning("machine %s did not shut down in %.0f s; stopping it", self.name, timeout)
         self.stop()
-
-    def _wait_nspawn_exit(self, timeout: float, raise_on_timeout: bool = True) -> bool:
-        pid = self.nspawn_pid()
-        if pid is None or wait_gone([pid], timeout=timeout):
-            return True
-        if raise_on_timeout:
-            raise LabError(f"machine {self.name}: systemd-nspawn (pid {pid}) did not exit")
-        return False
 
     def _teardown(self) -> None:
         network.detach(self.name)

@@ -23,6 +23,7 @@ VETH_PREFIX = "ailv"  # host end of a container's veth; + name must fit IFNAMSIZ
 GUEST_IFNAME = "eth0"
 NFT_TABLE = "ailab"
 NETNS_DIR = Path("/run/netns")
+OWNER_FILE = Path("/run/ailab-deploy/lab-owner")  # the lab dir whose lab holds the bridge
 
 # Guests reach only the host (proxy, emulator); nothing is forwarded, whatever ip_forward says.
 NFT_RULES = f"""\
@@ -94,6 +95,8 @@ def attach(machine: str, mac: str | None) -> str:
     run(["ip", "netns", "add", netns], what=f"creating network namespace {netns}")
     peer = ["peer", "name", GUEST_IFNAME, *(["address", mac] if mac else []), "netns", netns]
     run(["ip", "link", "add", veth, "type", "veth", *peer], what=f"creating veth {veth}")
+    # A bridge port needs no address of its own; keep it from speaking IPv6 on the lab bridge.
+    Path(f"/proc/sys/net/ipv6/conf/{veth}/disable_ipv6").write_text("1\n")
     run(["ip", "link", "set", veth, "master", BRIDGE, "up"], what=f"attaching {veth} to {BRIDGE}")
     return netns
 
@@ -122,3 +125,31 @@ def ssh_banner(address: str) -> bool | None:
 
 def wait_ssh(address: str, timeout: float) -> None:
     wait_for(lambda: ssh_banner(address), timeout=timeout, what=f"SSH on {address}")
+
+
+def owner() -> Path | None:
+    """The lab dir that brought the lab network up, if it is still up."""
+    try:
+        claimed = Path(OWNER_FILE.read_text().strip())
+    except OSError:
+        return None
+    return claimed if BRIDGE in link_names() else None
+
+
+def check_owner(lab_dir: Path) -> None:
+    """Raise if another lab dir's lab holds the network: one lab per host (the subnet is fixed)."""
+    current = owner()
+    if current is not None and current != lab_dir.resolve():
+        raise LabError(
+            f"the lab network {BRIDGE} is in use by the lab in {current}: take that lab down first"
+        )
+
+
+def claim(lab_dir: Path) -> None:
+    check_owner(lab_dir)
+    OWNER_FILE.parent.mkdir(parents=True, exist_ok=True)
+    OWNER_FILE.write_text(f"{lab_dir.resolve()}\n")
+
+
+def release() -> None:
+    OWNER_FILE.unlink(missing_ok=True)

@@ -87,6 +87,7 @@ def node_up(
             "ipconfig0": f"ip={network.NODE_ADDRESS}/{network.SUBNET.prefixlen},gw={network.GATEWAY}",
             "nameserver": network.GATEWAY,
         }
+        network.claim(lab_dir)
         network.bridge_up()
         start_guest(
             machine,
