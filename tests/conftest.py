@@ -24,7 +24,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return
     skip = pytest.mark.skip(reason="needs the lab: run with --lab")
     for item in items:
-        if any(marker in item.keywords for marker in LAB_MARKERS):
+        if any(item.get_closest_marker(marker) for marker in LAB_MARKERS):
             item.add_marker(skip)
 
 

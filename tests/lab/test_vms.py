@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from ailab_deploy.errors import LabError
 from ailab_deploy.lab.backend import AgentNotRunning, BackendError
-from ailab_deploy.lab.containers import lab_down, leftovers, network
+from ailab_deploy.lab.containers import ContainerBackend, lab_down, lab_up, leftovers, network
 from ailab_deploy.lab.containers.proc import run
 from ailab_deploy.lab.containers.proxy import PORT, PROXY_URL
 from tests.lab.vm_fixtures import (
@@ -50,6 +51,16 @@ def test_infrastructure_is_up(vm_lab: VMLab) -> None:
     assert vm_lab.infra.proxy_url == PROXY_URL
     assert (vm_lab.infra.template.rootfs / "usr/bin/cloud-init").exists()
     assert not list((vm_lab.infra.template.rootfs / "etc/ssh").glob("ssh_host_*"))
+
+
+def test_a_second_lab_cannot_take_over_or_tear_down_the_network(vm_lab: VMLab) -> None:
+    other = vm_lab.tmp / "other-lab"
+    other.mkdir()
+    with pytest.raises(LabError, match="is in use by the lab in"):
+        lab_up(other, with_node=False)
+    with pytest.raises(LabError, match="is in use by the lab in"):
+        lab_down(other)
+    assert network.BRIDGE in network.link_names()
 
 
 def test_node_is_reachable_like_a_pve_node(vm_lab: VMLab) -> None:
@@ -93,6 +104,10 @@ def test_agent_reports_the_guests_interfaces(vm_lab: VMLab) -> None:
     assert eth0["hardware-address"] == "bc:24:11:00:00:01"
     assert {"ip-address-type": "ipv4", "ip-address": "10.77.0.10", "prefix": 24} in eth0["ip-addresses"]
     assert eth0["statistics"]["rx-packets"] > 0
+    # A new backend (an emulator restart) finds the running VM from disk alone.
+    fresh = ContainerBackend(vm_lab.lab_dir)
+    assert fresh.is_running(101) and fresh.system_state(101) == "running"
+    assert fresh.agent_network_interfaces(101)[1]["name"] == "eth0"
 
 
 def test_agent_is_not_running_on_a_stopped_vm(vm_lab: VMLab) -> None:

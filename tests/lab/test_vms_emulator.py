@@ -43,6 +43,7 @@ def test_three_vms_through_the_api(make_emulator: Callable[..., Any], tmp_path: 
         pytest.skip("container VMs need root")
     lab = make_emulator(backend="containers")
     assert isinstance(lab.emulator.backend, ContainerBackend)
+    assert lab.emulator.backend.storages.dir("local") == lab.lab_dir / "storage" / "local"
     api, node = lab.api(), lab.node
     user_key = lab_key(tmp_path / "user")
     public_key = user_key.with_suffix(".pub").read_text().strip()
@@ -71,8 +72,12 @@ def test_three_vms_through_the_api(make_emulator: Callable[..., Any], tmp_path: 
             finally:
                 client.close()
         for vmid in VMS:
-            upid = api.nodes(node).qemu(vmid).status.stop.post()
+            # One clean shutdown (the guest powers itself off), the others hard stops.
+            action = "shutdown" if vmid == min(VMS) else "stop"
+            upid = getattr(api.nodes(node).qemu(vmid).status, action).post()
             assert lab.wait(upid, timeout=60)["exitstatus"] == "OK"
+            assert not lab.emulator.backend.is_running(vmid)
+            assert api.nodes(node).qemu(vmid).status.current.get()["status"] == "stopped"
             upid = api.nodes(node).qemu(vmid).delete()
             assert lab.wait(upid, timeout=60)["exitstatus"] == "OK"
             assert not (lab.lab_dir / "machines" / str(vmid)).exists()

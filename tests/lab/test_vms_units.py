@@ -5,14 +5,16 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 from urllib.parse import quote
 
 import pytest
 
 from ailab_deploy.lab.backend import BackendError
 from ailab_deploy.lab.containers import image, proxy
-from ailab_deploy.lab.containers.backend import agent_interfaces
-from ailab_deploy.lab.containers.cloudinit import render_seed, write_seed
+from ailab_deploy.lab.containers.backend import agent_interfaces, create_backend
+from ailab_deploy.lab.containers.cloudinit import Storages, render_seed, write_seed
 from ailab_deploy.lab.containers.provision import install_host_ca
 
 KEYS = "ssh-ed25519 AAAAC3Nza+/= a@b\nssh-ed25519 AAAAC3Nzb c@d"
@@ -28,14 +30,15 @@ CONFIG = {
 }
 
 
-def _cloud_config(text: str) -> dict:
+def _cloud_config(text: str) -> dict[str, Any]:
     header, _, body = text.partition("\n")
     assert header == "#cloud-config"
-    return json.loads(body)
+    data: dict[str, Any] = json.loads(body)
+    return data
 
 
 def test_user_data_follows_pve(tmp_path: Path) -> None:
-    user = _cloud_config(render_seed(100, CONFIG, tmp_path).user_data)
+    user = _cloud_config(render_seed(100, CONFIG, Storages(tmp_path)).user_data)
     assert user["hostname"] == "postgres"
     assert user["fqdn"] == "postgres.lab.test"
     assert user["user"] == "ailab"
@@ -46,13 +49,13 @@ def test_user_data_follows_pve(tmp_path: Path) -> None:
 
 
 def test_root_user_keeps_its_keys_like_pve(tmp_path: Path) -> None:
-    user = _cloud_config(render_seed(100, {**CONFIG, "ciuser": "root"}, tmp_path).user_data)
+    user = _cloud_config(render_seed(100, {**CONFIG, "ciuser": "root"}, Storages(tmp_path)).user_data)
     assert user["disable_root"] is False
     assert "users" not in user
 
 
 def test_network_config_is_static_with_dns(tmp_path: Path) -> None:
-    network = json.loads(render_seed(100, CONFIG, tmp_path).network_config)
+    network = json.loads(render_seed(100, CONFIG, Storages(tmp_path)).network_config)
     assert network["version"] == 1
     eth0, dns = network["config"]
     assert eth0["name"] == "eth0"
@@ -63,16 +66,16 @@ def test_network_config_is_static_with_dns(tmp_path: Path) -> None:
 
 
 def test_dhcp_and_invalid_ipconfig(tmp_path: Path) -> None:
-    network = json.loads(render_seed(1, {"ipconfig0": "ip=dhcp"}, tmp_path).network_config)
+    network = json.loads(render_seed(1, {"ipconfig0": "ip=dhcp"}, Storages(tmp_path)).network_config)
     assert network["config"][0]["subnets"] == [{"type": "dhcp4"}]
     with pytest.raises(BackendError, match="invalid ip"):
-        render_seed(1, {"ipconfig0": "ip=10.77.0.300/24"}, tmp_path)
+        render_seed(1, {"ipconfig0": "ip=10.77.0.300/24"}, Storages(tmp_path))
 
 
 def test_instance_id_changes_with_config_only(tmp_path: Path) -> None:
-    first = render_seed(100, CONFIG, tmp_path).meta_data
-    assert first == render_seed(100, dict(CONFIG), tmp_path).meta_data
-    changed = render_seed(100, {**CONFIG, "ipconfig0": "ip=10.77.0.11/24"}, tmp_path).meta_data
+    first = render_seed(100, CONFIG, Storages(tmp_path)).meta_data
+    assert first == render_seed(100, dict(CONFIG), Storages(tmp_path)).meta_data
+    changed = render_seed(100, {**CONFIG, "ipconfig0": "ip=10.77.0.11/24"}, Storages(tmp_path)).meta_data
     assert first.startswith("instance-id: ") and changed != first
 
 
@@ -81,17 +84,17 @@ def test_cicustom_snippet_replaces_user_data(tmp_path: Path) -> None:
     snippets.mkdir(parents=True)
     (snippets / "u.yaml").write_text("#cloud-config\nruncmd: [true]\n")
     config = {**CONFIG, "cicustom": "user=local:snippets/u.yaml"}
-    seed = render_seed(100, config, tmp_path)
+    seed = render_seed(100, config, Storages(tmp_path))
     assert seed.user_data == "#cloud-config\nruncmd: [true]\n"
     assert "10.77.0.10" in seed.network_config  # the other parts stay generated
     with pytest.raises(BackendError, match=r"volume 'local:snippets/missing\.yaml' does not exist"):
-        render_seed(100, {"cicustom": "user=local:snippets/missing.yaml"}, tmp_path)
+        render_seed(100, {"cicustom": "user=local:snippets/missing.yaml"}, Storages(tmp_path))
     with pytest.raises(BackendError, match="unable to parse volume"):
-        render_seed(100, {"cicustom": "user=local:../../etc/passwd"}, tmp_path)
+        render_seed(100, {"cicustom": "user=local:../../etc/passwd"}, Storages(tmp_path))
 
 
 def test_write_seed_replaces_stale_parts(tmp_path: Path) -> None:
-    seed = render_seed(100, CONFIG, tmp_path)
+    seed = render_seed(100, CONFIG, Storages(tmp_path))
     write_seed(tmp_path, dataclasses.replace(seed, vendor_data="#cloud-config\n{}\n"))
     write_seed(tmp_path, seed)
     files = sorted(p.name for p in (tmp_path / "var/lib/cloud/seed/nocloud").iterdir())
@@ -178,3 +181,20 @@ def test_host_ca_is_added_once(tmp_path: Path) -> None:
     assert guest_bundle.read_text() == f"{CERT_A}\n{CERT_B}\n"
     local = list((rootfs / "usr/local/share/ca-certificates/ailab-host").iterdir())
     assert [p.read_text() for p in local] == [f"{CERT_B}\n"]
+
+
+def test_snippets_follow_the_emulators_storage_paths(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "snippets").mkdir(parents=True)
+    (elsewhere / "snippets" / "u.yaml").write_text("#cloud-config\n{}\n")
+    settings = SimpleNamespace(
+        storages=[
+            SimpleNamespace(storage="local", path=elsewhere),
+            SimpleNamespace(storage="local-lvm", path=None),
+        ]
+    )
+    backend = create_backend(tmp_path / "lab", settings)
+    assert backend.storages.dir("local") == elsewhere
+    assert backend.storages.dir("local-lvm") == tmp_path / "lab" / "storage" / "local-lvm"
+    seed = render_seed(1, {"cicustom": "user=local:snippets/u.yaml"}, backend.storages)
+    assert seed.user_data == "#cloud-config\n{}\n"

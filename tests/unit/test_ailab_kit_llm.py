@@ -54,14 +54,8 @@ class FakeLLM(BaseHTTPRequestHandler):
             self._reply(FakeLLM.fail_with, {"error": "boom"})
         elif self.path == "/api/generate":
             self._reply(200, {"model": body["model"], "response": " Paris. ", "done": True, "eval_count": 3})
-        elif self.path == "/v1/chat/completions":
-            self._reply(
-                200,
-                {
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": "Paris."}}],
-                    "usage": {"completion_tokens": 2},
-                },
-            )
+        elif self.path == "/completion":
+            self._reply(200, {"content": " Paris.\n", "stop": True, "timings": {"predicted_n": 2, "predicted_ms": 20.0}})
         else:
             self._reply(404, {"error": "not found"})
 
@@ -92,16 +86,16 @@ def test_ollama_models_and_generate(fake_llm: str) -> None:
     assert body == {"model": "ailab-llm", "prompt": "Capital of France?", "stream": False, "options": {"num_predict": 16}}
 
 
-def test_llamacpp_models_and_chat(fake_llm: str) -> None:
+def test_llamacpp_models_and_completion(fake_llm: str) -> None:
     client = LLMClient(fake_llm, "gemma3-270m", "llamacpp", timeout=5)
     assert client.models() == ["gemma3-270m"]
     completion = client.generate("Capital of France?", max_tokens=8)
     assert completion.text == "Paris."
     assert completion.tokens == 2
     _, path, body = FakeLLM.requests[-1]
-    assert path == "/v1/chat/completions"
-    assert body["messages"] == [{"role": "user", "content": "Capital of France?"}]
-    assert body["max_tokens"] == 8
+    assert path == "/completion"
+    assert body["prompt"] == "Question: Capital of France?\nAnswer:"
+    assert body["n_predict"] == 8
 
 
 def test_http_error_becomes_llm_error(fake_llm: str) -> None:

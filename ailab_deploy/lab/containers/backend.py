@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -13,6 +13,7 @@ from typing import Any
 from ailab_deploy.errors import LabError
 from ailab_deploy.lab.backend import AgentNotRunning, BackendError, VMConfig
 from ailab_deploy.lab.containers import network
+from ailab_deploy.lab.containers.cloudinit import Storages
 from ailab_deploy.lab.containers.image import build_template
 from ailab_deploy.lab.containers.machine import Machine
 from ailab_deploy.lab.containers.proc import run
@@ -29,6 +30,7 @@ def machines_dir(lab_dir: Path) -> Path:
 
 
 def storage_root(lab_dir: Path) -> Path:
+    """The emulator's default: storage ``<name>`` keeps its files in <lab-dir>/storage/<name>."""
     return lab_dir / "storage"
 
 
@@ -87,12 +89,14 @@ class ContainerBackend:
         trust_host_ca: bool = True,
         host_ca_bundle: Path = HOST_CA_BUNDLE,
         shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
+        storage_paths: Mapping[str, Path] | None = None,
     ) -> None:
         self.lab_dir = Path(lab_dir)
         self.image_cache = image_cache
         self._template_rootfs = template_rootfs
         self.host_ca_bundle = host_ca_bundle if trust_host_ca else None
         self.shutdown_timeout = shutdown_timeout
+        self.storages = Storages(storage_root(self.lab_dir), dict(storage_paths or {}))
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -151,7 +155,7 @@ class ContainerBackend:
                 machine,
                 vmid,
                 config,
-                storage_root=storage_root(self.lab_dir),
+                storages=self.storages,
                 host_ca_bundle=self.host_ca_bundle,
             )
 
@@ -203,3 +207,13 @@ class ContainerBackend:
             raise BackendError(f"VM {vmid} has not booted: its host keys are not final yet")
         keys = sorted((machine.rootfs / "etc/ssh").glob("ssh_host_*_key.pub"))
         return [" ".join(path.read_text().split()[:2]) for path in keys]
+
+
+def create_backend(lab_dir: Path, settings: Any = None) -> ContainerBackend:
+    """The emulator's factory (``backend: containers``): storage paths from its settings."""
+    paths = {
+        str(storage.storage): Path(storage.path)
+        for storage in getattr(settings, "storages", None) or []
+        if getattr(storage, "path", None)
+    }
+    return ContainerBackend(lab_dir, storage_paths=paths)

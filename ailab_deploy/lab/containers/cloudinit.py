@@ -13,7 +13,8 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -136,24 +137,36 @@ def mac_address(config: VMConfig) -> str | None:
     return None
 
 
-def snippet_path(volume: str, storage_root: Path) -> Path:
-    """``local:snippets/u.yaml`` -> <storage_root>/local/snippets/u.yaml (must exist)."""
+@dataclass(frozen=True)
+class Storages:
+    """Where each PVE storage keeps its files: ``<root>/<storage>`` unless ``paths`` says else
+    (the emulator's settings may give a storage its own path)."""
+
+    root: Path
+    paths: Mapping[str, Path] = field(default_factory=dict)
+
+    def dir(self, storage: str) -> Path:
+        return self.paths.get(storage, self.root / storage)
+
+
+def snippet_path(volume: str, storages: Storages) -> Path:
+    """``local:snippets/u.yaml`` -> <local's dir>/snippets/u.yaml (must exist)."""
     storage, sep, relative = volume.partition(":")
     parts = Path(relative).parts
     if not sep or not parts or parts[0] != "snippets" or ".." in parts:
         raise BackendError(f"cicustom: unable to parse volume '{volume}'")
-    path = storage_root / storage / relative
+    path = storages.dir(storage) / relative
     if not path.is_file():
         raise BackendError(f"volume '{volume}' does not exist")
     return path
 
 
-def render_seed(vmid: int, config: VMConfig, storage_root: Path) -> Seed:
+def render_seed(vmid: int, config: VMConfig, storages: Storages) -> Seed:
     custom = property_string(config.get("cicustom"))
     unknown = set(custom) - set(SEED_PARTS)
     if unknown:
         raise BackendError(f"cicustom: unknown key(s) {', '.join(sorted(unknown))}")
-    texts = {part: snippet_path(custom[part], storage_root).read_text() for part in custom}
+    texts = {part: snippet_path(custom[part], storages).read_text() for part in custom}
     generated_user = user_data(vmid, config)
     generated_network = network_config(config)
     digest_input = generated_user + generated_network + str(config.get("cicustom") or "")

@@ -30,8 +30,13 @@ def lab_up(
     image_cache: Path | None = None,
     with_node: bool = True,
     trust_host_ca: bool = True,
+    node_storage_dir: Path | None = None,
 ) -> LabInfra:
-    """Bridge + firewall, tinyproxy, template image (cached), node container. Idempotent."""
+    """Bridge + firewall, tinyproxy, template image (cached), node container. Idempotent.
+
+    ``node_storage_dir`` is the emulator's ``local`` storage dir if its settings moved it
+    (default <lab-dir>/storage/local); the node sees it at /var/lib/vz.
+    """
     lab_dir = Path(lab_dir)
     network.claim(lab_dir)
     network.bridge_up()

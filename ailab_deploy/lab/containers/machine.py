@@ -3,7 +3,8 @@ veth on the lab bridge, and systemd-nspawn booting the guest's systemd.
 
 Layout under the machine's state dir: ``lower`` (the read-only layers, one path per line),
 ``upper/`` and ``work/`` (the overlay's writable layer), ``rootfs/`` (the merged mount),
-``nspawn.pid`` and ``console.log``. Everything is found again from disk, so a new process
+``supervisor.pid`` (the process that runs nspawn, again after a guest reboot) and
+``console.log``. Everything is found again from disk, so a new process
 (an emulator restart) can still stop, query and destroy a machine.
 """
 
@@ -89,7 +90,7 @@ class Machine:
         self.upper = state_dir / "upper"
         self.work = state_dir / "work"
         self.rootfs = state_dir / "rootfs"
-        self.pidfile = state_dir / "nspawn.pid"
+        self.pidfile = state_dir / "supervisor.pid"
         self.console = state_dir / "console.log"
         self.netns = network.netns_name(name)
 
@@ -215,7 +216,7 @@ class Machine:
             return self.leader_pid()
 
         wait_for(spawned, timeout=SPAWN_TIMEOUT, what=f"{self.name}'s init to start")
-        log.info("machine %s started (nspawn pid %d)", self.name, process.pid)
+        log.info("machine %s started (supervisor pid %d)", self.name, process.pid)
 
     def console_tail(self) -> str:
         try:

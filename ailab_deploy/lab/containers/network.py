@@ -133,7 +133,8 @@ def owner() -> Path | None:
         claimed = Path(OWNER_FILE.read_text().strip())
     except OSError:
         return None
-    return claimed if BRIDGE in link_names() else None
+    # A lab whose dir is gone (or whose bridge is gone) cannot be taken down by anyone else.
+    return claimed if claimed.is_dir() and BRIDGE in link_names() else None
 
 
 def check_owner(lab_dir: Path) -> None:
@@ -141,7 +142,8 @@ def check_owner(lab_dir: Path) -> None:
     current = owner()
     if current is not None and current != lab_dir.resolve():
         raise LabError(
-            f"the lab network {BRIDGE} is in use by the lab in {current}: take that lab down first"
+            f"the lab network {BRIDGE} is in use by the lab in {current}: take that lab down "
+            "first (or run lab_down() without a lab dir to clear everything)"
         )
 
 

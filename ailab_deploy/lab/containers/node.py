@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ailab_deploy.lab.containers import network
 from ailab_deploy.lab.containers.backend import machines_dir, storage_root
+from ailab_deploy.lab.containers.cloudinit import Storages
 from ailab_deploy.lab.containers.machine import Machine
 from ailab_deploy.lab.containers.provision import HOST_CA_BUNDLE, start_guest
 
@@ -63,19 +64,24 @@ def node_machine(lab_dir: Path) -> Machine:
     return Machine(NODE_NAME, machines_dir(lab_dir) / NODE_NAME)
 
 
-def node_storage(lab_dir: Path) -> Path:
-    local = storage_root(lab_dir) / "local"
+def node_storage(lab_dir: Path, local: Path | None = None) -> Path:
+    """The ``local`` storage dir (created with PVE's content dirs), shared as /var/lib/vz."""
+    local = local or storage_root(lab_dir) / "local"
     for content in STORAGE_CONTENT_DIRS:
         (local / content).mkdir(parents=True, exist_ok=True)
     return local
 
 
 def node_up(
-    lab_dir: Path, template_rootfs: Path, *, host_ca_bundle: Path | None = HOST_CA_BUNDLE
+    lab_dir: Path,
+    template_rootfs: Path,
+    *,
+    host_ca_bundle: Path | None = HOST_CA_BUNDLE,
+    storage_dir: Path | None = None,
 ) -> NodeInfo:
     """Boot the node container (idempotent) and wait until it answers SSH."""
     private_key = lab_key(lab_dir)
-    storage = node_storage(lab_dir)
+    storage = node_storage(lab_dir, storage_dir)
     machine = node_machine(lab_dir)
     if not machine.is_running():
         if not machine.exists():
@@ -93,7 +99,7 @@ def node_up(
             machine,
             NODE_VMID,
             config,
-            storage_root=storage_root(lab_dir),
+            storages=Storages(storage_root(lab_dir), {"local": storage}),
             host_ca_bundle=host_ca_bundle,
             binds={storage: "/var/lib/vz"},
         )

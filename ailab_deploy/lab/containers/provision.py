@@ -7,7 +7,13 @@ import re
 from pathlib import Path
 
 from ailab_deploy.lab.backend import VMConfig
-from ailab_deploy.lab.containers.cloudinit import Seed, mac_address, render_seed, write_seed
+from ailab_deploy.lab.containers.cloudinit import (
+    Seed,
+    Storages,
+    mac_address,
+    render_seed,
+    write_seed,
+)
 from ailab_deploy.lab.containers.machine import Machine
 
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
@@ -47,13 +53,13 @@ def start_guest(
     vmid: int,
     config: VMConfig,
     *,
-    storage_root: Path,
+    storages: Storages,
     host_ca_bundle: Path | None,
     binds: dict[Path, str] | None = None,
     seed: Seed | None = None,
 ) -> None:
     """Mount the disk, write the NoCloud seed (and CAs), and boot. Torn down again on failure."""
-    seed = seed or render_seed(vmid, config, storage_root)
+    seed = seed or render_seed(vmid, config, storages)
     try:
         rootfs = machine.mount()
         write_seed(rootfs, seed)

@@ -23,7 +23,7 @@ class Completion:
 
 
 class LLMClient:
-    """`provider` is "ollama" (/api/tags, /api/generate) or "llamacpp" (/v1/models, /v1/chat/completions)."""
+    """`provider` is "ollama" (/api/tags, /api/generate) or "llamacpp" (/v1/models, /completion)."""
 
     def __init__(self, base_url: str, model: str, provider: str = "ollama", timeout: float = 120.0):
         if provider not in ("ollama", "llamacpp"):
@@ -76,19 +76,19 @@ class LLMClient:
             text = (payload or {}).get("response")
             tokens = (payload or {}).get("eval_count")
         else:
+            # /completion with a plain question/answer prompt: works for base and instruct GGUFs
+            # alike, also when the GGUF carries no chat template (llama-server would fall back to chatml).
             payload = self._request(
-                "/v1/chat/completions",
+                "/completion",
                 {
-                    "model": self.model,
-                    "messages": [{"role": "user", "content": prompt}],
-                    "max_tokens": max_tokens,
+                    "prompt": f"Question: {prompt}\nAnswer:",
+                    "n_predict": max_tokens,
+                    "stop": ["\nQuestion:", "\n\n"],
+                    "cache_prompt": True,
                 },
             )
-            try:
-                text = payload["choices"][0]["message"]["content"]
-            except (KeyError, IndexError, TypeError) as exc:
-                raise LLMError("llamacpp /v1/chat/completions answered without a choice") from exc
-            tokens = (payload.get("usage") or {}).get("completion_tokens")
+            text = (payload or {}).get("content")
+            tokens = ((payload or {}).get("timings") or {}).get("predicted_n")
         if not isinstance(text, str):
             raise LLMError(f"{self.provider} answered without text")
         latency_ms = (time.perf_counter() - started) * 1000.0

@@ -33,7 +33,8 @@ with db_col:
 with llm_col:
     st.subheader(f"LLM ({settings.llm_provider})")
     try:
-        st.write(client.models())
+        models = client.models()
+        st.success("Models: " + (", ".join(models) if models else "none loaded"))
     except LLMError as exc:
         st.error(str(exc))
     st.caption(f"{settings.llm_url}, model {settings.llm_model}")
