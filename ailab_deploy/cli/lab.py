@@ -8,9 +8,9 @@ from pathlib import Path
 import typer
 
 from ailab_deploy.errors import AilabError
-from ailab_deploy.lab import control
+from ailab_deploy.lab import assemble, control
 
-lab_app = typer.Typer(help="The local lab: a Proxmox VE API emulator (and, later, real VMs).")
+lab_app = typer.Typer(help="The local lab: a Proxmox VE API emulator whose VMs are booting containers.")
 
 LabDir = typer.Option(None, "--lab-dir", help="lab directory (default: $AILAB_LAB_DIR or .ailab/lab)")
 
@@ -37,12 +37,9 @@ def up(
     lab_dir: Path | None = LabDir,
     as_json: bool = typer.Option(False, "--json", help="print the status as JSON"),
 ) -> None:
-    """Start the lab emulator in the background (idempotent)."""
-    if not api_only:
-        typer.echo("only --api-only is available so far: the VM backend is not wired in yet", err=True)
-        raise typer.Exit(2)
+    """Start the lab (idempotent): bridge, proxy, template image, node, emulator, lab plan."""
     try:
-        info = control.up(control.resolve_lab_dir(lab_dir), port=port, backend="null")
+        info = assemble.up(control.resolve_lab_dir(lab_dir), api_only=api_only, port=port)
     except AilabError as err:
         raise _fail(err) from err
     _print_status(info, as_json)
@@ -63,9 +60,14 @@ def status(
 
 @lab_app.command()
 def down(lab_dir: Path | None = LabDir) -> None:
-    """Stop the lab emulator (idempotent). State stays in the lab directory."""
-    stopped = control.down(control.resolve_lab_dir(lab_dir))
-    typer.echo("lab emulator stopped" if stopped else "lab emulator was not running")
+    """Stop the lab and remove every container, namespace, mount and process it made (idempotent).
+
+    The emulator's state stays in the lab directory."""
+    try:
+        stopped = assemble.down(control.resolve_lab_dir(lab_dir))
+    except AilabError as err:
+        raise _fail(err) from err
+    typer.echo("lab stopped" if stopped else "lab emulator was not running; lab infrastructure removed")
 
 
 @lab_app.command()

@@ -11,13 +11,14 @@ from pathlib import Path
 
 from ailab_deploy.errors import LabError
 from ailab_deploy.lab.containers.proc import last_line, run, wait_for
+from ailab_deploy.lab.network_constants import LAB_BRIDGE, LAB_GATEWAY, LAB_NODE_ADDRESS, LAB_SUBNET
 
 log = logging.getLogger(__name__)
 
-BRIDGE = "ailab0"
-SUBNET = ipaddress.IPv4Network("10.77.0.0/24")
-GATEWAY = "10.77.0.1"
-NODE_ADDRESS = "10.77.0.2"
+BRIDGE = LAB_BRIDGE
+SUBNET = ipaddress.IPv4Network(LAB_SUBNET)
+GATEWAY = LAB_GATEWAY
+NODE_ADDRESS = LAB_NODE_ADDRESS
 NETNS_PREFIX = "ailab-"
 VETH_PREFIX = "ailv"  # host end of a container's veth; + name must fit IFNAMSIZ (15)
 GUEST_IFNAME = "eth0"

@@ -26,10 +26,11 @@ from ailab_deploy.lab.containers.proc import (
     wait_for,
     wait_gone,
 )
+from ailab_deploy.lab.network_constants import LAB_PROXY_PORT
 
 log = logging.getLogger(__name__)
 
-PORT = 8888
+PORT = LAB_PROXY_PORT
 PROXY_URL = f"http://{network.GATEWAY}:{PORT}"
 CONFIG_NAME = "ailab-tinyproxy.conf"  # also how leftovers() recognises our tinyproxy
 START_TIMEOUT = 10.0
