@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import signal
 from pathlib import Path
@@ -17,7 +16,7 @@ from ailab_deploy.lab.containers.machine import (
     is_lab_nspawn,
     is_lab_supervisor,
 )
-from ailab_deploy.lab.containers.proc import is_alive, mounts, processes_matching, run, wait_gone
+from ailab_deploy.lab.containers.proc import is_alive, mounts, processes_matching, run, send_signal, wait_gone
 
 log = logging.getLogger(__name__)
 
@@ -41,17 +40,17 @@ def _kill_containers() -> None:
     namespace), then SIGKILL to whatever is still there."""
     supervisors = processes_matching(is_lab_supervisor)
     for pid in supervisors:
-        os.kill(pid, signal.SIGUSR1)
+        send_signal(pid, signal.SIGUSR1)
     nspawns = processes_matching(is_lab_nspawn)
     for pid in nspawns:
         leader = container_leader(pid)
         if leader is not None:
-            os.kill(leader, signal.SIGKILL)
+            send_signal(leader, signal.SIGKILL)
     everything = supervisors + nspawns
     if not wait_gone(everything, timeout=KILL_TIMEOUT):
         for pid in everything:
             if is_alive(pid):
-                os.kill(pid, signal.SIGKILL)
+                send_signal(pid, signal.SIGKILL)
         wait_gone(everything, timeout=KILL_TIMEOUT)
 
 

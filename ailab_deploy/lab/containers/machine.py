@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import signal
 import subprocess
@@ -30,6 +29,7 @@ from ailab_deploy.lab.containers.proc import (
     mounts,
     read_pid,
     run,
+    send_signal,
     wait_for,
     wait_gone,
 )
@@ -259,12 +259,12 @@ class Machine:
         """Hard stop: kill the guest's PID 1 (which ends its pid namespace), then tear down."""
         supervisor = self.supervisor_pid()
         if supervisor is not None:
-            os.kill(supervisor, signal.SIGUSR1)  # no restart after this exit
+            send_signal(supervisor, signal.SIGUSR1)  # no restart after this exit
             deadline = time.monotonic() + STOP_TIMEOUT
             while not wait_gone([supervisor], timeout=0.1):
                 leader = self.leader_pid()
                 if leader is not None:
-                    os.kill(leader, signal.SIGKILL)
+                    send_signal(leader, signal.SIGKILL)
                 if time.monotonic() >= deadline:
                     raise LabError(f"machine {self.name}: systemd-nspawn did not exit")
         self._teardown()
@@ -273,7 +273,7 @@ class Machine:
         """Clean poweroff (nspawn turns SIGTERM into SIGRTMIN+3 for systemd); forced after timeout."""
         supervisor = self.supervisor_pid()
         if supervisor is not None:
-            os.kill(supervisor, signal.SIGTERM)
+            send_signal(supervisor, signal.SIGTERM)
             if not wait_gone([supervisor], timeout=timeout):
                 log.warning("machine %s did not shut down in %.0f s; stopping it", self.name, timeout)
         self.stop()

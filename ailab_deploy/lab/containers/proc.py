@@ -147,3 +147,12 @@ def children(pid: int) -> list[int]:
             if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
                 found.append(int(entry.name))
     return found
+
+
+def send_signal(pid: int, signum: int) -> bool:
+    """Signal ``pid``; False if it already exited (a stop races with the process ending)."""
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        return False
+    return True

@@ -23,6 +23,7 @@ from ailab_deploy.lab.containers.proc import (
     last_line,
     processes_matching,
     read_pid,
+    send_signal,
     wait_for,
     wait_gone,
 )
@@ -122,7 +123,7 @@ def proxy_down(lab_dir: Path | None = None) -> None:
     """Stop the lab's tinyproxy (every one: there is one lab bridge per host). Idempotent."""
     pids = processes_matching(is_lab_proxy)
     for pid in pids:
-        os.kill(pid, signal.SIGTERM)
+        send_signal(pid, signal.SIGTERM)
     if not wait_gone(pids, timeout=STOP_TIMEOUT):
         raise LabError(f"tinyproxy (pid {', '.join(map(str, pids))}) did not exit")
     if lab_dir is not None:
