@@ -13,18 +13,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "apps" / "ailab_kit
 pytest.importorskip("sqlalchemy")
 pytest.importorskip("alembic")
 
-from sqlalchemy import inspect  # noqa: E402
-
-from ailab_kit.db import (  # noqa: E402
+from ailab_kit.db import (
     check_database,
     count_exchanges,
     make_engine,
     make_sessionmaker,
     recent_exchanges,
 )
-from ailab_kit.llm import Completion, LLMError  # noqa: E402
-from ailab_kit.migrate import upgrade  # noqa: E402
-from ailab_kit.service import ask  # noqa: E402
+from ailab_kit.llm import Completion, LLMError
+from ailab_kit.migrate import upgrade
+from ailab_kit.service import ask
+from sqlalchemy import inspect
 
 
 @dataclass

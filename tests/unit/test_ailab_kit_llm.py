@@ -8,20 +8,20 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "apps" / "ailab_kit" / "src"))
 
-from ailab_kit.llm import LLMClient, LLMError  # noqa: E402
-from ailab_kit.settings import Settings, SettingsError  # noqa: E402
+from ailab_kit.llm import LLMClient, LLMError
+from ailab_kit.settings import Settings, SettingsError
 
 
 class FakeLLM(BaseHTTPRequestHandler):
     """Answers the few routes of Ollama and llama-server that ailab_kit uses; records requests."""
 
-    requests: list[tuple[str, str, Any]] = []
+    requests: ClassVar[list[tuple[str, str, Any]]] = []
     fail_with: int | None = None
 
     def log_message(self, *args: Any) -> None:  # keep test output quiet
@@ -55,7 +55,10 @@ class FakeLLM(BaseHTTPRequestHandler):
         elif self.path == "/api/generate":
             self._reply(200, {"model": body["model"], "response": " Paris. ", "done": True, "eval_count": 3})
         elif self.path == "/completion":
-            self._reply(200, {"content": " Paris.\n", "stop": True, "timings": {"predicted_n": 2, "predicted_ms": 20.0}})
+            self._reply(
+                200,
+                {"content": " Paris.\n", "stop": True, "timings": {"predicted_n": 2, "predicted_ms": 20.0}},
+            )
         else:
             self._reply(404, {"error": "not found"})
 
@@ -83,7 +86,12 @@ def test_ollama_models_and_generate(fake_llm: str) -> None:
     assert completion.latency_ms > 0
     method, path, body = FakeLLM.requests[-1]
     assert (method, path) == ("POST", "/api/generate")
-    assert body == {"model": "ailab-llm", "prompt": "Capital of France?", "stream": False, "options": {"num_predict": 16}}
+    assert body == {
+        "model": "ailab-llm",
+        "prompt": "Capital of France?",
+        "stream": False,
+        "options": {"num_predict": 16},
+    }
 
 
 def test_llamacpp_models_and_completion(fake_llm: str) -> None:
@@ -135,8 +143,14 @@ def test_settings_from_env() -> None:
     ("env", "message"),
     [
         ({}, "DATABASE_URL, AILAB_LLM_URL, AILAB_LLM_MODEL"),
-        ({"DATABASE_URL": "x", "AILAB_LLM_URL": "y", "AILAB_LLM_MODEL": "z", "AILAB_LLM_PROVIDER": "gpt"}, "must be one of"),
-        ({"DATABASE_URL": "x", "AILAB_LLM_URL": "y", "AILAB_LLM_MODEL": "z", "AILAB_LLM_TIMEOUT": "soon"}, "number"),
+        (
+            {"DATABASE_URL": "x", "AILAB_LLM_URL": "y", "AILAB_LLM_MODEL": "z", "AILAB_LLM_PROVIDER": "gpt"},
+            "must be one of",
+        ),
+        (
+            {"DATABASE_URL": "x", "AILAB_LLM_URL": "y", "AILAB_LLM_MODEL": "z", "AILAB_LLM_TIMEOUT": "soon"},
+            "number",
+        ),
     ],
 )
 def test_settings_errors(env: dict[str, str], message: str) -> None:

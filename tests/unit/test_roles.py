@@ -18,7 +18,7 @@ def _load(path: Path) -> dict:
 
 
 def test_the_issue_roles_exist() -> None:
-    assert EXPECTED_ROLES <= set(ROLES)
+    assert set(ROLES) >= EXPECTED_ROLES
 
 
 @pytest.mark.parametrize("role", ROLES)
@@ -77,7 +77,9 @@ def test_handlers_only_restart_reload_or_wait(role: str) -> None:
         return
     for handler in yaml.safe_load(path.read_text()) or []:
         name = handler["name"]
-        assert re.match(r"^(Restart|Reload|Wait for) ", name), f"handler '{name}' neither restarts, reloads nor waits"
+        assert re.match(r"^(Restart|Reload|Wait for) ", name), (
+            f"handler '{name}' neither restarts, reloads nor waits"
+        )
         if name.startswith("Wait for"):
             assert handler.get("listen"), f"'{name}' must listen on a restart topic"
 
@@ -86,7 +88,9 @@ def test_handlers_only_restart_reload_or_wait(role: str) -> None:
 def test_main_tasks_are_a_table_of_contents(role: str) -> None:
     tasks = _load_list(ROLES_DIR / role / "tasks" / "main.yml")
     for task in tasks:
-        assert "ansible.builtin.import_tasks" in task, f"{role}/tasks/main.yml: '{task.get('name')}' is not an import"
+        assert "ansible.builtin.import_tasks" in task, (
+            f"{role}/tasks/main.yml: '{task.get('name')}' is not an import"
+        )
         assert task.get("name"), "every import is named"
 
 
