@@ -24,18 +24,12 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
-        missing = [
-            name
-            for name in ("DATABASE_URL", "AILAB_LLM_URL", "AILAB_LLM_MODEL")
-            if not env.get(name)
-        ]
+        missing = [name for name in ("DATABASE_URL", "AILAB_LLM_URL", "AILAB_LLM_MODEL") if not env.get(name)]
         if missing:
             raise SettingsError("missing environment variables: " + ", ".join(missing))
         provider = env.get("AILAB_LLM_PROVIDER", "ollama")
         if provider not in PROVIDERS:
-            raise SettingsError(
-                f"AILAB_LLM_PROVIDER must be one of {', '.join(PROVIDERS)}, not {provider!r}"
-            )
+            raise SettingsError(f"AILAB_LLM_PROVIDER must be one of {', '.join(PROVIDERS)}, not {provider!r}")
         try:
             timeout = float(env.get("AILAB_LLM_TIMEOUT", "120"))
         except ValueError as exc:

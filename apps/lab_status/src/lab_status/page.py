@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import streamlit as st
-
 from ailab_kit.db import check_database, make_engine, make_sessionmaker, recent_exchanges
 from ailab_kit.llm import LLMClient, LLMError
 from ailab_kit.service import ask
@@ -57,7 +56,13 @@ try:
     rows = recent_exchanges(factory)
     st.table(
         [
-            {"#": r.id, "when": r.created_at, "question": r.question, "answer": r.answer, "ms": round(r.latency_ms)}
+            {
+                "#": r.id,
+                "when": r.created_at,
+                "question": r.question,
+                "answer": r.answer,
+                "ms": round(r.latency_ms),
+            }
             for r in rows
         ]
     )

@@ -1,9 +1,8 @@
 """Alembic environment: the URL comes from the Config the caller builds (ailab_kit.migrate)."""
 
+from ailab_kit.db import Base
 from alembic import context
 from sqlalchemy import engine_from_config, pool
-
-from ailab_kit.db import Base
 
 config = context.config
 target_metadata = Base.metadata
