@@ -17,6 +17,7 @@ import os
 import re
 import secrets as _random
 import stat
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -108,16 +109,22 @@ class SecretStore:
             return existing
         self.ensure_directory()
         value = _random.token_urlsafe(nbytes)
+        path = self.path(name)
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.new")
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            handle.write(value + "\n")
         try:
-            # O_EXCL: if another process created it first, keep theirs.
-            descriptor = os.open(self.path(name), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            # link() publishes the complete file atomically and fails if another process won,
+            # so no reader ever sees a half-written secret.
+            os.link(temporary, path)
         except FileExistsError:
             stored = self.get(name)
             if stored is None:  # removed again in between: give up rather than loop
-                raise ConfigError(f"{self.path(name)} vanished while being created") from None
+                raise ConfigError(f"{path} vanished while being created") from None
             return stored
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            handle.write(value + "\n")
+        finally:
+            temporary.unlink(missing_ok=True)
         return value
 
     def values(self) -> list[str]:
