@@ -100,9 +100,7 @@ def resolve_ssh_keys(loaded: LoadedPlan) -> list[str]:
     template = loaded.plan.template
     keys = [key.strip() for key in template.ssh_public_keys if key.strip()]
     for index, name in enumerate(template.ssh_public_key_files):
-        path = Path(name).expanduser()
-        if not path.is_absolute():
-            path = loaded.path.absolute().parent / path
+        path = loaded.resolve(name)
         try:
             text = path.read_text(encoding="utf-8")
         except OSError as error:
@@ -368,17 +366,11 @@ class Provisioner:
         return f"{grow.disk} {grow.from_gib:g}G -> {grow.to_gib}G"
 
     def _start(self, desired: DesiredVM, options: ApplyOptions) -> str:
-        self.client.run_task(
-            "POST", self.client.qemu_path(desired.vmid, "status/start"), {}, f"start of {desired.name}",
-            options.task_timeout,
-        )  # fmt: skip
+        self._power(desired.vmid, desired.name, "start", options)
         return "started"
 
     def _reboot(self, desired: DesiredVM, options: ApplyOptions) -> str:
-        self.client.run_task(
-            "POST", self.client.qemu_path(desired.vmid, "status/reboot"), {}, f"reboot of {desired.name}",
-            options.task_timeout,
-        )  # fmt: skip
+        self._power(desired.vmid, desired.name, "reboot", options)
         return "rebooted to apply pending changes"
 
     def _snapshot(self, desired: DesiredVM, options: ApplyOptions) -> str:
@@ -555,22 +547,26 @@ class Provisioner:
         try:
             if vm.status == "running":
                 result.done.append(
-                    self._step(vm.name, "stop", lambda: self._power(vm, "stop", options))
+                    self._step(vm.name, "stop", lambda: self._stop(vm, options))
                 )  # fmt: skip
             result.done.append(self._step(vm.name, "destroy", lambda: self._delete(vm, options)))
         except AilabError as error:
             result.error = str(error)
             self.progress(f"{vm.name}: failed: {error}")
 
-    def _power(self, vm: ActualVM, verb: str, options: ApplyOptions) -> str:
+    def _power(self, vmid: int, name: str, verb: str, options: ApplyOptions) -> None:
+        """POST status/<verb> (start, stop, reboot) and wait for its task."""
         self.client.run_task(
             "POST",
-            self.client.qemu_path(vm.vmid, f"status/{verb}"),
+            self.client.qemu_path(vmid, f"status/{verb}"),
             {},
-            f"{verb} of {vm.name}",
+            f"{verb} of {name}",
             options.task_timeout,
         )
-        return f"{verb}ped" if verb == "stop" else verb
+
+    def _stop(self, vm: ActualVM, options: ApplyOptions) -> str:
+        self._power(vm.vmid, vm.name, "stop", options)
+        return "stopped"
 
     def _delete(self, vm: ActualVM, options: ApplyOptions) -> str:
         self.client.run_task(
