@@ -127,6 +127,20 @@ def parse_pgbench(output: str, clients: int, seconds: int) -> PgbenchResult:
     )
 
 
+_COMPARISONS = {
+    ">=": lambda measured, threshold: measured >= threshold,
+    "<=": lambda measured, threshold: measured <= threshold,
+    "==": lambda measured, threshold: measured == threshold,
+}
+
+
+def _gate(name: str, measured: float | None, comparison: str, threshold: float, missing: float = 0.0) -> Gate:
+    """A gate; a measurement that could not be taken (``None``) fails and shows as ``missing``."""
+    if measured is None:
+        return Gate(name, missing, threshold, comparison, False)
+    return Gate(name, measured, threshold, comparison, bool(_COMPARISONS[comparison](measured, threshold)))
+
+
 def evaluate_gates(
     thresholds: Verify,
     llm: LlmResult | None,
@@ -135,41 +149,17 @@ def evaluate_gates(
 ) -> tuple[Gate, ...]:
     """The plan's verify section decides pass or fail; a missing measurement fails its gate."""
     gates = [
-        Gate(
-            "llm tokens/s",
-            llm.tokens_per_second if llm else 0.0,
-            thresholds.min_tokens_per_second,
-            ">=",
-            llm is not None and llm.tokens_per_second >= thresholds.min_tokens_per_second,
-        ),
-        Gate(
-            "pgbench tps",
-            pgbench.tps if pgbench else 0.0,
-            thresholds.min_pgbench_tps,
-            ">=",
-            pgbench is not None and pgbench.tps >= thresholds.min_pgbench_tps,
-        ),
-        Gate(
-            "pgbench failed transactions",
-            float(pgbench.failed) if pgbench else -1.0,
-            0.0,
-            "==",
-            pgbench is not None and pgbench.failed == 0,
+        _gate("llm tokens/s", llm.tokens_per_second if llm else None, ">=", thresholds.min_tokens_per_second),
+        _gate("pgbench tps", pgbench.tps if pgbench else None, ">=", thresholds.min_pgbench_tps),
+        _gate(
+            "pgbench failed transactions", float(pgbench.failed) if pgbench else None, "==", 0.0, missing=-1.0
         ),
     ]
     for app in apps:
-        gates.append(
-            Gate(f"{app.name} health", float(app.health_status), 200.0, "==", app.health_status == 200)
-        )
+        gates.append(_gate(f"{app.name} health", float(app.health_status), "==", 200.0))
         if app.latency_ms is not None:
             gates.append(
-                Gate(
-                    f"{app.name} end-to-end ms",
-                    app.latency_ms,
-                    thresholds.max_app_latency_ms,
-                    "<=",
-                    app.latency_ms <= thresholds.max_app_latency_ms,
-                )
+                _gate(f"{app.name} end-to-end ms", app.latency_ms, "<=", thresholds.max_app_latency_ms)
             )
     return tuple(gates)
 
