@@ -28,8 +28,7 @@ def private_key_of(loaded: LoadedPlan) -> Path | None:
     key = loaded.plan.template.ssh_private_key_file
     if key is None:
         return None
-    path = Path(key).expanduser()
-    return path if path.is_absolute() else loaded.path.absolute().parent / path
+    return loaded.resolve(key)
 
 
 def configure(

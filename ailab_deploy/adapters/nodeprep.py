@@ -28,6 +28,7 @@ from typing import Any
 import yaml
 
 from ailab_deploy.adapters.secrets import mask_secrets
+from ailab_deploy.core.loader import resolve_plan_path
 from ailab_deploy.core.plan import Plan
 from ailab_deploy.errors import AilabError, ConfigError
 
@@ -114,9 +115,7 @@ def read_ca_certificates(paths: Iterable[str], base_dir: Path) -> list[str]:
     """PEM certificates from the controller files named in the plan (relative to the plan)."""
     certificates: list[str] = []
     for name in paths:
-        path = Path(name).expanduser()
-        if not path.is_absolute():
-            path = base_dir / path
+        path = resolve_plan_path(name, base_dir)
         try:
             text = path.read_text(encoding="ascii")
         except (OSError, UnicodeDecodeError) as error:

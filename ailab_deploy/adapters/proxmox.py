@@ -109,9 +109,7 @@ def token_secret(loaded: LoadedPlan, environ: Mapping[str, str] | None = None) -
     if value:
         return value
     if settings.token_secret_file:
-        path = Path(settings.token_secret_file).expanduser()
-        if not path.is_absolute():
-            path = loaded.path.absolute().parent / path
+        path = loaded.resolve(settings.token_secret_file)
         where = loaded.where(["proxmox", "token_secret_file"])
         try:
             mode = stat.S_IMODE(path.stat().st_mode)
@@ -285,9 +283,7 @@ class ProxmoxClient:
             )
         ca_file = None
         if settings.ca_file:
-            ca_file = Path(settings.ca_file).expanduser()
-            if not ca_file.is_absolute():
-                ca_file = loaded.path.absolute().parent / ca_file
+            ca_file = loaded.resolve(settings.ca_file)
             if not ca_file.is_file():
                 raise ConfigError(f"{loaded.where(['proxmox', 'ca_file'])}: {ca_file} does not exist")
         return cls(

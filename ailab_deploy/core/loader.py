@@ -36,6 +36,12 @@ def format_path(parts: PathParts) -> str:
     return text
 
 
+def resolve_plan_path(text: str, plan_dir: Path) -> Path:
+    """A path written in the plan: ``~`` expanded, relative paths taken from the plan's folder."""
+    path = Path(text).expanduser()
+    return path if path.is_absolute() else plan_dir / path
+
+
 @dataclass(frozen=True)
 class LoadedPlan:
     """A valid plan, where it came from, and how to point back into the file."""
@@ -46,6 +52,9 @@ class LoadedPlan:
     text_sha256: str
     tree: Any = field(repr=False)
     warnings: tuple[str, ...] = ()
+
+    def resolve(self, text: str) -> Path:
+        return resolve_plan_path(text, self.path.absolute().parent)
 
     def line_of(self, parts: PathParts) -> int:
         return _line_of(self.tree, parts)
