@@ -5,6 +5,9 @@ checking on). Each entry is preceded by a ``# ailab vmid=N`` comment that binds 
 key to the VM it was first seen on: trust on first use per vmid+ip. A VM rebuilt by
 ``destroy`` + ``apply`` is forgotten by destroy, so its new key is accepted; any other
 change of key is refused. Nothing here turns checking off.
+
+Lines without a binding (the Proxmox node's key, appended by hand after comparing it with
+the node's console, or pinned by ``lab up``) belong to :data:`NODE_BINDING` and are kept.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from ailab_deploy.errors import AilabError
 KNOWN_HOSTS_FILENAME = "known_hosts"
 KEY_TYPES = ("ssh-ed25519", "ecdsa-sha2-nistp256", "rsa-sha2-512")
 _BINDING = "# ailab vmid="
+NODE_BINDING = 0  # not a valid VMID: keys of the node itself, or added by hand
 
 
 class HostKeyMismatch(AilabError):
@@ -91,11 +95,11 @@ class KnownHosts:
         if not self.path.exists():
             return []
         entries: list[HostKey] = []
-        vmid: int | None = None
+        vmid = NODE_BINDING
         for line in self.path.read_text(encoding="utf-8").splitlines():
             if line.startswith(_BINDING):
                 vmid = int(line[len(_BINDING) :].split()[0])
-            elif line.strip() and not line.startswith("#") and vmid is not None:
+            elif line.strip() and not line.startswith("#"):
                 host, key_type, key_base64 = line.split()[:3]
                 entries.append(HostKey(vmid, host, key_type, key_base64))
         return entries
@@ -104,6 +108,7 @@ class KnownHosts:
         lines = []
         for entry in sorted(entries, key=lambda e: (e.vmid, e.key_type)):
             lines += [f"{_BINDING}{entry.vmid}", entry.line()]
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         temporary = self.path.with_suffix(".tmp")
         temporary.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
         temporary.chmod(0o600)
@@ -131,6 +136,12 @@ class KnownHosts:
             kept = [e for e in entries if e.vmid != vmid and e.host != host]
             self._write(kept + [HostKey(vmid, host, t, b) for t, b in keys])
             return f"recorded {len(keys)} host key(s) (first contact)"
+
+    def pin_node(self, host: str, keys: list[tuple[str, str]]) -> None:
+        """Trust exactly ``keys`` for the node at ``host``, learnt out of band (never over the network)."""
+        with self._lock:
+            kept = [e for e in self.entries() if not (e.vmid == NODE_BINDING and e.host == host)]
+            self._write(kept + [HostKey(NODE_BINDING, host, t, b) for t, b in keys])
 
     def forget(self, vmid: int) -> None:
         with self._lock:

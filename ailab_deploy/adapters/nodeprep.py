@@ -28,7 +28,8 @@ from typing import Any
 import yaml
 
 from ailab_deploy.adapters.secrets import mask_secrets
-from ailab_deploy.core.loader import resolve_plan_path
+from ailab_deploy.core.desired import VENDOR_SNIPPET_FILENAME
+from ailab_deploy.core.loader import LoadedPlan, resolve_plan_path
 from ailab_deploy.core.plan import Plan
 from ailab_deploy.errors import AilabError, ConfigError
 
@@ -36,7 +37,6 @@ log = logging.getLogger(__name__)
 
 KNOWN_HOSTS_FILENAME = "known_hosts"
 SNIPPETS_STORAGE = "local"
-VENDOR_SNIPPET_FILENAME = "ailab-vendor.yaml"
 STORAGE_CFG = "/etc/pve/storage.cfg"
 # Where PVE keeps the built-in ``local`` dir storage; other dir storages name their path in storage.cfg.
 DEFAULT_STORAGE_PATHS = {"local": "/var/lib/vz"}
@@ -127,11 +127,13 @@ def read_ca_certificates(paths: Iterable[str], base_dir: Path) -> list[str]:
     return certificates
 
 
-def vendor_snippet(plan: Plan, plan_dir: Path, storage: str = SNIPPETS_STORAGE) -> Snippet:
+def vendor_snippet(plan: Plan, plan_dir: Path) -> Snippet:
     """The vendor-data snippet of ``plan`` (CA files are read relative to ``plan_dir``)."""
     certificates = read_ca_certificates(plan.network.extra_ca_certificates, plan_dir)
     return Snippet(
-        VENDOR_SNIPPET_FILENAME, render_vendor_data(plan.network.http_proxy, certificates), storage
+        VENDOR_SNIPPET_FILENAME,
+        render_vendor_data(plan.network.http_proxy, certificates),
+        plan.proxmox.snippets_storage,
     )
 
 
@@ -244,13 +246,15 @@ class NodeTarget:
     connect_timeout: int = 10
 
     @classmethod
-    def from_plan(cls, plan: Plan, state_dir: Path, private_key: Path | None = None) -> NodeTarget:
+    def from_plan(cls, loaded: LoadedPlan, state_dir: Path) -> NodeTarget:
+        proxmox = loaded.plan.proxmox
+        key = proxmox.ssh_private_key_file
         return cls(
-            host=plan.proxmox.host,
+            host=proxmox.node_ssh_host,
             known_hosts=known_hosts_path(state_dir),
-            user=plan.proxmox.ssh_user,
-            port=plan.proxmox.ssh_port,
-            private_key=private_key,
+            user=proxmox.ssh_user,
+            port=proxmox.ssh_port,
+            private_key=loaded.resolve(key) if key else None,
         )
 
     def pyinfra_data(self) -> dict[str, Any]:

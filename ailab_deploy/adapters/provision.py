@@ -21,8 +21,10 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
+from ailab_deploy.adapters.backup_job import ensure_backup_job
 from ailab_deploy.adapters.known_hosts import KnownHosts, fetch_host_keys, wait_for_port
 from ailab_deploy.adapters.ledger import Ledger, Run, apply_lock
+from ailab_deploy.adapters.nodeprep import NodeTarget, prepare_node, storages_from_api, vendor_snippet
 from ailab_deploy.adapters.proxmox import ProxmoxApiError, ProxmoxClient, TaskFailed
 from ailab_deploy.core.desired import DesiredVM, desired_vms
 from ailab_deploy.core.diff import (
@@ -213,10 +215,11 @@ class Provisioner:
         with apply_lock(self.state_dir, plan_hash), self.ledger.start_run("apply", plan_hash) as run:
             self._run = run
             state = self.read_state()
-            self._ensure_template(state, options)
             plan = self.compute(state)
             if plan.problems:
                 raise AilabError("\n".join([*plan.problems, "nothing was changed"]))
+            self._prepare_node()
+            self._ensure_template(state, options)
             gate = StorageGate(options.parallel)
             results = [VMResult(vm.name, vm.vmid) for vm in plan.vms if vm.name in self.desired]
             by_name = {vm.name: vm for vm in plan.vms}
@@ -227,11 +230,47 @@ class Provisioner:
                 ]
                 for future in futures:
                     future.result()
+            if not any(r.error for r in results):
+                self._ensure_vzdump_job(self.ledger.managed_vmids())
             report = ApplyReport(run.id, results, self.client.stats.as_dict(), time.monotonic() - started)
             if report.failed:
                 run.finish("failed")
                 raise ApplyFailed(report)
             return report
+
+    def _prepare_node(self) -> None:
+        """Over SSH, before any clone: the vendor-data snippet every VM boots with, and storage checks."""
+        if not self.plan.proxmox.prepare_node:
+            self._skip("node", "prepare", "proxmox.prepare_node is false")
+            return
+
+        def prepare() -> str:
+            snippet = vendor_snippet(self.plan, self.loaded.path.absolute().parent)
+            result = prepare_node(
+                NodeTarget.from_plan(self.loaded, self.state_dir),
+                [snippet],
+                plan=self.plan,
+                storages=storages_from_api(self.client.storages()),
+            )
+            if result.problems:
+                raise ConfigError("; ".join(result.problems))
+            return f"{snippet.volume} {'uploaded' if result.changed else 'unchanged'}"
+
+        self._step("node", "prepare", prepare)
+
+    def _ensure_vzdump_job(self, vmids: set[int]) -> None:
+        """The node's vzdump job lists exactly the managed VMs (removed when none are left)."""
+        job = self.plan.proxmox.vzdump
+        if not job.enabled:
+            self._skip("node", "vzdump", "proxmox.vzdump.enabled is false")
+            return
+        self._step(
+            "node",
+            "vzdump",
+            lambda: ensure_backup_job(
+                self.client, self.client.node, vmids, storage=job.storage, schedule=job.schedule
+            ).describe(),
+        )
 
     def _step(self, vm: str, phase: str, action: Callable[[], str]) -> str:
         """Run one phase as a ledger step; its return value is the step's detail."""
@@ -537,6 +576,8 @@ class Provisioner:
                 ]
                 for job in jobs:
                     job.result()
+            if not any(r.error for r in results):
+                self._ensure_vzdump_job(self.ledger.managed_vmids())
             report = ApplyReport(run.id, results, self.client.stats.as_dict(), time.monotonic() - started)
             if report.failed:
                 run.finish("failed")

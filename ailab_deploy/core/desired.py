@@ -19,6 +19,12 @@ from ailab_deploy.core.sizing import NumaAdvice, size_plan
 # The description line that marks a VM as made by this tool and records its spec.
 DESCRIPTION_MARKER = "ailab-deploy: plan="
 CPU_TYPE = "host"  # kvm64/qemu64 lack AVX, which CPU inference needs
+VENDOR_SNIPPET_FILENAME = "ailab-vendor.yaml"
+
+
+def vendor_volume(plan: Plan) -> str:
+    """The snippet volume every VM boots with as cloud-init vendor data (node preparation uploads it)."""
+    return f"{plan.proxmox.snippets_storage}:snippets/{VENDOR_SNIPPET_FILENAME}"
 
 
 @dataclass(frozen=True)
@@ -92,6 +98,8 @@ def desired_vm(plan: Plan, vm: VM, ssh_keys: Sequence[str], numa: NumaAdvice | N
         "onboot": "1" if vm.onboot else "0",
         "protection": "1" if vm.protection else "0",
     }
+    if plan.proxmox.prepare_node:  # without node preparation there is no snippet to point at
+        config["cicustom"] = f"vendor={vendor_volume(plan)}"
     if ssh_keys:  # with no keys in the plan, keys set by hand are left alone
         config["sshkeys"] = encode_ssh_keys(list(ssh_keys))
     hash_ = spec_hash({**config, "description": vm.description}, vm.storage, vm.disk, plan.template.vmid)

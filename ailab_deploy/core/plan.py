@@ -122,6 +122,16 @@ class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class VzdumpJob(Model):
+    enabled: bool = Field(True, description="Keep a vzdump job that backs up every managed VM")
+    schedule: Annotated[
+        str, matching(r"^[a-z0-9 :,.*/~-]+$", "a PVE calendar event ('sat 02:00', 'daily')")
+    ] = Field("sat 02:00", description="When it runs (PVE calendar event)")
+    storage: DnsLabel | None = Field(
+        None, description="Storage with the 'backup' content type (default: the first one)"
+    )
+
+
 class Proxmox(Model):
     host: DnsName = Field(description="Address or DNS name of the Proxmox node's API")
     port: Port = Field(8006, description="API port (PVE: 8006)")
@@ -153,8 +163,24 @@ class Proxmox(Model):
         description="SHA-256 fingerprint to pin a self-signed node certificate",
     )
     ca_file: str | None = Field(None, description="CA bundle that signs the node certificate")
+    prepare_node: bool = Field(
+        True,
+        description="Before cloning: upload cloud-init vendor data (proxy, CAs) over SSH, check storages",
+    )
+    ssh_host: DnsName | None = Field(None, description="SSH address of the node (default: host)")
     ssh_user: str = Field("root", description="SSH user on the node, for node preparation")
     ssh_port: Port = Field(22, description="SSH port of the node")
+    ssh_private_key_file: str | None = Field(
+        None, description="Private key for SSH to the node (default: the SSH agent and ~/.ssh keys)"
+    )
+    snippets_storage: DnsLabel = Field("local", description="Storage with the 'snippets' content type")
+    vzdump: VzdumpJob = Field(
+        default_factory=VzdumpJob, description="The node's vzdump job for the managed VMs"
+    )
+
+    @property
+    def node_ssh_host(self) -> str:
+        return self.ssh_host or self.host
 
 
 class Storage(Model):

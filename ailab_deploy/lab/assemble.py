@@ -11,9 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from ailab_deploy.adapters.bandwidth_probe import measure_locally
+from ailab_deploy.adapters.known_hosts import KnownHosts
+from ailab_deploy.adapters.ledger import state_dir_for
 from ailab_deploy.lab import control
 from ailab_deploy.lab.containers.node import lab_key
-from ailab_deploy.lab.labplan import LabPlanInputs, host_facts, render_lab_plan
+from ailab_deploy.lab.labplan import LabPlanInputs, host_facts, local_ca_files, render_lab_plan
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BANDWIDTH_FILE = "bandwidth.json"
@@ -29,7 +31,7 @@ def _measured_bandwidth(lab_dir: Path) -> float:
     return gbs
 
 
-def write_lab_plan(lab_dir: Path, info: dict[str, Any], key: Path) -> bool:
+def write_lab_plan(lab_dir: Path, info: dict[str, Any], key: Path, *, node_address: str | None) -> bool:
     """Write vms.lab.yaml when its content changes; True if it was (re)written."""
     cores, memory_gib = host_facts()
     text = render_lab_plan(
@@ -45,6 +47,8 @@ def write_lab_plan(lab_dir: Path, info: dict[str, Any], key: Path) -> bool:
             host_cores=cores,
             host_memory_gib=memory_gib,
             measured_bandwidth_gbs=_measured_bandwidth(lab_dir),
+            ca_files=local_ca_files(),
+            node_ssh_address=node_address,
         )
     )
     plan = Path(info["lab_plan"])
@@ -60,6 +64,7 @@ def up(lab_dir: Path, *, api_only: bool, port: int | None = None) -> dict[str, A
     if current["running"] and current["backend"] != backend:
         control.down(lab_dir)  # the backend is chosen at start
     infra: dict[str, Any] = {}
+    node = None
     if not api_only:
         from ailab_deploy.lab.containers import lab_up
 
@@ -73,9 +78,14 @@ def up(lab_dir: Path, *, api_only: bool, port: int | None = None) -> dict[str, A
             "template_cached": built.template.cached,
             "node": built.node.address if built.node else None,
         }
+        node = built.node
     info = control.up(lab_dir, port=port, backend=backend)
     key = lab_key(lab_dir)  # the admin key of every lab VM, and the node's root key
-    info["lab_plan_written"] = write_lab_plan(lab_dir, info, key)
+    info["lab_plan_written"] = write_lab_plan(lab_dir, info, key, node_address=node.address if node else None)
+    if node is not None:  # read from the node's disk, not over the network: nothing to trust blindly
+        lines = [line.split() for line in node.known_hosts.read_text().splitlines() if line.strip()]
+        keys = [(fields[1], fields[2]) for fields in lines]
+        KnownHosts(state_dir_for(Path(info["lab_plan"]))).pin_node(node.address, keys)
     info["infra"] = infra
     return info
 

@@ -37,7 +37,13 @@ class LabPlanInputs:
     host_cores: int
     host_memory_gib: int
     measured_bandwidth_gbs: float | None = None
-    ca_bundle: Path = Path("/etc/ssl/certs/ca-certificates.crt")
+    ca_files: tuple[Path, ...] = ()
+    node_ssh_address: str | None = None  # None: an API-only lab, with no node to prepare
+
+
+def local_ca_files(directory: Path = Path("/usr/local/share/ca-certificates")) -> tuple[Path, ...]:
+    """The CA certificates this machine's admin added (e.g. an egress proxy's), not the whole bundle."""
+    return tuple(sorted(directory.rglob("*.crt"))) if directory.is_dir() else ()
 
 
 def host_facts() -> tuple[int, int]:
@@ -46,6 +52,16 @@ def host_facts() -> tuple[int, int]:
     with open("/proc/meminfo", encoding="ascii") as meminfo:
         total_kib = next(int(line.split()[1]) for line in meminfo if line.startswith("MemTotal:"))
     return cores, max(1, total_kib // (1024 * 1024))
+
+
+def _node_ssh(inputs: LabPlanInputs) -> str:
+    if inputs.node_ssh_address is None:
+        return "  prepare_node: false  # an API-only lab has no node to SSH to"
+    return f"""\
+  prepare_node: true  # upload the cloud-init vendor data to the lab node over SSH
+  ssh_host: {inputs.node_ssh_address}  # the node container on the lab bridge
+  ssh_user: root  # SSH user on the lab node
+  ssh_private_key_file: {inputs.ssh_private_key_file}  # the lab's key"""
 
 
 def render_lab_plan(inputs: LabPlanInputs) -> str:
@@ -66,7 +82,7 @@ proxmox:  # the lab's Proxmox VE API emulator
   token_secret_file: {inputs.token_secret_file}  # 0600 file holding the token secret
   verify_tls: true  # the lab's self-signed certificate is pinned below
   fingerprint: "{inputs.fingerprint}"  # SHA-256 of the emulator's certificate
-  ssh_user: root  # SSH user on the lab node
+{_node_ssh(inputs)}
 
 host:  # this machine, which the lab's VMs share
   cpu_model: lab host  # for the record
@@ -97,7 +113,7 @@ network:  # the lab bridge; nothing leaves this machine
   search_domain: lab.internal  # DNS search domain
   admin_sources: [{LAB_SUBNET}]  # the controller reaches the VMs from the bridge
   http_proxy: {LAB_PROXY_URL}  # the lab's proxy, the guests' only way out
-  extra_ca_certificates: [{inputs.ca_bundle}]  # the host's CA bundle, for HTTPS through the proxy
+  extra_ca_certificates: [{", ".join(str(f) for f in inputs.ca_files)}]  # CAs this machine added locally
 
 template:  # the lab's Debian 12 image
   vmid: 9000  # template VMID

@@ -65,6 +65,7 @@ def write_lab_plan(
         f"  node: {lab.node}",
         f'  token_id: "{lab.token_id}"',
         f"  token_secret_env: {SECRET_ENV}",
+        "  prepare_node: false",
         tls.rstrip("\n"),
         "host:",
         "  cpu_model: lab",

@@ -90,3 +90,11 @@ def test_what_pve_stores_diffs_to_nothing(loaded: LoadedPlan) -> None:
             vm.vmid, vm.name, "pve", "qemu", "running", tags=str(vm.config["tags"]), config=config
         )
         assert diff_vm(vm, actual, {vm.vmid}, "pve").actions == (NoOp(),)
+
+
+def test_vms_boot_with_the_vendor_snippet_only_when_the_node_is_prepared(loaded: LoadedPlan) -> None:
+    prepared = desired_vms(loaded.plan, KEYS)
+    assert {vm.config["cicustom"] for vm in prepared} == {"vendor=local:snippets/ailab-vendor.yaml"}
+    proxmox = loaded.plan.proxmox.model_copy(update={"prepare_node": False, "snippets_storage": "x"})
+    unprepared = desired_vms(loaded.plan.model_copy(update={"proxmox": proxmox}), KEYS)
+    assert all("cicustom" not in vm.config for vm in unprepared)  # a hand-set cicustom is left alone

@@ -36,3 +36,21 @@ def test_destroy_forgets_so_a_rebuilt_vm_is_trusted_again(tmp_path: Path) -> Non
     hosts.forget(100)
     assert not hosts.known(100, "10.77.0.10")
     assert hosts.record_or_check(100, "10.77.0.10", [KEY_B]).startswith("recorded")
+
+
+def test_lines_added_by_hand_survive_vm_updates(tmp_path: Path) -> None:
+    hosts = KnownHosts(tmp_path)
+    hosts.path.write_text(f"10.77.0.2 {KEY_A[0]} {KEY_A[1]}\n")  # the node, appended after ssh-keyscan
+    hosts.record_or_check(100, "10.77.0.10", [KEY_B])
+    hosts.forget(100)
+    assert paramiko.HostKeys(str(hosts.path)).lookup("10.77.0.2")["ssh-ed25519"].get_base64() == KEY_A[1]
+
+
+def test_pin_node_replaces_only_the_nodes_keys(tmp_path: Path) -> None:
+    hosts = KnownHosts(tmp_path / "state")  # created on first write
+    hosts.pin_node("10.77.0.2", [KEY_A])
+    hosts.record_or_check(100, "10.77.0.10", [KEY_A])
+    hosts.pin_node("10.77.0.2", [KEY_B])  # a rebuilt lab node
+    parsed = paramiko.HostKeys(str(hosts.path))
+    assert parsed.lookup("10.77.0.2")["ssh-ed25519"].get_base64() == KEY_B[1]
+    assert hosts.record_or_check(100, "10.77.0.10", [KEY_A]) == "host keys match"

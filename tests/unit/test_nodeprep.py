@@ -116,7 +116,14 @@ def test_storage_problems_from_api_rows() -> None:
 
 
 def test_ssh_checks_host_keys_strictly(tmp_path: Path) -> None:
-    target = NodeTarget.from_plan(load_plan(PLAN).plan, tmp_path, private_key=tmp_path / "id")
+    plan_file = tmp_path / "vms.yaml"
+    plan_file.write_text(
+        PLAN.read_text().replace(
+            "  node: pve\n", "  node: pve\n  ssh_host: 192.0.2.7\n  ssh_private_key_file: id\n"
+        )
+    )
+    target = NodeTarget.from_plan(load_plan(plan_file), tmp_path)
+    assert target.host == "192.0.2.7"  # ssh_host, not the API host
     data = target.pyinfra_data()
     assert data["ssh_strict_host_key_checking"] == "yes"
     assert data["ssh_known_hosts_file"] == str(tmp_path / "known_hosts")
