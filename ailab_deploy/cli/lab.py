@@ -8,9 +8,11 @@ from pathlib import Path
 import typer
 
 from ailab_deploy.errors import AilabError
-from ailab_deploy.lab import assemble, control
+from ailab_deploy.lab import assemble, control, scratch_vms
 
 lab_app = typer.Typer(help="The local lab: a Proxmox VE API emulator whose VMs are booting containers.")
+vm_app = typer.Typer(help="Scratch VMs on the running lab, one per name (Molecule's create/destroy).")
+lab_app.add_typer(vm_app, name="vm")
 
 LabDir = typer.Option(None, "--lab-dir", help="lab directory (default: $AILAB_LAB_DIR or .ailab/lab)")
 
@@ -78,6 +80,40 @@ def reset(lab_dir: Path | None = LabDir) -> None:
     except AilabError as err:
         raise _fail(err) from err
     typer.echo(f"removed {len(removed)} VM(s); the template is kept")
+
+
+VmName = typer.Option(..., "--name", help="the scratch VM's name (its hostname)")
+
+
+def _progress(message: str) -> None:
+    typer.echo(message, err=True)
+
+
+@vm_app.command("create")
+def vm_create(
+    name: str = VmName,
+    lab_dir: Path | None = LabDir,
+    as_json: bool = typer.Option(False, "--json", help="print how to reach it as one JSON object"),
+) -> None:
+    """Create a booted Debian 12 VM on the running lab (idempotent: an existing one is reused)."""
+    try:
+        vm = scratch_vms.create(control.resolve_lab_dir(lab_dir), name, progress=_progress)
+    except AilabError as err:
+        raise _fail(err) from err
+    if as_json:
+        typer.echo(json.dumps(vm.as_dict()))
+        return
+    typer.echo(f"{vm.name}: ssh -i {vm.identity_file} -p {vm.port} {vm.user}@{vm.address}")
+
+
+@vm_app.command("destroy")
+def vm_destroy(name: str = VmName, lab_dir: Path | None = LabDir) -> None:
+    """Stop and delete a scratch VM made by `lab vm create`, and forget it."""
+    try:
+        done = scratch_vms.destroy(control.resolve_lab_dir(lab_dir), name, progress=_progress)
+    except AilabError as err:
+        raise _fail(err) from err
+    typer.echo(done)
 
 
 if __name__ == "__main__":
