@@ -76,6 +76,8 @@ def test_plan_apply_reapply_destroy(emulator: Any, tmp_path: Path) -> None:
         102: "running",
     }
 
+    assert backup_jobs(emulator) == {"ailab-pve": "100,101,102"}
+
     again = engine.provisioner()
     second = again.apply(LAB_OPTIONS)
     assert second.api_calls["writes"] == 0, again.client.stats.write_calls
@@ -83,10 +85,17 @@ def test_plan_apply_reapply_destroy(emulator: Any, tmp_path: Path) -> None:
     assert_exactly_the_plan(engine)
 
     destroyer = engine.provisioner()
+    destroyed = destroyer.destroy(destroyer.destroy_targets(["apps"]), LAB_OPTIONS)
+    assert backup_jobs(emulator) == {"ailab-pve": "100,101"}  # the job follows the managed VMs
     destroyed = destroyer.destroy(destroyer.destroy_targets(None), LAB_OPTIONS)
     assert not destroyed.failed
     assert set(guests(emulator)) == {9000}
     assert destroyer.ledger.managed_vmids() == set()
+    assert backup_jobs(emulator) == {}  # PVE refuses a job with no VMs: it is removed
+
+
+def backup_jobs(emulator: Any) -> dict[str, str]:
+    return {job["id"]: str(job.get("vmid", "")) for job in emulator.api().cluster.backup.get()}
 
 
 def test_update_in_place_grow_and_per_vm_hash(emulator: Any, tmp_path: Path) -> None:
