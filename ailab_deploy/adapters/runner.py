@@ -137,14 +137,20 @@ def run_playbook(
         # runner turns host key checking off unless told otherwise; it stays on here.
         "ANSIBLE_HOST_KEY_CHECKING": "True",
         "ANSIBLE_ROLES_PATH": str(root / "roles"),
+        "ANSIBLE_LOCAL_TEMP": str(state_dir / "ansible-tmp"),
+        "ANSIBLE_CONFIG": str(root / "ansible.cfg"),
         "ANSIBLE_CACHE_PLUGIN": "jsonfile",
         "ANSIBLE_CACHE_PLUGIN_CONNECTION": str(state_dir / "facts"),
-        "ANSIBLE_LOCAL_TEMP": str(state_dir / "ansible-tmp"),
     }
+    if stock_settings:
+        # Ansible's defaults, for comparison: an empty config (else the project's ansible.cfg in
+        # the working directory would apply) and no fact cache. Host key checking stays on.
+        stock = state_dir / "stock-ansible.cfg"
+        stock.write_text("# Ansible's defaults, for the stock-settings benchmark.\n[defaults]\n")
+        envvars["ANSIBLE_CONFIG"] = str(stock)
+        del envvars["ANSIBLE_CACHE_PLUGIN"], envvars["ANSIBLE_CACHE_PLUGIN_CONNECTION"]
     # runner records its whole environment in the artifacts: blank anything secret-like.
     envvars.update({name: "" for name in os.environ if _SECRET_NAME.search(name)})
-    if not stock_settings:
-        envvars["ANSIBLE_CONFIG"] = str(root / "ansible.cfg")
     cmdline = " ".join(f"-e @{shlex.quote(str(path))}" for path in extra_vars_files)
     tally = EventTally(on_progress)
     started = time.monotonic()

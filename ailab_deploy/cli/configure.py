@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
@@ -26,9 +27,9 @@ def host_table(hosts: dict[str, HostTally], title: str) -> Table:
     return table
 
 
-def print_outcome(result: PlaybookResult) -> None:
-    out.print(host_table(result.hosts, f"configure: {result.status} in {result.seconds:.1f}s"))
-    out.print(f"changed={result.changed} hosts={len(result.hosts)} seconds={result.seconds:.1f}")
+def print_outcome(result: PlaybookResult, console: Console = out) -> None:
+    console.print(host_table(result.hosts, f"configure: {result.status} in {result.seconds:.1f}s"))
+    console.print(f"changed={result.changed} hosts={len(result.hosts)} seconds={result.seconds:.1f}")
     for failure in result.failures:
         err.print(f"failed: {failure}", markup=False)
 

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import typer
+from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
@@ -86,56 +91,98 @@ def register(app: typer.Typer) -> None:
         plan: Path = PlanOption,
         parallel: int = typer.Option(4, "--parallel", min=1, max=64, help="VMs provisioned at once."),
         skip_verify: bool = typer.Option(False, "--no-verify", help="Stop after configure."),
+        as_json: bool = typer.Option(
+            False, "--json", help="Print a JSON summary on stdout (progress goes to stderr)."
+        ),
     ) -> None:
         """validate -> plan/apply -> configure -> verify, with the time of each phase."""
-        phases: list[tuple[str, float, str]] = []
-        started = time.monotonic()
-        loaded = load(plan)
-        phases.append(("validate", time.monotonic() - started, f"{len(loaded.plan.vms)} VMs"))
-
-        started = time.monotonic()
+        console = err if as_json else out
+        phases = Phases()
+        with phases.timed("validate") as phase:
+            loaded = load(plan, quiet=as_json)
+            phase.result = f"{len(loaded.plan.vms)} VMs"
+        summary: dict[str, Any] = {"plan": str(loaded.path), "phases": phases.rows}
         client = ProxmoxClient.from_plan(loaded)
         state = state_dir_for(loaded.path)
-        with Ledger(state, secrets=client.secrets) as ledger:
-            provisioner = Provisioner(
-                loaded, client, ledger, state, progress=lambda m: err.print(m, markup=False)
-            )
-            applied = provisioner.apply(ApplyOptions(parallel=parallel))
-            writes = applied.api_calls.get("writes", 0)
-            phases.append(("apply", time.monotonic() - started, f"{writes} API writes"))
+        outcome = None
+        try:
+            with Ledger(state, secrets=client.secrets) as ledger:
+                with phases.timed("apply") as phase:
+                    provisioner = Provisioner(
+                        loaded, client, ledger, state, progress=lambda m: err.print(m, markup=False)
+                    )
+                    applied = provisioner.apply(ApplyOptions(parallel=parallel))
+                    summary["api_calls"] = applied.api_calls
+                    phase.result = f"{applied.api_calls.get('writes', 0)} API writes"
 
-            started = time.monotonic()
-            with Live(host_table({}, "configure"), console=out, transient=True, auto_refresh=False) as live:
-                configured = configure(
-                    loaded,
-                    ledger=ledger,
-                    on_progress=lambda hosts: live.update(host_table(hosts, "configure"), refresh=True),
-                )
-            print_outcome(configured.playbook)
-            phases.append(("configure", time.monotonic() - started, f"changed={configured.playbook.changed}"))
-            if not configured.playbook.succeeded:
-                _print_phases(phases)
-                raise AilabError(f"configure failed (run {configured.run_id})")
+                with phases.timed("configure") as phase:
+                    with Live(
+                        host_table({}, "configure"), console=console, transient=True, auto_refresh=False
+                    ) as live:
+                        configured = configure(
+                            loaded,
+                            ledger=ledger,
+                            on_progress=lambda hosts: live.update(
+                                host_table(hosts, "configure"), refresh=True
+                            ),
+                        )
+                    print_outcome(configured.playbook, console)
+                    summary["changed"] = {name: t.changed for name, t in configured.playbook.hosts.items()}
+                    phase.result = f"changed={configured.playbook.changed}"
+                if not configured.playbook.succeeded:
+                    raise AilabError(f"configure failed (run {configured.run_id})")
 
-            outcome = None
-            if not skip_verify:
-                started = time.monotonic()
-                outcome = verify(loaded, ledger=ledger)
-                _print_verify(outcome)
-                phases.append(
-                    ("verify", time.monotonic() - started, "passed" if outcome.report.passed else "FAILED")
-                )
-        _print_phases(phases)
+                if not skip_verify:
+                    with phases.timed("verify") as phase:
+                        outcome = verify(loaded, ledger=ledger)
+                        if not as_json:
+                            _print_verify(outcome)
+                        summary["report"] = outcome.report.to_dict() | {"problems": list(outcome.problems)}
+                        summary["report_files"] = [str(outcome.json_path), str(outcome.markdown_path)]
+                        phase.result = "passed" if outcome.report.passed else "FAILED"
+        finally:
+            _print_phases(phases, console)
+            if as_json:
+                out.print_json(json.dumps(summary))
         if outcome is not None and (not outcome.report.passed or outcome.problems):
             raise AilabError(f"verification failed (run {outcome.run_id})")
 
 
-def _print_phases(phases: list[tuple[str, float, str]]) -> None:
+@dataclass
+class Phase:
+    name: str
+    seconds: float = 0.0
+    result: str = ""
+
+
+class Phases:
+    """Each phase's wall time, recorded even when the phase fails."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+        self.done: list[Phase] = []
+
+    @contextmanager
+    def timed(self, name: str) -> Iterator[Phase]:
+        phase = Phase(name)
+        started = time.monotonic()
+        try:
+            yield phase
+        except BaseException:
+            phase.result = phase.result or "failed"
+            raise
+        finally:
+            phase.seconds = time.monotonic() - started
+            self.done.append(phase)
+            self.rows.append({"phase": name, "seconds": round(phase.seconds, 1), "result": phase.result})
+
+
+def _print_phases(phases: Phases, console: Console) -> None:
     table = Table(title="up: phases")
     for column in ("phase", "seconds", "result"):
         table.add_column(column)
-    for name, seconds, result in phases:
-        table.add_row(name, f"{seconds:.1f}", result)
-    table.add_row("total", f"{sum(s for _, s, _ in phases):.1f}", "")
-    out.print(table)
-    out.print("phases: " + " ".join(f"{name}={seconds:.1f}s" for name, seconds, _ in phases))
+    for phase in phases.done:
+        table.add_row(phase.name, f"{phase.seconds:.1f}", phase.result)
+    table.add_row("total", f"{sum(p.seconds for p in phases.done):.1f}", "")
+    console.print(table)
+    console.print("phases: " + " ".join(f"{p.name}={p.seconds:.1f}s" for p in phases.done))
