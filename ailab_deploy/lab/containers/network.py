@@ -26,11 +26,14 @@ NFT_TABLE = "ailab"
 NETNS_DIR = Path("/run/netns")
 OWNER_FILE = Path("/run/ailab-deploy/lab-owner")  # the lab dir whose lab holds the bridge
 
-# Guests reach only the host (proxy, emulator); nothing is forwarded, whatever ip_forward says.
+# Guests reach only the host (proxy, emulator) and each other; nothing is routed in or out,
+# whatever ip_forward says. With br_netfilter loaded, traffic between two ports of the bridge
+# also passes this hook, in and out of the bridge: that is the lab's own network, so it passes.
 NFT_RULES = f"""\
 table inet {NFT_TABLE} {{
     chain forward {{
         type filter hook forward priority filter; policy accept;
+        iifname "{BRIDGE}" oifname "{BRIDGE}" accept
         iifname "{BRIDGE}" drop
         oifname "{BRIDGE}" drop
     }}
@@ -78,8 +81,9 @@ def bridge_up() -> None:
     # No IPv6 on the lab bridge: the lab is IPv4-only and must not talk to anything else.
     Path(f"/proc/sys/net/ipv6/conf/{BRIDGE}/disable_ipv6").write_text("1\n")
     Path(f"/proc/sys/net/ipv4/conf/{BRIDGE}/forwarding").write_text("0\n")
-    if not firewall_present():
-        run(["nft", "-f", "-"], what="loading the lab firewall", stdin_text=NFT_RULES)
+    # Replaced as a whole, in one nft transaction, so an older lab's rules never linger.
+    flush = f"table inet {NFT_TABLE}\ndelete table inet {NFT_TABLE}\n"
+    run(["nft", "-f", "-"], what="loading the lab firewall", stdin_text=flush + NFT_RULES)
 
 
 def bridge_down() -> None:
