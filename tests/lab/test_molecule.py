@@ -1,0 +1,131 @@
+"""Every Molecule scenario against lab VMs, idempotence included, on a lab of the module's own.
+
+`lab up` once for the module; `lab vm create/destroy` (Molecule's create and destroy) make one
+scratch VM per scenario; `lab down` at the end must leave nothing behind. The llm scenario
+builds llama.cpp (5 to 10 min on 2 cores) into /var/cache/ailab-deploy/llamacpp, so it runs
+before python_app, which then unpacks the cached build.
+
+Run as root: ``pytest --lab tests/lab/test_molecule.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import paramiko
+import pytest
+
+from ailab_deploy.lab.containers import leftovers
+from ailab_deploy.lab.scratch_vms import read_registry
+
+from .conftest import free_port
+
+pytestmark = [pytest.mark.vm, pytest.mark.e2e]
+
+REPO = Path(__file__).resolve().parents[2]
+# In test order: llm fills the llama.cpp build cache that python_app then uses.
+SCENARIOS = ["common", "postgresql", "backup", "llm", "python_app", "llm_ollama_standin"]
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _env(lab_dir: Path) -> dict[str, str]:
+    # Molecule's create/destroy playbooks call `ailab-deploy` by name: this interpreter's.
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    return {**os.environ, "PATH": path, "AILAB_LAB_DIR": str(lab_dir)}
+
+
+def cli(
+    lab_dir: Path, *args: str, check: bool = True, timeout: float = 900
+) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [sys.executable, "-m", "ailab_deploy", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env=_env(lab_dir),
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"ailab-deploy {' '.join(args)} exited {result.returncode}:\n{result.stderr[-2000:]}"
+        )
+    assert "Traceback" not in result.stderr
+    return result
+
+
+@pytest.fixture(scope="module")
+def lab_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    directory = tmp_path_factory.mktemp("molecule") / "lab"
+    try:
+        status = json.loads(
+            cli(
+                directory, "lab", "up", "--lab-dir", str(directory), "--port", str(free_port()), "--json"
+            ).stdout
+        )
+        assert status["running"] and status["backend"] == "containers"
+        yield directory
+    finally:
+        cli(directory, "lab", "down", "--lab-dir", str(directory), check=False)
+    assert leftovers(directory) == []
+
+
+def test_lab_vm_create_is_idempotent_reachable_and_destroyed(lab_dir: Path, tmp_path: Path) -> None:
+    created = json.loads(cli(lab_dir, "lab", "vm", "create", "--name", "scratch-check", "--json").stdout)
+    assert set(created) == {"name", "address", "user", "port", "identity_file", "host_key"}
+    again = json.loads(cli(lab_dir, "lab", "vm", "create", "--name", "scratch-check", "--json").stdout)
+    assert again == created  # the same VM, address and host key
+    other = json.loads(cli(lab_dir, "lab", "vm", "create", "--name", "scratch-other", "--json").stdout)
+    assert other["address"] != created["address"]
+    try:
+        known_hosts = tmp_path / "known_hosts"  # what Molecule's create.yml pins
+        known_hosts.write_text(f"{created['address']} {created['host_key']}\n")
+        client = paramiko.SSHClient()
+        client.load_host_keys(str(known_hosts))
+        client.set_missing_host_key_policy(paramiko.RejectPolicy())  # host key checking stays on
+        client.connect(
+            created["address"],
+            port=created["port"],
+            username=created["user"],
+            key_filename=created["identity_file"],
+            allow_agent=False,
+            look_for_keys=False,
+            timeout=20,
+        )
+        _, stdout, _ = client.exec_command("sudo -n true && cat /etc/debian_version && hostname", timeout=60)
+        version, hostname = stdout.read().decode().split()
+        client.close()
+        assert version.startswith("12.") and hostname == "scratch-check"
+    finally:
+        cli(lab_dir, "lab", "vm", "destroy", "--name", "scratch-check")
+        cli(lab_dir, "lab", "vm", "destroy", "--name", "scratch-other")
+    gone = cli(lab_dir, "lab", "vm", "destroy", "--name", "scratch-check", check=False)
+    assert gone.returncode == 2
+    assert gone.stderr.strip() == "no lab VM is named 'scratch-check' (lab VMs: none)"
+    assert read_registry(lab_dir) == {}
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_molecule_scenario(lab_dir: Path, scenario: str) -> None:
+    result = subprocess.run(
+        ["molecule", "test", "-s", scenario],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=3600,
+        check=False,
+        env=_env(lab_dir),
+    )
+    output = ANSI.sub("", result.stdout + result.stderr)
+    assert result.returncode == 0, output[-6000:]
+    # Molecule fails the idempotence step when the second converge changes anything; here it
+    # must also have run, against the scenario's host (a platform in no group is in no play).
+    for step in ("converge", "idempotence", "verify", "destroy"):
+        assert re.search(rf"{scenario}\s+\S+\s+{step}: Executed: Successful", output), output[-6000:]
+    assert "no hosts matched" not in output, output[-6000:]
+    assert read_registry(lab_dir) == {}  # destroy removed the scenario's VM
