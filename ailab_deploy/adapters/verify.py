@@ -52,6 +52,7 @@ def run_testinfra(inventory: Path, state_dir: Path, junit: Path) -> dict[str, An
         "no:cacheprovider",
         f"--ansible-inventory={inventory}",
         "--hosts=ansible://all",
+        "--sudo",  # secret files, sshd -T and nft need root; the admin user has passwordless sudo
         f"--junitxml={junit}",
     ]
     env = {"AILAB_STATE_DIR": str(state_dir), "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"}

@@ -225,7 +225,8 @@ def _python_app_vars(plan: Plan, inputs: InventoryInputs, passwords: Mapping[str
     apps = [
         _app_entry(app, inputs.apps[app.name], migrate) for app in plan.apps.apps if app.name in inputs.apps
     ]
-    values: Vars = {"python_app_packages": packages, "python_app_apps": apps}
+    # The verification's pgbench runs from the apps VM, over the network, like the apps do.
+    values: Vars = {"python_app_packages": packages, "python_app_apps": apps, "python_app_pgbench": True}
     with_database = [app for app in plan.apps.apps if app.database and app.database_user]
     database_vms = plan.vms_with_role("postgresql")
     if with_database and database_vms:

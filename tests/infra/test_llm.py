@@ -1,0 +1,84 @@
+"""llm: the engine's service, its flags or environment from sizing, the model, where it listens."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from typing import Any
+
+import pytest
+
+
+@pytest.fixture
+def llm(hostvars: dict[str, Any], needs: Any) -> dict[str, Any]:
+    needs("llm")
+    return hostvars
+
+
+def _service(llm: dict[str, Any]) -> str:
+    return "ollama" if llm["llm_engine"] == "ollama" else "llama-server"
+
+
+def _port(llm: dict[str, Any]) -> int:
+    key = "llm_ollama_port" if llm["llm_engine"] == "ollama" else "llm_llamacpp_port"
+    return int(llm.get(key, 11434 if llm["llm_engine"] == "ollama" else 8080))
+
+
+def test_service_is_enabled_and_running_as_its_own_user(host: Any, llm: dict[str, Any]) -> None:
+    service = host.service(_service(llm))
+    assert service.is_enabled and service.is_running
+    user = host.check_output(f"systemctl show -P User {_service(llm)}")
+    assert user in ("ollama", "llamacpp")
+    assert host.user(user).shell in ("/usr/sbin/nologin", "/bin/false")
+
+
+def test_llamacpp_flags_come_from_sizing(host: Any, llm: dict[str, Any]) -> None:
+    if llm["llm_engine"] != "llamacpp":
+        pytest.skip("the ollama engine has no command-line flags")
+    argv = shlex.split(
+        host.check_output("systemctl show -P ExecStart llama-server").split("argv[]=")[1].split(";")[0]
+    )
+    flags = dict(zip(argv[1::2], argv[2::2], strict=False))
+    assert flags["--threads"] == str(llm["llm_threads"])
+    assert flags["--parallel"] == str(llm["llm_parallel"])
+    assert flags["--ctx-size"] == str(llm["llm_context_length"] * llm["llm_parallel"])
+    assert flags["--host"] == llm["ailab_private_address"]
+    assert flags["--alias"] == llm["llm_served_model_name"]
+    assert flags["--cache-type-k"] == llm["llm_kv_cache_type"]
+
+
+def test_ollama_environment_comes_from_the_plan(host: Any, llm: dict[str, Any]) -> None:
+    if llm["llm_engine"] != "ollama":
+        pytest.skip("llama.cpp takes flags, not environment")
+    environment = dict(
+        item.split("=", 1) for item in host.check_output("systemctl show -P Environment ollama").split()
+    )
+    assert environment["OLLAMA_HOST"] == f"{llm['ailab_private_address']}:{_port(llm)}"
+    assert environment["OLLAMA_MAX_LOADED_MODELS"] == "1"
+    assert environment["OLLAMA_NUM_PARALLEL"] == str(llm["llm_parallel"])
+    assert environment["OLLAMA_CONTEXT_LENGTH"] == str(llm["llm_context_length"])
+    assert environment["OLLAMA_KV_CACHE_TYPE"] == llm["llm_kv_cache_type"]
+
+
+def test_model_file_matches_its_checksum(host: Any, llm: dict[str, Any]) -> None:
+    if not llm.get("llm_model_sha256"):
+        pytest.skip("the model comes from a registry, identified by its digest")
+    argv = host.check_output(f"systemctl show -P ExecStart {_service(llm)}")
+    if llm["llm_engine"] == "ollama":
+        pytest.skip("Ollama keeps the imported model in its own store")
+    model = argv.split("--model ")[1].split()[0]
+    assert host.file(model).sha256sum == llm["llm_model_sha256"]
+
+
+def test_listens_only_on_the_private_address(host: Any, llm: dict[str, Any]) -> None:
+    assert host.socket(f"tcp://{llm['ailab_private_address']}:{_port(llm)}").is_listening
+    assert not host.socket(f"tcp://0.0.0.0:{_port(llm)}").is_listening
+
+
+def test_serves_the_sized_model(host: Any, llm: dict[str, Any]) -> None:
+    base = f"http://{llm['ailab_private_address']}:{_port(llm)}"
+    path = "/api/tags" if llm["llm_engine"] == "ollama" else "/v1/models"
+    listing = json.loads(host.check_output(f"curl -fsS --max-time 10 --noproxy '*' {base}{path}"))
+    names = [m.get("name") or m.get("id") for m in listing.get("models", listing.get("data", []))]
+    served = llm["llm_served_model_name"]
+    assert any(name and name.split(":")[0] == served.split(":")[0] for name in names), names
