@@ -20,6 +20,8 @@ from __future__ import annotations
 import json
 import shutil
 import socket
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,27 @@ TOKEN_ID = f"root@pam!{TOKEN_NAME}"
 TOKEN_SECRET = "4f1c1a9e-lab-test-token"
 PASSWORD = "lab-root-password"
 TEMPLATE_VMID = 9000
+
+
+def ailab_cli(
+    *args: str, timeout: float = 900, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``ailab-deploy ARGS`` as a user would; never a traceback, and the exit status checked."""
+    result = subprocess.run(
+        [sys.executable, "-m", "ailab_deploy", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env=env,
+    )
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"ailab-deploy {' '.join(args)} exited {result.returncode}:\n"
+            f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        )
+    return result
 
 
 def free_port() -> int:

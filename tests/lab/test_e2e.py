@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,26 +18,10 @@ import pytest
 
 from ailab_deploy.lab.containers import leftovers
 
+from .conftest import ailab_cli as cli
 from .conftest import free_port
 
 pytestmark = pytest.mark.e2e
-
-
-def cli(*args: str, timeout: float = 900, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [sys.executable, "-m", "ailab_deploy", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    assert "Traceback" not in result.stderr, result.stderr[-3000:]
-    if check and result.returncode != 0:
-        raise AssertionError(
-            f"ailab-deploy {' '.join(args)} exited {result.returncode}:\n"
-            f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-        )
-    return result
 
 
 def up(plan: str) -> dict[str, Any]:

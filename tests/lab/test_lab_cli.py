@@ -7,8 +7,6 @@ Run as root: ``pytest --lab tests/lab/test_lab_cli.py``.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import paramiko
@@ -16,25 +14,10 @@ import pytest
 
 from ailab_deploy.lab.containers import leftovers
 
+from .conftest import ailab_cli as cli
 from .conftest import free_port
 
 pytestmark = pytest.mark.vm
-
-
-def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [sys.executable, "-m", "ailab_deploy", *args],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(
-            f"ailab-deploy {' '.join(args)} exited {result.returncode}:\n{result.stderr[-2000:]}"
-        )
-    assert "Traceback" not in result.stderr
-    return result
 
 
 def test_lab_up_apply_reapply_destroy_down(tmp_path: Path) -> None:

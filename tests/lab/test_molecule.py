@@ -24,7 +24,7 @@ import pytest
 from ailab_deploy.lab.containers import leftovers
 from ailab_deploy.lab.scratch_vms import read_registry
 
-from .conftest import free_port
+from .conftest import ailab_cli, free_port
 
 pytestmark = [pytest.mark.vm, pytest.mark.e2e]
 
@@ -43,20 +43,7 @@ def _env(lab_dir: Path) -> dict[str, str]:
 def cli(
     lab_dir: Path, *args: str, check: bool = True, timeout: float = 900
 ) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [sys.executable, "-m", "ailab_deploy", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-        env=_env(lab_dir),
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(
-            f"ailab-deploy {' '.join(args)} exited {result.returncode}:\n{result.stderr[-2000:]}"
-        )
-    assert "Traceback" not in result.stderr
-    return result
+    return ailab_cli(*args, check=check, timeout=timeout, env=_env(lab_dir))
 
 
 @pytest.fixture(scope="module")
