@@ -99,6 +99,18 @@ def test_lab_vm_create_is_idempotent_reachable_and_destroyed(lab_dir: Path, tmp_
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_molecule_scenario(lab_dir: Path, scenario: str) -> None:
+    # An interrupted earlier run leaves Molecule's state saying "created" for a VM that a new
+    # lab does not have; Molecule would then skip create and converge nothing reachable.
+    reset = subprocess.run(
+        ["molecule", "reset", "-s", scenario],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=_env(lab_dir),
+    )
+    assert reset.returncode == 0, reset.stderr[-2000:]
     result = subprocess.run(
         ["molecule", "test", "-s", scenario],
         cwd=REPO,
