@@ -230,13 +230,17 @@ class Provisioner:
                 ]
                 for future in futures:
                     future.result()
-            if not any(r.error for r in results):
-                self._ensure_vzdump_job(self.ledger.managed_vmids())
-            report = ApplyReport(run.id, results, self.client.stats.as_dict(), time.monotonic() - started)
-            if report.failed:
-                run.finish("failed")
-                raise ApplyFailed(report)
-            return report
+            return self._finish(run, results, started)
+
+    def _finish(self, run: Run, results: list[VMResult], started: float) -> ApplyReport:
+        """After every VM: the vzdump job follows the managed VMs, unless a VM failed."""
+        if not any(r.error for r in results):
+            self._ensure_vzdump_job(self.ledger.managed_vmids())
+        report = ApplyReport(run.id, results, self.client.stats.as_dict(), time.monotonic() - started)
+        if report.failed:
+            run.finish("failed")
+            raise ApplyFailed(report)
+        return report
 
     def _prepare_node(self) -> None:
         """Over SSH, before any clone: the vendor-data snippet every VM boots with, and storage checks."""
@@ -576,13 +580,7 @@ class Provisioner:
                 ]
                 for job in jobs:
                     job.result()
-            if not any(r.error for r in results):
-                self._ensure_vzdump_job(self.ledger.managed_vmids())
-            report = ApplyReport(run.id, results, self.client.stats.as_dict(), time.monotonic() - started)
-            if report.failed:
-                run.finish("failed")
-                raise ApplyFailed(report)
-            return report
+            return self._finish(run, results, started)
 
     def _destroy_one(self, vm: ActualVM, result: VMResult, options: ApplyOptions) -> None:
         try:

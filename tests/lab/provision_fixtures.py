@@ -113,6 +113,18 @@ def write_lab_plan(
     return path
 
 
+def emulator_client(lab: Any, **options: Any) -> ProxmoxClient:
+    """The project's client for the emulator ``lab``; ``options``: ``ca_file`` or ``fingerprint``, retry..."""
+    return ProxmoxClient(
+        host=lab.host,
+        port=lab.port,
+        node=lab.node,
+        token_id=lab.token_id,
+        secret=lab.token_secret,
+        **options,
+    )
+
+
 class Engine:
     """A Provisioner on a lab plan, rebuilt on demand (as each CLI run would be)."""
 
@@ -125,15 +137,7 @@ class Engine:
     def provisioner(self, **client_kwargs: Any) -> Provisioner:
         loaded = load_plan(self.plan_path)
         client_kwargs.setdefault("retry", RetryPolicy(attempts=6, first_delay=0.05, max_delay=0.2))
-        client = ProxmoxClient(
-            host=self.lab.host,
-            port=self.lab.port,
-            node=self.lab.node,
-            token_id=self.lab.token_id,
-            secret=self.lab.token_secret,
-            ca_file=Path(self.lab.ca_path),
-            **client_kwargs,
-        )
+        client = emulator_client(self.lab, ca_file=Path(self.lab.ca_path), **client_kwargs)
         return Provisioner(
             loaded, client, Ledger(self.state_dir), self.state_dir, progress=self.events.append
         )

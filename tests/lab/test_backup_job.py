@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from ailab_deploy.adapters.backup_job import backup_storage, ensure_backup_job
-from ailab_deploy.adapters.proxmox import ProxmoxClient
+from tests.lab.provision_fixtures import emulator_client
 
 pytestmark = pytest.mark.lab
 
@@ -20,14 +20,7 @@ def _job(emulator: Any, job_id: str) -> dict[str, Any]:
 def _client(emulator: Any, kind: str) -> Any:
     if kind == "proxmoxer":
         return emulator.api()
-    return ProxmoxClient(
-        host=emulator.host,
-        port=emulator.port,
-        node=emulator.node,
-        token_id=emulator.token_id,
-        secret=emulator.token_secret,
-        ca_file=Path(emulator.ca_path),
-    )
+    return emulator_client(emulator, ca_file=Path(emulator.ca_path))
 
 
 @pytest.mark.parametrize("kind", ["proxmoxer", "ProxmoxClient"])

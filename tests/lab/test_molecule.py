@@ -97,29 +97,25 @@ def test_lab_vm_create_is_idempotent_reachable_and_destroyed(lab_dir: Path, tmp_
     assert read_registry(lab_dir) == {}
 
 
+def molecule(lab_dir: Path, command: str, scenario: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["molecule", command, "-s", scenario],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env=_env(lab_dir),
+    )
+
+
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_molecule_scenario(lab_dir: Path, scenario: str) -> None:
     # An interrupted earlier run leaves Molecule's state saying "created" for a VM that a new
     # lab does not have; Molecule would then skip create and converge nothing reachable.
-    reset = subprocess.run(
-        ["molecule", "reset", "-s", scenario],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env=_env(lab_dir),
-    )
+    reset = molecule(lab_dir, "reset", scenario, timeout=120)
     assert reset.returncode == 0, reset.stderr[-2000:]
-    result = subprocess.run(
-        ["molecule", "test", "-s", scenario],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=3600,
-        check=False,
-        env=_env(lab_dir),
-    )
+    result = molecule(lab_dir, "test", scenario, timeout=3600)
     output = ANSI.sub("", result.stdout + result.stderr)
     assert result.returncode == 0, output[-6000:]
     # Molecule fails the idempotence step when the second converge changes anything; here it

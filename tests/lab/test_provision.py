@@ -23,6 +23,7 @@ from tests.lab.provision_fixtures import (
     SECRET_ENV,
     TEST_KEY,
     Engine,
+    emulator_client,
     lab_vm,
     make_engine,
     write_lab_plan,
@@ -200,14 +201,7 @@ def test_snapshot_before_change_and_rollback(emulator: Any, tmp_path: Path) -> N
 
 def test_fingerprint_pinning(emulator: Any) -> None:
     def client(fingerprint: str) -> ProxmoxClient:
-        return ProxmoxClient(
-            host=emulator.host,
-            port=emulator.port,
-            node=emulator.node,
-            token_id=emulator.token_id,
-            secret=emulator.token_secret,
-            fingerprint=fingerprint,
-        )
+        return emulator_client(emulator, fingerprint=fingerprint)
 
     assert 9000 in client(emulator.fingerprint).cluster_vms()
     wrong = ":".join(["AB"] * 32)
