@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from ailab_deploy.lab.containers import leftovers
+from ailab_deploy.lab.secret_scan import held_secrets, scan_lab
 
 from .conftest import ailab_cli as cli
 from .conftest import free_port
@@ -53,6 +54,23 @@ def assert_verified(report: dict[str, Any]) -> None:
     assert report["passed"] and report["problems"] == []
 
 
+def assert_no_secret_leaked(lab_dir: Path, plan: Path, outputs: list[str]) -> None:
+    """Every secret the controller holds, searched in every VM and on the controller side."""
+    secrets = held_secrets(lab_dir, plan)
+    kinds = {secret.kind for secret in secrets}
+    assert kinds >= {"api-token", "database-password"}, kinds
+    result = scan_lab(lab_dir, secrets, plan)
+    coverage = {where: (seen.files, seen.bytes) for where, seen in result.coverage.items()}
+    print(f"secret scan coverage (files, bytes): {coverage}")
+    for hit in result.hits:
+        print(f"secret scan: {hit}")
+    assert len(result.coverage) >= 4, coverage  # three VMs plus the controller
+    assert all(seen.files > 1000 for where, seen in result.coverage.items() if where != "controller")
+    assert [str(hit) for hit in result.violations] == []
+    # Only secret values are in the leaked list, never the values themselves in this test's output.
+    assert [s.label for s in secrets if any(s.value in output for output in outputs)] == []
+
+
 def test_up_from_nothing_to_verified_then_noop_then_destroy(tmp_path: Path) -> None:
     lab_dir = tmp_path / "lab"
     port = str(free_port())
@@ -77,6 +95,8 @@ def test_up_from_nothing_to_verified_then_noop_then_destroy(tmp_path: Path) -> N
         summary = {"first": first["phases"], "second": second["phases"]}
         if os.environ.get("AILAB_E2E_SUMMARY"):
             Path(os.environ["AILAB_E2E_SUMMARY"]).write_text(json.dumps(summary, indent=2) + "\n")
+
+        assert_no_secret_leaked(lab_dir, Path(plan), [json.dumps(first), json.dumps(second)])
 
         cli("destroy", "--plan", plan, "--yes")
         after = json.loads(cli("plan", "--plan", plan, "--json").stdout)
