@@ -6,10 +6,10 @@ Layout (``output_dir``, by default ``inventory/generated`` next to the plan; git
     group_vars/all.yml     connection (user, known_hosts, key) and common_* variables
     host_vars/<vm>.yml     role variables from the plan and sizing (postgresql_*, llm_*, python_app_*)
 
-Passwords are not in these files, only ``{{ vault_... }}`` references. Generated passwords are
-defined in ``<state>/secrets/inventory-vars.yml`` (0600), which the runner passes as
-``-e @<file>`` (see :attr:`GeneratedInventory.extra_vars_files`); ``vault:<var>`` passwords
-come from the user's Ansible Vault.
+Passwords and the LLM API key are not in these files, only ``{{ vault_... }}`` references.
+Generated passwords and the key are defined in ``<state>/secrets/inventory-vars.yml`` (0600),
+which the runner passes as ``-e @<file>`` (see :attr:`GeneratedInventory.extra_vars_files`);
+``vault:<var>`` passwords come from the user's Ansible Vault.
 
 Output is deterministic (sorted keys), and files are only rewritten when their text
 changes, so regenerating an unchanged plan reports every file unchanged.
@@ -27,8 +27,15 @@ from pathlib import Path
 
 from ailab_deploy.adapters.ledger import state_dir_for
 from ailab_deploy.adapters.nodeprep import dump_yaml, known_hosts_path, read_ca_certificates
-from ailab_deploy.adapters.secrets import SecretStore, database_password_secret_name
-from ailab_deploy.core.inventory import AppPackage, Inventory, InventoryInputs, PasswordRef, build_inventory
+from ailab_deploy.adapters.secrets import LLM_API_KEY_SECRET_NAME, SecretStore, database_password_secret_name
+from ailab_deploy.core.inventory import (
+    LLM_API_KEY_VARIABLE,
+    AppPackage,
+    Inventory,
+    InventoryInputs,
+    PasswordRef,
+    build_inventory,
+)
 from ailab_deploy.core.loader import LoadedPlan, resolve_plan_path
 from ailab_deploy.core.plan import AppSource
 from ailab_deploy.errors import AilabError, ConfigError
@@ -184,14 +191,18 @@ def write_inventory(inventory: Inventory, output_dir: Path, header: str = "") ->
     return result
 
 
-def write_secret_vars(passwords: Iterable[PasswordRef], state_dir: Path) -> tuple[Path, WriteResult]:
-    """Generate (once) each ``generated`` password and write them as a 0600 vars file."""
+def write_secret_vars(
+    passwords: Iterable[PasswordRef], state_dir: Path, llm_api_key: bool = False
+) -> tuple[Path, WriteResult]:
+    """Generate (once) each ``generated`` password and the LLM API key; write them as a 0600 vars file."""
     store = SecretStore(state_dir)
     values = {
         ref.variable: store.get_or_generate(database_password_secret_name(ref.user))
         for ref in passwords
         if ref.generated
     }
+    if llm_api_key:
+        values[LLM_API_KEY_VARIABLE] = store.get_or_generate(LLM_API_KEY_SECRET_NAME)
     path = store.ensure_directory() / SECRETS_VARS_FILENAME
     result = WriteResult()
     _write_if_changed(path, dump_yaml(values), result, mode=0o600)
@@ -228,7 +239,7 @@ def generate_inventory(
     except ValueError as error:
         raise AilabError(f"{loaded.display_name}: cannot build the inventory: {error}") from None
     files = write_inventory(inventory, target, HEADER.format(plan=loaded.display_name))
-    secrets_path, secret_result = write_secret_vars(inventory.passwords, state)
+    secrets_path, secret_result = write_secret_vars(inventory.passwords, state, inventory.llm_api_key)
     files.changed.extend(secret_result.changed)
     files.unchanged.extend(secret_result.unchanged)
     return GeneratedInventory(

@@ -1,6 +1,6 @@
 """Secrets on the controller: generated once, kept 0600 under ``.ailab/secrets/``, never printed.
 
-Database passwords marked ``generated`` in the plan are created here with
+Database passwords marked ``generated`` in the plan, and the LLM API key, are created here with
 ``secrets.token_urlsafe`` on first use and read back on every later run, so
 re-running never rotates a password behind PostgreSQL's back. ``vault:<var>``
 passwords never touch this store: the inventory refers to ``{{ vault_<var> }}``
@@ -146,6 +146,9 @@ class SecretStore:
 def database_password_secret_name(user: str) -> str:
     """Store name of a generated PostgreSQL password."""
     return f"postgresql-{user}.password"
+
+
+LLM_API_KEY_SECRET_NAME = "llm-api.key"
 
 
 def vault_variable(password_spec: str) -> str | None:

@@ -19,7 +19,7 @@ import requests
 from ailab_deploy.adapters.bandwidth_probe import PROBE_SOURCE, parse_probe_output
 from ailab_deploy.adapters.configure import private_key_of
 from ailab_deploy.adapters.known_hosts import KNOWN_HOSTS_FILENAME
-from ailab_deploy.adapters.secrets import SecretStore, database_password_secret_name
+from ailab_deploy.adapters.secrets import LLM_API_KEY_SECRET_NAME, SecretStore, database_password_secret_name
 from ailab_deploy.adapters.ssh import SshSession
 from ailab_deploy.core.inventory import SERVED_MODEL_NAME
 from ailab_deploy.core.loader import LoadedPlan
@@ -41,13 +41,20 @@ FIXED_PROMPT = "Explain in plain words why a database needs an index. Answer in 
 E2E_QUESTION = "In one sentence: what is PostgreSQL?"
 
 # Runs on the apps VM: one JSON POST, proxies bypassed (the LLM is on the private network).
-_HTTP_POST = r"""
-import sys, urllib.request
+# stdin: the API key on the first line (empty: none), then the body; the key never is in argv.
+HTTP_POST = r"""
+import sys, urllib.error, urllib.request
+key = sys.stdin.buffer.readline().strip().decode()
+headers = {"Content-Type": "application/json"}
+if key:
+    headers["Authorization"] = "Bearer " + key
 opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-request = urllib.request.Request(sys.argv[1], data=sys.stdin.buffer.read(),
-                                 headers={"Content-Type": "application/json"})
-with opener.open(request, timeout=float(sys.argv[2])) as response:
-    sys.stdout.write(response.read().decode())
+request = urllib.request.Request(sys.argv[1], data=sys.stdin.buffer.read(), headers=headers)
+try:
+    with opener.open(request, timeout=float(sys.argv[2])) as response:
+        sys.stdout.write(response.read().decode())
+except urllib.error.HTTPError as error:
+    sys.exit(f"HTTP {error.code}")
 """
 
 
@@ -65,6 +72,12 @@ class Targets:
         if not vms:
             raise SmokeError(f"no VM has the {role!r} role")
         return vms[0]
+
+    def llm_api_key(self) -> str:
+        key = SecretStore(self.state_dir).get(LLM_API_KEY_SECRET_NAME)
+        if key is None:
+            raise SmokeError("no stored LLM API key: run `ailab-deploy configure` first")
+        return key
 
     def ssh(self, vm: VM) -> SshSession:
         return SshSession(
@@ -100,12 +113,14 @@ def measure_llm(targets: Targets, sizing: LlmSizing) -> LlmResult:
         bandwidth = parse_probe_output(session.check(["python3", "-"], stdin=PROBE_SOURCE, timeout=600))
     path, body = _generation_request(plan.llm.engine, plan.verify.llm_tokens)
     url = f"http://{llm_vm.ip}:{plan.llm.port}{path}"
+    key = targets.llm_api_key()
     with targets.ssh(apps_vm) as session:
         warm = dict(
             body, **({"options": {"num_predict": 1}} if plan.llm.engine == "ollama" else {"n_predict": 1})
         )
-        session.check(["python3", "-c", _HTTP_POST, url, "900"], stdin=json.dumps(warm), timeout=960)
-        raw = session.check(["python3", "-c", _HTTP_POST, url, "900"], stdin=json.dumps(body), timeout=960)
+        post = ["python3", "-c", HTTP_POST, url, "900"]
+        session.check(post, stdin=f"{key}\n{json.dumps(warm)}", timeout=960)
+        raw = session.check(post, stdin=f"{key}\n{json.dumps(body)}", timeout=960)
     try:
         response = json.loads(raw)
     except json.JSONDecodeError:

@@ -1,9 +1,10 @@
 """The Ansible inventory as data: plan + sizing + discovered addresses -> groups and variables.
 
 Pure: everything read from disk (public keys, CA files, app package metadata) arrives in
-:class:`InventoryInputs`. Passwords never appear here, only references to variables
-(``{{ vault_postgresql_<user>_password }}``): generated ones are defined in a 0600 extra-vars
-file on the controller, ``vault:<var>`` ones by the user's Ansible Vault as ``vault_<var>``.
+:class:`InventoryInputs`. Passwords and the LLM API key never appear here, only references to
+variables (``{{ vault_postgresql_<user>_password }}``, ``{{ vault_llm_api_key }}``): generated
+ones are defined in a 0600 extra-vars file on the controller, ``vault:<var>`` ones by the user's
+Ansible Vault as ``vault_<var>``.
 
 Groups follow the roles: ``postgresql``, ``llm``, ``apps`` (role python_app) and ``backup``.
 Variables carry the role prefix of ``roles/<role>/defaults/main.yml``.
@@ -20,6 +21,9 @@ from ailab_deploy.core.sizing import size_llm, size_postgres
 
 ROLE_GROUPS = {"postgresql": "postgresql", "llm": "llm", "python_app": "apps", "backup": "backup"}
 SERVED_MODEL_NAME = "ailab-llm"  # the name the LLM role serves the model under; the apps ask for it
+# The LLM API key's variable; the controller defines it (generated, in the 0600 extra-vars file).
+LLM_API_KEY_VARIABLE = "vault_llm_api_key"
+LLM_API_KEY_REFERENCE = "{{ " + LLM_API_KEY_VARIABLE + " }}"
 PYTHON_INTERPRETER = "/usr/bin/python3"
 
 Vars = dict[str, Any]
@@ -66,6 +70,7 @@ class Inventory:
     group_vars: dict[str, Vars]  # group name -> variables
     host_vars: dict[str, Vars]  # host name -> variables
     passwords: tuple[PasswordRef, ...]  # every password the inventory refers to
+    llm_api_key: bool = False  # whether it refers to LLM_API_KEY_VARIABLE
 
 
 def password_refs(plan: Plan) -> dict[str, PasswordRef]:
@@ -158,6 +163,7 @@ def _llm_vars(plan: Plan, vm: VM) -> Vars:
         "llm_kv_cache_type": llm.kv_cache_type,
         "llm_flash_attention": "on" if llm.flash_attention else "off",
         "llm_served_model_name": SERVED_MODEL_NAME,
+        "llm_api_key": LLM_API_KEY_REFERENCE,
         "llm_model_name": llm.model,
     }
     if llm.engine == "ollama":
@@ -245,6 +251,7 @@ def _python_app_vars(plan: Plan, inputs: InventoryInputs, passwords: Mapping[str
             python_app_llm_url=f"http://{llm_vms[0].ip}:{plan.llm.port}",
             python_app_llm_model=SERVED_MODEL_NAME,
             python_app_llm_provider=plan.llm.engine,
+            python_app_llm_api_key=LLM_API_KEY_REFERENCE,
         )
     return values
 
@@ -301,4 +308,5 @@ def build_inventory(plan: Plan, inputs: InventoryInputs) -> Inventory:
         group_vars={"all": {**connection, **common}},
         host_vars=host_vars,
         passwords=tuple(passwords[user.name] for user in plan.database.users),
+        llm_api_key=bool(plan.vms_with_role("llm")),
     )

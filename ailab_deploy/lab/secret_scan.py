@@ -62,7 +62,7 @@ SECRET_PLACES: tuple[SecretPlace, ...] = (
     ),
     SecretPlace(
         ON_VM,
-        "/etc/ailab/llm-api-key",
+        "/etc/ailab-llm/api-key",
         frozenset({LLM_API_KEY}),
         0o600,
         "llamacpp",
@@ -200,6 +200,8 @@ def _journal_chunks(path: Path) -> Iterator[bytes]:
     finally:
         process.stdout.close()
         process.wait()
+    if process.returncode != 0:
+        raise OSError(f"journalctl --file exited {process.returncode}")
 
 
 def _walk_files(root: Path, skip_top: frozenset[str]) -> Iterator[Path]:
@@ -271,14 +273,15 @@ def _scan_files(
         if path.suffix in (".journal", ".journal~"):
             readers.append(("decoded journal, ", _journal_chunks))
         found: set[tuple[str, str]] = set()
-        try:
-            for prefix, reader in readers:
+        for prefix, reader in readers:
+            try:
                 read, matches = _search_stream(reader(path), needles)
-                coverage.bytes += read
-                found |= {(label, prefix + encoding) for label, encoding in matches}
-        except (OSError, EOFError, gzip.BadGzipFile) as error:
-            coverage.unreadable.append(f"{shown_as / path.relative_to(root)}: {error}")
-            continue
+            except (OSError, EOFError, gzip.BadGzipFile) as error:
+                shown = shown_as / path.relative_to(root)
+                coverage.unreadable.append(f"{shown} ({prefix or 'raw'}): {error}")
+                continue
+            coverage.bytes += read
+            found |= {(label, prefix + encoding) for label, encoding in matches}
         coverage.files += 1
         if not found:
             continue

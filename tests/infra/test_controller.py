@@ -28,9 +28,10 @@ def test_secret_files_are_owner_only(state_dir: Path) -> None:
 def test_generated_inventory_holds_no_secret_value(state_dir: Path, inventory_path: str) -> None:
     values = [
         path.read_text().strip()
-        for path in (state_dir / "secrets").glob("*.password")
-        if path.read_text().strip()
+        for path in (state_dir / "secrets").glob("*")
+        if path.suffix not in (".yml", ".yaml") and path.read_text().strip()
     ]
+    assert values, f"no secrets under {state_dir / 'secrets'}"
     inventory = Path(inventory_path).parent
     for path in inventory.rglob("*"):
         if path.is_file():

@@ -53,7 +53,8 @@ def test_ollama_environment_comes_from_the_plan(host: Any, llm: dict[str, Any]) 
     environment = dict(
         item.split("=", 1) for item in host.check_output("systemctl show -P Environment ollama").split()
     )
-    assert environment["OLLAMA_HOST"] == f"{llm['ailab_private_address']}:{_port(llm)}"
+    # Ollama itself on loopback only; the key-checking proxy has the private address.
+    assert environment["OLLAMA_HOST"] == f"127.0.0.1:{llm.get('llm_ollama_backend_port', 11435)}"
     assert environment["OLLAMA_MAX_LOADED_MODELS"] == "1"
     assert environment["OLLAMA_NUM_PARALLEL"] == str(llm["llm_parallel"])
     assert environment["OLLAMA_CONTEXT_LENGTH"] == str(llm["llm_context_length"])
@@ -75,10 +76,38 @@ def test_listens_only_on_the_private_address(host: Any, llm: dict[str, Any]) -> 
     assert not host.socket(f"tcp://0.0.0.0:{_port(llm)}").is_listening
 
 
+def _key_file(llm: dict[str, Any]) -> str:
+    return "/etc/nginx/ailab-llm-key.conf" if llm["llm_engine"] == "ollama" else "/etc/ailab-llm/api-key"
+
+
+def _print_authorization_header(llm: dict[str, Any]) -> str:
+    """A shell command printing the Authorization header from the host's own root-only key file,
+    for ``curl -H @-``: the key is never on a command line (sudo logs those)."""
+    if llm["llm_engine"] == "ollama":
+        return f"""sed -n 's/^"\\(Bearer [^"]*\\)" 1;$/Authorization: \\1/p' {_key_file(llm)}"""
+    return f"sed 's/^/Authorization: Bearer /' {_key_file(llm)}"
+
+
+def test_api_key_file_is_readable_only_by_its_reader(host: Any, llm: dict[str, Any]) -> None:
+    key = host.file(_key_file(llm))
+    reader = "root" if llm["llm_engine"] == "ollama" else "llamacpp"  # nginx's master, or llama-server
+    assert (key.user, key.mode) == (reader, 0o600)
+
+
+def test_api_refuses_requests_without_the_key(host: Any, llm: dict[str, Any]) -> None:
+    base = f"http://{llm['ailab_private_address']}:{_port(llm)}"
+    path = "/api/generate" if llm["llm_engine"] == "ollama" else "/completion"
+    curl = f"curl -sS -o /dev/null -w '%{{http_code}}' --max-time 10 --noproxy '*' -d '{{}}' {base}{path}"
+    assert int(host.check_output(curl)) == 401
+    wrong = host.check_output(f"echo 'Authorization: Bearer not-the-key' | {curl} -H @-")
+    assert int(wrong) == 401
+
+
 def test_serves_the_sized_model(host: Any, llm: dict[str, Any]) -> None:
     base = f"http://{llm['ailab_private_address']}:{_port(llm)}"
     path = "/api/tags" if llm["llm_engine"] == "ollama" else "/v1/models"
-    listing = json.loads(host.check_output(f"curl -fsS --max-time 10 --noproxy '*' {base}{path}"))
+    curl = f"curl -fsS --max-time 10 --noproxy '*' -H @- {base}{path}"
+    listing = json.loads(host.check_output(f"{_print_authorization_header(llm)} | {curl}"))
     names = [m.get("name") or m.get("id") for m in listing.get("models", listing.get("data", []))]
     served = llm["llm_served_model_name"]
     assert any(name and name.split(":")[0] == served.split(":")[0] for name in names), names

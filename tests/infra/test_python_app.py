@@ -44,6 +44,7 @@ def test_env_files_hold_secrets_so_only_root_reads_them(host: Any, apps: list[di
         assert (env.user, env.mode) == ("root", 0o600), app["name"]
         # grep -q: the file's content (a password) never reaches the test output
         assert host.run(f"grep -q '^DATABASE_URL=postgresql' {path}").rc == 0, app["name"]
+        assert host.run(f"grep -q '^AILAB_LLM_API_KEY=.' {path}").rc == 0, app["name"]
 
 
 def test_env_points_at_the_inventorys_llm(host: Any, hostvars: dict[str, Any], apps: Any) -> None:

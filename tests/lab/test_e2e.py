@@ -1,7 +1,9 @@
 """The one-command path on the lab, as a user runs it:
 
 lab up -> up (nothing to a verified lab) -> assert the report -> up again (no API writes,
-changed=0) -> destroy -> lab down, leaving nothing behind.
+changed=0) -> the LLM refuses requests without its key -> no secret anywhere but its allowed
+places (every VM's whole filesystem, the controller's lab and state directories) -> destroy ->
+lab down, leaving nothing behind.
 
 Slow: the first ``up`` builds llama.cpp's server from source. Set ``AILAB_E2E_SUMMARY`` to a
 file path to keep both runs' phase timings (CI prints them).
@@ -16,6 +18,9 @@ from typing import Any
 
 import pytest
 
+from ailab_deploy.adapters.ledger import state_dir_for
+from ailab_deploy.adapters.smoke import HTTP_POST, Targets
+from ailab_deploy.core.loader import load_plan
 from ailab_deploy.lab.containers import leftovers
 from ailab_deploy.lab.secret_scan import held_secrets, scan_lab
 
@@ -54,11 +59,27 @@ def assert_verified(report: dict[str, Any]) -> None:
     assert report["passed"] and report["problems"] == []
 
 
+def assert_llm_needs_its_key(plan: Path) -> None:
+    """From the apps VM (the LLM's only client): 401 without the key or with a wrong one, 200 with it."""
+    targets = Targets(load_plan(plan), state_dir_for(plan))
+    llm_vm, apps_vm = targets.vm_with_role("llm"), targets.vm_with_role("python_app")
+    url = f"http://{llm_vm.ip}:{targets.loaded.plan.llm.port}/completion"
+    body = json.dumps({"prompt": "Hello", "n_predict": 1})
+    post = ["python3", "-c", HTTP_POST, url, "120"]
+    with targets.ssh(apps_vm) as session:
+        missing = session.run(post, stdin="\n" + body, timeout=180)
+        wrong = session.run(post, stdin="not-the-key\n" + body, timeout=180)
+        right = session.run(post, stdin=f"{targets.llm_api_key()}\n{body}", timeout=180)
+    assert (missing.rc, missing.stderr.strip()) == (1, "HTTP 401")
+    assert (wrong.rc, wrong.stderr.strip()) == (1, "HTTP 401")
+    assert right.rc == 0 and "content" in json.loads(right.stdout), right.stderr
+
+
 def assert_no_secret_leaked(lab_dir: Path, plan: Path, outputs: list[str]) -> None:
     """Every secret the controller holds, searched in every VM and on the controller side."""
     secrets = held_secrets(lab_dir, plan)
     kinds = {secret.kind for secret in secrets}
-    assert kinds >= {"api-token", "database-password"}, kinds
+    assert kinds == {"api-token", "database-password", "llm-api-key"}, kinds
     result = scan_lab(lab_dir, secrets, plan)
     coverage = {where: (seen.files, seen.bytes) for where, seen in result.coverage.items()}
     print(f"secret scan coverage (files, bytes): {coverage}")
@@ -67,7 +88,7 @@ def assert_no_secret_leaked(lab_dir: Path, plan: Path, outputs: list[str]) -> No
     assert len(result.coverage) >= 4, coverage  # three VMs plus the controller
     assert all(seen.files > 1000 for where, seen in result.coverage.items() if where != "controller")
     assert [str(hit) for hit in result.violations] == []
-    # Only secret values are in the leaked list, never the values themselves in this test's output.
+    # Nor in what the CLI printed (labels only, so a failure never prints a secret).
     assert [s.label for s in secrets if any(s.value in output for output in outputs)] == []
 
 
@@ -96,6 +117,7 @@ def test_up_from_nothing_to_verified_then_noop_then_destroy(tmp_path: Path) -> N
         if os.environ.get("AILAB_E2E_SUMMARY"):
             Path(os.environ["AILAB_E2E_SUMMARY"]).write_text(json.dumps(summary, indent=2) + "\n")
 
+        assert_llm_needs_its_key(Path(plan))
         assert_no_secret_leaked(lab_dir, Path(plan), [json.dumps(first), json.dumps(second)])
 
         cli("destroy", "--plan", plan, "--yes")

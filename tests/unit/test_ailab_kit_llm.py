@@ -22,6 +22,7 @@ class FakeLLM(BaseHTTPRequestHandler):
     """Answers the few routes of Ollama and llama-server that ailab_kit uses; records requests."""
 
     requests: ClassVar[list[tuple[str, str, Any]]] = []
+    authorizations: ClassVar[list[str | None]] = []
     fail_with: int | None = None
 
     def log_message(self, *args: Any) -> None:  # keep test output quiet
@@ -37,6 +38,7 @@ class FakeLLM(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         FakeLLM.requests.append(("GET", self.path, None))
+        FakeLLM.authorizations.append(self.headers.get("Authorization"))
         if FakeLLM.fail_with:
             self._reply(FakeLLM.fail_with, {"error": "boom"})
         elif self.path == "/api/tags":
@@ -50,6 +52,7 @@ class FakeLLM(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length", "0"))
         body = json.loads(self.rfile.read(length) or b"null")
         FakeLLM.requests.append(("POST", self.path, body))
+        FakeLLM.authorizations.append(self.headers.get("Authorization"))
         if FakeLLM.fail_with:
             self._reply(FakeLLM.fail_with, {"error": "boom"})
         elif self.path == "/api/generate":
@@ -66,6 +69,7 @@ class FakeLLM(BaseHTTPRequestHandler):
 @pytest.fixture()
 def fake_llm() -> Iterator[str]:
     FakeLLM.requests = []
+    FakeLLM.authorizations = []
     FakeLLM.fail_with = None
     server = ThreadingHTTPServer(("127.0.0.1", 0), FakeLLM)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -104,6 +108,25 @@ def test_llamacpp_models_and_completion(fake_llm: str) -> None:
     assert path == "/completion"
     assert body["prompt"] == "Question: Capital of France?\nAnswer:"
     assert body["n_predict"] == 8
+
+
+def test_api_key_goes_out_as_a_bearer_token(fake_llm: str) -> None:
+    settings = Settings.from_env(
+        {
+            "DATABASE_URL": "postgresql+psycopg://lab:pw@10.0.0.10:5432/lab",
+            "AILAB_LLM_URL": fake_llm,
+            "AILAB_LLM_MODEL": "gemma3-270m",
+            "AILAB_LLM_PROVIDER": "llamacpp",
+            "AILAB_LLM_API_KEY": "k3y-from-the-env-file",
+        }
+    )
+    assert "k3y-from-the-env-file" not in repr(settings)
+    client = settings.llm_client()
+    client.models()
+    client.generate("Capital of France?")
+    assert FakeLLM.authorizations == ["Bearer k3y-from-the-env-file"] * 2
+    LLMClient(fake_llm, "m", "llamacpp", timeout=5).models()  # no key: no header
+    assert FakeLLM.authorizations[-1] is None
 
 
 def test_http_error_becomes_llm_error(fake_llm: str) -> None:

@@ -150,13 +150,21 @@ def test_generate_writes_files_secrets_and_is_idempotent(project: LoadedPlan, tm
         "hosts.yml",
     ]
     password = SecretStore(tmp_path / ".ailab").get("postgresql-ailab.password")
-    assert password
+    llm_key = SecretStore(tmp_path / ".ailab").get("llm-api.key")
+    assert password and llm_key and len(llm_key) >= 32
     for path in out.rglob("*.yml"):
-        assert password not in path.read_text()
+        assert password not in path.read_text() and llm_key not in path.read_text()
     (secrets_file,) = first.extra_vars_files
-    assert yaml.safe_load(secrets_file.read_text()) == {"vault_postgresql_ailab_password": password}
+    assert yaml.safe_load(secrets_file.read_text()) == {
+        "vault_postgresql_ailab_password": password,
+        "vault_llm_api_key": llm_key,
+    }
+    # The LLM VM and the apps refer to the key by its variable only.
+    llm_vars = yaml.safe_load((out / "host_vars" / "llm.yml").read_text())
+    assert llm_vars["llm_api_key"] == "{{ vault_llm_api_key }}"
     assert stat.S_IMODE(secrets_file.stat().st_mode) == 0o600
     apps = yaml.safe_load((out / "host_vars" / "apps.yml").read_text())
+    assert apps["python_app_llm_api_key"] == "{{ vault_llm_api_key }}"
     assert apps["python_app_apps"][0]["asgi_app"] == "lab_status.api:app"
     assert apps["python_app_packages"] == [
         {"name": "lab-status", "source": "project", "project": str(tmp_path / "apps" / "lab_status")}
@@ -166,6 +174,7 @@ def test_generate_writes_files_secrets_and_is_idempotent(project: LoadedPlan, tm
     assert not again.changed
     assert len(again.files.unchanged) == 6  # five inventory files and the secrets file
     assert SecretStore(tmp_path / ".ailab").get("postgresql-ailab.password") == password
+    assert SecretStore(tmp_path / ".ailab").get("llm-api.key") == llm_key
 
 
 def test_generate_removes_vars_of_vms_no_longer_planned(project: LoadedPlan, tmp_path: Path) -> None:

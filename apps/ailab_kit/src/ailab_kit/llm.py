@@ -23,23 +23,35 @@ class Completion:
 
 
 class LLMClient:
-    """`provider` is "ollama" (/api/tags, /api/generate) or "llamacpp" (/v1/models, /completion)."""
+    """`provider` is "ollama" (/api/tags, /api/generate) or "llamacpp" (/v1/models, /completion).
 
-    def __init__(self, base_url: str, model: str, provider: str = "ollama", timeout: float = 120.0):
+    `api_key` goes out as "Authorization: Bearer <key>" (llama-server's --api-key, or the key
+    check in front of Ollama); never into error messages.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        provider: str = "ollama",
+        timeout: float = 120.0,
+        api_key: str = "",
+    ):
         if provider not in ("ollama", "llamacpp"):
             raise ValueError(f"unknown LLM provider {provider!r}")
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.provider = provider
         self.timeout = timeout
+        self._api_key = api_key
 
     def _request(self, path: str, body: dict[str, Any] | None = None) -> Any:
         data = None if body is None else json.dumps(body).encode()
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if self._api_key:
+            headers["Authorization"] = f"Bearer {self._api_key}"
         request = urllib.request.Request(
-            self.base_url + path,
-            data=data,
-            method="GET" if body is None else "POST",
-            headers={"Content-Type": "application/json", "Accept": "application/json"},
+            self.base_url + path, data=data, method="GET" if body is None else "POST", headers=headers
         )
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:

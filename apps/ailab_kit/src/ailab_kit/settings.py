@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from ailab_kit.llm import LLMClient
 
 PROVIDERS = ("ollama", "llamacpp")
 
@@ -20,6 +22,7 @@ class Settings:
     llm_model: str
     llm_provider: str
     llm_timeout: float = 120.0
+    llm_api_key: str = field(default="", repr=False)  # sent as a bearer token; never shown
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -40,7 +43,12 @@ class Settings:
             llm_model=env["AILAB_LLM_MODEL"],
             llm_provider=provider,
             llm_timeout=timeout,
+            llm_api_key=env.get("AILAB_LLM_API_KEY", ""),
         )
+
+    def llm_client(self) -> LLMClient:
+        """The LLM client these settings describe, key included."""
+        return LLMClient(self.llm_url, self.llm_model, self.llm_provider, self.llm_timeout, self.llm_api_key)
 
     def masked_database_url(self) -> str:
         """The database URL with its password replaced, safe to show or log."""

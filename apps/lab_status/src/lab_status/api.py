@@ -9,7 +9,7 @@ from functools import cache
 from typing import Any
 
 from ailab_kit.db import check_database, make_engine, make_sessionmaker
-from ailab_kit.llm import LLMClient, LLMError
+from ailab_kit.llm import LLMError
 from ailab_kit.service import ask
 from ailab_kit.settings import Settings
 
@@ -24,7 +24,7 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 def _resources():
     settings = Settings.from_env()
     engine = make_engine(settings.database_url)
-    client = LLMClient(settings.llm_url, settings.llm_model, settings.llm_provider, settings.llm_timeout)
+    client = settings.llm_client()
     return engine, make_sessionmaker(engine), client
 
 

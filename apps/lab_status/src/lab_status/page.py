@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 from ailab_kit.db import check_database, make_engine, make_sessionmaker, recent_exchanges
-from ailab_kit.llm import LLMClient, LLMError
+from ailab_kit.llm import LLMError
 from ailab_kit.service import ask
 from ailab_kit.settings import Settings
 
@@ -13,7 +13,7 @@ from ailab_kit.settings import Settings
 def _resources():
     settings = Settings.from_env()
     engine = make_engine(settings.database_url)
-    client = LLMClient(settings.llm_url, settings.llm_model, settings.llm_provider, settings.llm_timeout)
+    client = settings.llm_client()
     return settings, engine, make_sessionmaker(engine), client
 
 
