@@ -35,12 +35,14 @@ _SECRET_PATTERNS = (
     # PVE API token header: PVEAPIToken=user@realm!name=SECRET (or a space before the secret)
     re.compile(r"(PVEAPIToken[= ]\S+?!\S+?[= ])[^\s'\",;]+"),
     re.compile(r"(PVEAuthCookie=)[^\s'\",;]+"),
+    # HTTP bearer tokens (the LLM API key)
+    re.compile(r"(Bearer\s+)[^\s'\",;]+"),
     re.compile(r"(CSRFPreventionToken[\"']?\s*[:=]\s*[\"']?)[^\s'\",;]+", re.IGNORECASE),
     # user:password@ in URLs (postgresql://, http://)
     re.compile(r"([a-z][a-z0-9+.-]*://[^\s:/@]+:)[^\s@/]+(?=@)", re.IGNORECASE),
     # key=value, key: value, "key": "value" for password-ish keys
     re.compile(
-        r"((?<![A-Za-z0-9])(?:password|passwd|pwd|secret|token_secret|api_token|token)[\"']?\s*[:=]\s*[\"']?)"
+        r"((?<![A-Za-z0-9])(?:password|passwd|pwd|secret|token_secret|api_token|api_key|token)[\"']?\s*[:=]\s*[\"']?)"
         r"(?!\{\{)[^\s'\",;&}]+",
         re.IGNORECASE,
     ),

@@ -100,6 +100,8 @@ def test_concurrent_generation_agrees(tmp_path: Path) -> None:
         ("db_password: hunter2", "db_password: ***"),
         ("secret 0b9e1c55-5e0c-4e8a-9d1b-6a4f3e2d1c0b leaked", "secret *** leaked"),
         ('password: "{{ vault_db }}"', 'password: "{{ vault_db }}"'),  # a reference, not a secret
+        ("Authorization: Bearer s6SbB3-WZ_qL5bhE", "Authorization: Bearer ***"),
+        ("AILAB_LLM_API_KEY=s6SbB3-WZ_qL5bhE", "AILAB_LLM_API_KEY=***"),
         ("nothing to hide here", "nothing to hide here"),
     ],
 )
