@@ -75,8 +75,9 @@ def assert_llm_needs_its_key(plan: Path) -> None:
     assert right.rc == 0 and "content" in json.loads(right.stdout), right.stderr
 
 
-def assert_no_secret_leaked(lab_dir: Path, plan: Path, outputs: list[str]) -> None:
-    """Every secret the controller holds, searched in every VM and on the controller side."""
+def assert_no_secret_leaked(lab_dir: Path, plan: Path, outputs: list[str]) -> dict[str, dict[str, int]]:
+    """Every secret the controller holds, searched in every VM and on the controller side;
+    returns the files and bytes searched per place."""
     secrets = held_secrets(lab_dir, plan)
     kinds = {secret.kind for secret in secrets}
     assert kinds == {"api-token", "database-password", "llm-api-key"}, kinds
@@ -90,6 +91,7 @@ def assert_no_secret_leaked(lab_dir: Path, plan: Path, outputs: list[str]) -> No
     assert [str(hit) for hit in result.violations] == []
     # Nor in what the CLI printed (labels only, so a failure never prints a secret).
     assert [s.label for s in secrets if any(s.value in output for output in outputs)] == []
+    return {where: {"files": seen.files, "bytes": seen.bytes} for where, seen in result.coverage.items()}
 
 
 def test_up_from_nothing_to_verified_then_noop_then_destroy(tmp_path: Path) -> None:
@@ -113,12 +115,12 @@ def test_up_from_nothing_to_verified_then_noop_then_destroy(tmp_path: Path) -> N
         assert second["api_calls"]["writes"] == 0, second["api_calls"]
         assert second["changed"] == {name: 0 for name in first["changed"]}
         assert second["report"]["passed"]
-        summary = {"first": first["phases"], "second": second["phases"]}
-        if os.environ.get("AILAB_E2E_SUMMARY"):
-            Path(os.environ["AILAB_E2E_SUMMARY"]).write_text(json.dumps(summary, indent=2) + "\n")
 
         assert_llm_needs_its_key(Path(plan))
-        assert_no_secret_leaked(lab_dir, Path(plan), [json.dumps(first), json.dumps(second)])
+        scanned = assert_no_secret_leaked(lab_dir, Path(plan), [json.dumps(first), json.dumps(second)])
+        summary = {"first": first["phases"], "second": second["phases"], "secret_scan": scanned}
+        if os.environ.get("AILAB_E2E_SUMMARY"):
+            Path(os.environ["AILAB_E2E_SUMMARY"]).write_text(json.dumps(summary, indent=2) + "\n")
 
         cli("destroy", "--plan", plan, "--yes")
         after = json.loads(cli("plan", "--plan", plan, "--json").stdout)
