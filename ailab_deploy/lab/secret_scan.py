@@ -300,6 +300,18 @@ def _scan_files(
     return hits
 
 
+def _guest_root(machine: Machine) -> Path | None:
+    """A running guest's root as its processes see it (tmpfs /tmp and /run included), else its
+    disk: the merged root when mounted, else the writable layer (all the guest ever wrote)."""
+    leader = machine.leader_pid()
+    if leader is not None:
+        return Path(f"/proc/{leader}/root")
+    for candidate in (machine.rootfs, machine.upper):
+        if candidate.is_dir() and any(candidate.iterdir()):
+            return candidate
+    return None
+
+
 def held_secrets(lab_dir: Path, plan_path: Path | None = None) -> list[Secret]:
     """Every secret ailab-deploy holds for this lab: the API token and the controller's store."""
     secrets = []
@@ -339,9 +351,9 @@ def scan_lab(lab_dir: Path, secrets: list[Secret], plan_path: Path | None = None
     if machines.is_dir():
         for machine_dir in sorted(path for path in machines.iterdir() if path.is_dir()):
             machine = Machine(machine_dir.name, machine_dir)
-            leader = machine.leader_pid()
-            # A running guest's root as its processes see it, tmpfs mounts included.
-            root = Path(f"/proc/{leader}/root") if leader is not None else machine.rootfs
+            root = _guest_root(machine)
+            if root is None:
+                continue
             where = f"vm {machine.name}"
             seen = coverage.setdefault(where, Coverage())
             owners = _owner_names(root / "etc" / "passwd")

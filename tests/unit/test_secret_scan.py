@@ -82,6 +82,15 @@ def test_a_secret_of_another_kind_in_an_allowed_place_is_a_violation(lab: Path) 
     assert hit.path == "/etc/ailab-llm/api-key" and "not for a database-password" in hit.problem
 
 
+def test_a_stopped_machine_is_read_from_its_writable_layer_and_an_empty_one_skipped(lab: Path) -> None:
+    machines = lab / "machines"
+    _write(machines / "102" / "upper" / "var" / "log" / "auth.log", f"sudo: {PASSWORD}".encode())
+    (machines / "9000").mkdir()
+    result = scan_lab(lab, [Secret("database-password:ailab", PASSWORD)])
+    assert [(hit.where, hit.path) for hit in result.violations] == [("vm 102", "/var/log/auth.log")]
+    assert set(result.coverage) == {"vm 101", "vm 102", "controller"}
+
+
 def test_a_match_split_across_read_chunks_is_found(lab: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("ailab_deploy.lab.secret_scan._CHUNK", 16)
     rootfs = lab / "machines" / "101" / "rootfs"
