@@ -93,6 +93,11 @@ CREATE TABLE IF NOT EXISTS managed_vms (
     name TEXT NOT NULL,
     recorded_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS vm_addresses (
+    vmid INTEGER PRIMARY KEY,
+    address TEXT NOT NULL,
+    recorded_at REAL NOT NULL
+);
 """
 
 
@@ -254,6 +259,19 @@ class Ledger:
 
     def forget_vm(self, vmid: int) -> None:
         self._execute("DELETE FROM managed_vms WHERE vmid = ?", (vmid,))
+        self._execute("DELETE FROM vm_addresses WHERE vmid = ?", (vmid,))
+
+    def bind_address(self, vmid: int, address: str) -> None:
+        """The address whose host keys in known_hosts belong to ``vmid``."""
+        self._execute(
+            "INSERT INTO vm_addresses (vmid, address, recorded_at) VALUES (?, ?, ?) "
+            "ON CONFLICT(vmid) DO UPDATE SET address = excluded.address, recorded_at = excluded.recorded_at",
+            (vmid, address, time.time()),
+        )
+
+    def address_of(self, vmid: int) -> str | None:
+        row = self._execute("SELECT address FROM vm_addresses WHERE vmid = ?", (vmid,)).fetchone()
+        return None if row is None else str(row["address"])
 
     # ---- reading (for the CLI and verify)
 

@@ -22,7 +22,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ailab_deploy.adapters.backup_job import ensure_backup_job
-from ailab_deploy.adapters.known_hosts import KnownHosts, fetch_host_keys, wait_for_port
+from ailab_deploy.adapters.known_hosts import KnownHosts, fetch_host_keys, forget_vm, wait_for_port
 from ailab_deploy.adapters.ledger import Ledger, Run, apply_lock
 from ailab_deploy.adapters.nodeprep import NodeTarget, prepare_node, storages_from_api, vendor_snippet
 from ailab_deploy.adapters.proxmox import ProxmoxApiError, ProxmoxClient, TaskFailed
@@ -40,6 +40,7 @@ from ailab_deploy.core.diff import (
     diff_vm,
     is_managed,
 )
+from ailab_deploy.core.hostkeys import judge_host_keys
 from ailab_deploy.core.loader import LoadedPlan
 from ailab_deploy.core.pveformat import actual_value
 from ailab_deploy.errors import AilabError, ConfigError, ProxmoxError
@@ -323,7 +324,7 @@ class Provisioner:
                     self.progress(f"{name}: changes wait for a restart (apply --restart, or reboot the VM)")
             self._step(name, "guest-agent", lambda: self._wait_agent(desired, options))
             if options.wait_ssh:
-                self._step(name, "ssh", lambda: self._ssh(desired, options))
+                self._step(name, "ssh", lambda: self._ssh(desired, options, created=not existed))
             else:
                 self._skip(name, "ssh", "--no-wait-ssh")
         except (AilabError, OSError) as error:
@@ -446,10 +447,28 @@ class Provisioner:
                 )
             time.sleep(min(2.0, max(0.1, deadline - time.monotonic())))
 
-    def _ssh(self, desired: DesiredVM, options: ApplyOptions) -> str:
+    def _ssh(self, desired: DesiredVM, options: ApplyOptions, *, created: bool) -> str:
+        """Record, check or (for a VM this run cloned) replace the VM's host keys."""
         wait_for_port(desired.ip, options.ssh_port, options.ssh_timeout, what=desired.name)
         keys = fetch_host_keys(desired.ip, options.ssh_port)
-        return self.known_hosts.record_or_check(desired.vmid, desired.ip, keys)
+        verdict = judge_host_keys(
+            self.known_hosts.keys_for(desired.ip),
+            keys,
+            created_by_this_run=created,
+            vmid=desired.vmid,
+            host=desired.ip,
+            known_hosts=str(self.known_hosts.path),
+        )
+        previous = self.ledger.address_of(desired.vmid)
+        if previous is not None and previous != desired.ip:
+            self.known_hosts.remove(previous)  # the VM moved: its old address is no longer its own
+        if verdict.writes:
+            self.known_hosts.replace(desired.ip, keys)
+        self.ledger.bind_address(desired.vmid, desired.ip)
+        return verdict.message
+
+    def forget_vm(self, vmid: int) -> None:
+        forget_vm(self.ledger, self.known_hosts, vmid)
 
     def _event(self, vm: str, message: str, level: str = "warning") -> None:
         self.progress(f"{vm}: {message}")
@@ -615,8 +634,7 @@ class Provisioner:
             f"destruction of {vm.name}",
             options.task_timeout,
         )
-        self.ledger.forget_vm(vm.vmid)
-        self.known_hosts.forget(vm.vmid)
+        self.forget_vm(vm.vmid)
         return f"VM {vm.vmid} destroyed"
 
     # ------------------------------------------------------------------------------- rollback

@@ -61,22 +61,28 @@ def status(
 
 
 @lab_app.command()
-def down(lab_dir: Path | None = LabDir) -> None:
-    """Stop the lab and remove every container, namespace, mount and process it made (idempotent).
-
-    The emulator's state stays in the lab directory."""
+def down(
+    purge: bool = typer.Option(
+        False, "--purge", help="also throw every VM away (as `lab reset`), and their disks"
+    ),
+    lab_dir: Path | None = LabDir,
+) -> None:
+    """Stop the lab as a node powers off (idempotent): guests shut down, every container process,
+    namespace, mount and the bridge go; VMs, their disks and configs stay for the next `lab up`."""
     try:
-        stopped = assemble.down(control.resolve_lab_dir(lab_dir))
+        stopped = assemble.down(control.resolve_lab_dir(lab_dir), purge=purge)
     except AilabError as err:
         raise _fail(err) from err
-    typer.echo("lab stopped" if stopped else "lab emulator was not running; lab infrastructure removed")
+    kept = "VMs and their disks were removed" if purge else "VMs and their disks are kept"
+    stopped_text = "lab stopped" if stopped else "lab emulator was not running; lab infrastructure removed"
+    typer.echo(f"{stopped_text}; {kept}")
 
 
 @lab_app.command()
 def reset(lab_dir: Path | None = LabDir) -> None:
-    """Destroy every lab VM except the template."""
+    """Destroy every lab VM except the template, and forget them on the controller (host keys, ledger)."""
     try:
-        removed = control.reset(control.resolve_lab_dir(lab_dir))
+        removed = assemble.reset(control.resolve_lab_dir(lab_dir))
     except AilabError as err:
         raise _fail(err) from err
     typer.echo(f"removed {len(removed)} VM(s); the template is kept")

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -256,22 +257,43 @@ def down(lab_dir: Path, timeout: float = 10.0) -> bool:
     return True
 
 
-def reset(lab_dir: Path) -> list[int]:
-    """Wipe every VM but the template, through the running emulator's admin API."""
+def _request(lab_dir: Path, method: str, path: str, *, admin: bool = False, timeout: float = 30) -> Any:
+    """One call to the running emulator with the lab's token; its ``data``."""
     current = status(lab_dir)
     if not current["running"]:
         raise LabError("the lab emulator is not running: run 'ailab-deploy lab up' first")
     paths = LabPaths(lab_dir)
     secret = paths.token_secret.read_text().strip()
-    base = current["endpoint"].removesuffix("/api2/json")
+    base = current["endpoint"].removesuffix("/api2/json") if admin else current["endpoint"]
     request = urllib.request.Request(
-        f"{base}/_lab/reset",
-        method="POST",
-        headers={"Authorization": f"PVEAPIToken={TOKEN_ID}={secret}"},
+        f"{base}{path}", method=method, headers={"Authorization": f"PVEAPIToken={TOKEN_ID}={secret}"}
     )
     context = ssl.create_default_context(cafile=str(paths.cert))
-    with urllib.request.urlopen(request, context=context, timeout=30) as answer:
-        return list(json.loads(answer.read())["data"]["removed"])
+    try:
+        with urllib.request.urlopen(request, context=context, timeout=timeout) as answer:
+            return json.loads(answer.read())["data"]
+    except (urllib.error.URLError, OSError, ValueError, KeyError) as err:
+        raise LabError(f"the lab emulator did not answer {method} {path}: {err}") from err
+
+
+def reset(lab_dir: Path) -> list[int]:
+    """Wipe every VM but the template, through the running emulator's admin API."""
+    return list(_request(lab_dir, "POST", "/_lab/reset", admin=True)["removed"])
+
+
+def guests_power(lab_dir: Path, action: str, timeout: float = 300.0) -> str:
+    """``startall`` or ``stopall`` on the node, as pve-guests.service does at boot and shutdown;
+    waits (bounded) for the task and returns its exit status."""
+    node = status(lab_dir)["node"]
+    upid = str(_request(lab_dir, "POST", f"/nodes/{node}/{action}"))
+    deadline = time.monotonic() + timeout
+    path = f"/nodes/{node}/tasks/{urllib.parse.quote(upid, safe='')}/status"
+    while time.monotonic() < deadline:
+        task = _request(lab_dir, "GET", path)
+        if task.get("status") == "stopped":
+            return str(task.get("exitstatus"))
+        time.sleep(0.5)
+    raise LabError(f"the lab node's {action} did not finish within {timeout:.0f}s")
 
 
 def _zombie(pid: int) -> bool:

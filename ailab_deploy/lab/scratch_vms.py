@@ -299,12 +299,10 @@ def _scratch_plan(paths: ScratchPaths, lab_plan: LoadedPlan, name: str, where: A
     return load_plan(path)
 
 
-def _host_key(state_dir: Path, vmid: int) -> str:
-    keys = {
-        entry.key_type: entry.key_base64 for entry in KnownHosts(state_dir).entries() if entry.vmid == vmid
-    }
+def _host_key(state_dir: Path, vmid: int, address: str) -> str:
+    keys = dict(KnownHosts(state_dir).keys_for(address))
     if not keys:
-        raise LabError(f"no host key was recorded for VM {vmid} in {state_dir}")
+        raise LabError(f"no host key was recorded for VM {vmid} at {address} in {state_dir}")
     key_type = "ssh-ed25519" if "ssh-ed25519" in keys else sorted(keys)[0]
     return f"{key_type} {keys[key_type]}"
 
@@ -326,8 +324,7 @@ def create(lab_dir: Path, name: str, *, progress: Callable[[str], None] | None =
         provisioner = Provisioner(loaded, client, ledger, state_dir, progress=progress)
         if provisioner.read_vm(where.vmid) is None:
             # Gone behind our back (lab reset, a lost lab dir): a new clone gets new host keys.
-            ledger.forget_vm(where.vmid)
-            provisioner.known_hosts.forget(where.vmid)
+            provisioner.forget_vm(where.vmid)
         provisioner.apply(ApplyOptions(parallel=1, ssh_port=SSH_PORT))
     template = loaded.plan.template
     assert template.ssh_private_key_file is not None  # the lab plan always names the lab key
@@ -337,7 +334,7 @@ def create(lab_dir: Path, name: str, *, progress: Callable[[str], None] | None =
         user=template.admin_user,
         port=SSH_PORT,
         identity_file=str(loaded.resolve(template.ssh_private_key_file)),
-        host_key=_host_key(state_dir, where.vmid),
+        host_key=_host_key(state_dir, where.vmid, where.ip),
     )
 
 

@@ -69,6 +69,6 @@ def test_lab_up_apply_reapply_destroy_down(tmp_path: Path) -> None:
         after = json.loads(cli("plan", "--plan", plan, "--json").stdout)
         assert {action["action"] for vm in after["vms"] for action in vm["actions"]} == {"create"}
     finally:
-        cli("lab", "down", "--lab-dir", str(lab_dir), check=False)
+        cli("lab", "down", "--purge", "--lab-dir", str(lab_dir), check=False)
     assert leftovers(lab_dir) == []
     cli("lab", "down", "--lab-dir", str(lab_dir))  # idempotent

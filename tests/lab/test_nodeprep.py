@@ -52,4 +52,4 @@ def test_snippet_upload_is_idempotent_and_lands_in_shared_storage(tmp_path: Path
         with pytest.raises(Exception, match="is not in"):  # strict host key checking: no trust on first use
             prepare_node(stranger, [snippet])
     finally:
-        lab_down(lab_dir)
+        lab_down(lab_dir, purge=True)

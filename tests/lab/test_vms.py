@@ -200,6 +200,6 @@ def test_destroy_and_down_leave_no_trace(vm_lab: VMLab) -> None:
         vm_lab.backend.destroy(vmid)
         assert not vm_lab.backend.machine(vmid).dir.exists()
         assert network.netns_name(str(vmid)) not in network.namespaces()
-    lab_down(vm_lab.lab_dir)
+    lab_down(vm_lab.lab_dir, purge=True)
     assert leftovers(vm_lab.lab_dir) == []
     assert not os.path.exists(f"/sys/class/net/{network.BRIDGE}")

@@ -62,6 +62,8 @@ def register(emu: Emulator) -> QemuApi:
     add("GET", base + "/{vmid}/snapshot/{snapname}/config", api.snapshot_config)
     add("POST", base + "/{vmid}/snapshot/{snapname}/rollback", api.snapshot_rollback)
     add("DELETE", base + "/{vmid}/snapshot/{snapname}", api.snapshot_delete)
+    add("POST", "/nodes/{node}/startall", api.start_all)
+    add("POST", "/nodes/{node}/stopall", api.stop_all)
     return api
 
 
@@ -907,6 +909,65 @@ class QemuApi:
         timeout = float(params.get("timeout", 180))
         work = self._stop_work(params["vmid"], skiplock, timeout)
         return self._task(req, "qmshutdown", params["vmid"], work)
+
+    # --- the node's boot and shutdown (pve-guests.service runs these) -----------------------------
+
+    def _guest_order(self, vms: str | None, *, onboot_only: bool) -> list[int]:
+        """VMs by their ``startup`` order, then vmid, as PVE's startall walks them."""
+        wanted = {int(v) for v in re.split(r"[,;\s]+", vms) if v} if vms else None
+        chosen = []
+        with self.store.lock:
+            for vmid, vm in self.store.vms.items():
+                conf = vm.merged()
+                if vm.is_template or (wanted is not None and vmid not in wanted):
+                    continue
+                if onboot_only and str(conf.get("onboot", "0")) != "1":
+                    continue
+                order = re.search(r"(?:^|,)order=(\d+)", str(conf.get("startup", "")))
+                chosen.append((int(order.group(1)) if order else 1 << 30, vmid))
+        return [vmid for _, vmid in sorted(chosen)]
+
+    def start_all(self, req: Request) -> Any:
+        spec = {"node": schema.NODE, "force": P("boolean"), "vms": P()}
+        params = schema.check(req.params, spec)
+        self.emu.check_node(params["node"])
+        vmids = self._guest_order(params.get("vms"), onboot_only=not params.get("force"))
+
+        def work(ctx: TaskContext) -> None:
+            for vmid in vmids:
+                if self.store.is_running(vmid):
+                    continue
+                ctx.log(f"Starting VM {vmid}")
+                try:
+                    self._do_start(ctx, vmid, skiplock=False)
+                except Exception as error:  # PVE goes on with the next guest
+                    ctx.log(f"Starting VM {vmid} failed: {error}")
+
+        return self.emu.tasks.start("startall", "", req.identity.authuser, work).upid
+
+    def stop_all(self, req: Request) -> Any:
+        spec = {
+            "node": schema.NODE,
+            "vms": P(),
+            "force-stop": P("boolean"),
+            "timeout": P("integer", minimum=0, maximum=7200),
+        }
+        params = schema.check(req.params, spec)
+        self.emu.check_node(params["node"])
+        vmids = list(reversed(self._guest_order(params.get("vms"), onboot_only=False)))
+        timeout = float(params.get("timeout", 180))
+
+        def work(ctx: TaskContext) -> None:
+            for vmid in vmids:
+                if not self.store.is_running(vmid):
+                    continue
+                ctx.log(f"Stopping VM {vmid} (timeout = {timeout:g} seconds)")
+                try:
+                    self._stop_work(vmid, False, timeout)(ctx)
+                except Exception as error:
+                    ctx.log(f"Stopping VM {vmid} failed: {error}")
+
+        return self.emu.tasks.start("stopall", "", req.identity.authuser, work).upid
 
     def reboot(self, req: Request) -> Any:
         params = self._params(req, {"timeout": P("integer", minimum=0)})
