@@ -93,6 +93,11 @@ class Snippet:
         return bool(re.search(r"://[^/\s:@]+:[^/\s@]+@", self.content))
 
 
+# A proxy that serves one request per connection (tinyproxy, many small ones) drops the rest of
+# apt's pipelined requests and resets the connection, which can cut the response being read.
+APT_THROUGH_PROXY = 'Acquire::http::Pipeline-Depth "0";\nAcquire::Retries "3";\n'
+
+
 def render_vendor_data(http_proxy: str | None, ca_certificates: Sequence[str]) -> str:
     """#cloud-config for the first boot, before Ansible: apt and pip through the proxy, extra CAs trusted.
 
@@ -102,7 +107,7 @@ def render_vendor_data(http_proxy: str | None, ca_certificates: Sequence[str]) -
     if ca_certificates:
         config["ca_certs"] = {"trusted": [pem.strip() + "\n" for pem in ca_certificates]}
     if http_proxy:
-        config["apt"] = {"http_proxy": http_proxy, "https_proxy": http_proxy}
+        config["apt"] = {"http_proxy": http_proxy, "https_proxy": http_proxy, "conf": APT_THROUGH_PROXY}
         pip = f"[global]\nproxy = {http_proxy}\n"
         if ca_certificates:  # pip's own bundle would not contain the added CAs
             pip += "cert = /etc/ssl/certs/ca-certificates.crt\n"

@@ -1,22 +1,33 @@
-"""The one-command path on the lab, as a user runs it:
+"""The one-command path on the lab, as a user runs it, and the rehearsal's life cycle on one lab:
 
-lab up -> up (nothing to a verified lab) -> assert the report -> up again (no API writes,
-changed=0) -> destroy -> lab down, leaving nothing behind.
+lab up -> up (nothing to a verified lab) -> up again (no API writes, changed=0)
+-> lab down -> lab up (a node reboot: VMs, disks and configs kept) -> plan (no changes)
+-> up (changed=0, 0 API writes) -> lab reset -> up (verified again; host keys of the VMs it
+re-created replaced, not refused) -> destroy -> lab down --purge, leaving nothing behind.
 
-Slow: the first ``up`` builds llama.cpp's server from source. Set ``AILAB_E2E_SUMMARY`` to a
-file path to keep both runs' phase timings (CI prints them).
+The steps share one lab (module scope) and run in order. Slow: the first ``up`` builds
+llama.cpp's server from source. Set ``AILAB_E2E_SUMMARY`` to a file path to keep the first and
+no-op runs' phase timings (CI prints them).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from ailab_deploy.adapters.known_hosts import KnownHosts
+from ailab_deploy.adapters.ledger import Ledger
+from ailab_deploy.core.loader import load_plan
 from ailab_deploy.lab.containers import leftovers
+from ailab_deploy.lab.containers.backend import machines_dir
 
 from .conftest import ailab_cli as cli
 from .conftest import free_port
@@ -24,9 +35,43 @@ from .conftest import free_port
 pytestmark = pytest.mark.e2e
 
 
-def up(plan: str) -> dict[str, Any]:
-    summary: dict[str, Any] = json.loads(cli("up", "--plan", plan, "--json", timeout=3600).stdout)
-    return summary
+@dataclass
+class Rehearsal:
+    lab_dir: Path
+    plan: str
+    runs: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def state_dir(self) -> Path:
+        return Path(self.plan).parent / ".ailab"
+
+    def vm_addresses(self) -> dict[str, str]:
+        return {vm.name: str(vm.ip) for vm in load_plan(Path(self.plan)).plan.vms}
+
+    def vmids(self) -> dict[str, int]:
+        return {vm.name: vm.vmid for vm in load_plan(Path(self.plan)).plan.vms}
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rehearsal]:
+    lab_dir = tmp_path_factory.mktemp("e2e") / "lab"
+    port = str(free_port())
+    try:
+        status = json.loads(cli("lab", "up", "--lab-dir", str(lab_dir), "--port", port, "--json").stdout)
+        yield Rehearsal(lab_dir, status["lab_plan"])
+    finally:
+        cli("lab", "down", "--purge", "--lab-dir", str(lab_dir), check=False)
+
+
+def up(plan: str) -> tuple[dict[str, Any], str]:
+    result = cli("up", "--plan", plan, "--json", timeout=3600)
+    summary: dict[str, Any] = json.loads(result.stdout)
+    return summary, result.stderr
+
+
+def planned_actions(plan: str) -> dict[str, set[str]]:
+    planned = json.loads(cli("plan", "--plan", plan, "--json").stdout)
+    return {vm["name"]: {action["action"] for action in vm["actions"]} for vm in planned["vms"]}
 
 
 def assert_verified(report: dict[str, Any]) -> None:
@@ -53,34 +98,78 @@ def assert_verified(report: dict[str, Any]) -> None:
     assert report["passed"] and report["problems"] == []
 
 
-def test_up_from_nothing_to_verified_then_noop_then_destroy(tmp_path: Path) -> None:
-    lab_dir = tmp_path / "lab"
-    port = str(free_port())
-    try:
-        status = json.loads(cli("lab", "up", "--lab-dir", str(lab_dir), "--port", port, "--json").stdout)
-        plan = status["lab_plan"]
+def assert_noop(run: dict[str, Any], names: list[str]) -> None:
+    assert run["api_calls"]["writes"] == 0, run["api_calls"]
+    assert run["changed"] == {name: 0 for name in names}, run["changed"]
+    assert run["report"]["passed"]
 
-        first = up(plan)
-        assert_verified(first["report"])
-        assert first["api_calls"]["writes"] > 0
-        assert all(count > 0 for count in first["changed"].values()), first["changed"]
-        for path in first["report_files"]:
-            assert Path(path).is_file()
-        # Every VM booted with the vendor data node preparation uploaded to the node.
-        vendor = (lab_dir / "storage" / "local" / "snippets" / "ailab-vendor.yaml").read_text()
-        assert "http://10.77.0.1:8888" in vendor  # the node's storage, which PVE resolves cicustom in
 
-        second = up(plan)
-        assert second["api_calls"]["writes"] == 0, second["api_calls"]
-        assert second["changed"] == {name: 0 for name in first["changed"]}
-        assert second["report"]["passed"]
-        summary = {"first": first["phases"], "second": second["phases"]}
-        if os.environ.get("AILAB_E2E_SUMMARY"):
-            Path(os.environ["AILAB_E2E_SUMMARY"]).write_text(json.dumps(summary, indent=2) + "\n")
+def test_up_from_nothing_to_verified(lab: Rehearsal) -> None:
+    first, _ = up(lab.plan)
+    lab.runs["first"] = first
+    assert_verified(first["report"])
+    assert first["api_calls"]["writes"] > 0
+    assert all(count > 0 for count in first["changed"].values()), first["changed"]
+    for path in first["report_files"]:
+        assert Path(path).is_file()
+    # Every VM booted with the vendor data node preparation uploaded to the node.
+    vendor = (lab.lab_dir / "storage" / "local" / "snippets" / "ailab-vendor.yaml").read_text()
+    assert "http://10.77.0.1:8888" in vendor  # the node's storage, which PVE resolves cicustom in
 
-        cli("destroy", "--plan", plan, "--yes")
-        after = json.loads(cli("plan", "--plan", plan, "--json").stdout)
-        assert {action["action"] for vm in after["vms"] for action in vm["actions"]} == {"create"}
-    finally:
-        cli("lab", "down", "--lab-dir", str(lab_dir), check=False)
-    assert leftovers(lab_dir) == []
+
+def test_second_up_changes_nothing(lab: Rehearsal) -> None:
+    second, _ = up(lab.plan)
+    lab.runs["second"] = second
+    assert_noop(second, list(lab.runs["first"]["changed"]))
+    if os.environ.get("AILAB_E2E_SUMMARY"):
+        summary = {"first": lab.runs["first"]["phases"], "second": second["phases"]}
+        Path(os.environ["AILAB_E2E_SUMMARY"]).write_text(json.dumps(summary, indent=2) + "\n")
+
+
+def test_lab_down_and_up_is_a_node_reboot(lab: Rehearsal) -> None:
+    cli("lab", "down", "--lab-dir", str(lab.lab_dir))
+    assert leftovers() == []  # no process, mount, netns, veth, bridge or firewall of the lab
+    disks = {path.name for path in machines_dir(lab.lab_dir).iterdir()}
+    assert {str(vmid) for vmid in lab.vmids().values()} <= disks
+
+    status = json.loads(cli("lab", "up", "--lab-dir", str(lab.lab_dir), "--json").stdout)
+    assert status["running"] and status["startall"] == "OK"
+    assert planned_actions(lab.plan) == {name: {"no-op"} for name in lab.vmids()}
+    after_reboot, _ = up(lab.plan)
+    assert_noop(after_reboot, list(lab.vmids()))
+
+
+def test_lab_reset_leaves_a_consistent_world(lab: Rehearsal) -> None:
+    known_hosts = KnownHosts(lab.state_dir)
+    before = known_hosts.path.read_text()
+    addresses = lab.vm_addresses()
+    old_keys = {address: known_hosts.keys_for(address) for address in addresses.values()}
+    assert all(old_keys.values())
+
+    reset = cli("lab", "reset", "--lab-dir", str(lab.lab_dir))
+    assert int(reset.stdout.split()[1]) == len(addresses)  # "removed N VM(s); ..."
+    assert all(known_hosts.keys_for(address) == set() for address in addresses.values())
+    with Ledger(lab.state_dir) as ledger:
+        assert ledger.managed_vmids() == set()
+    node = ipaddress.ip_address("10.77.0.2")
+    assert known_hosts.keys_for(str(node)), "the node's pinned key survives a reset"
+
+    # A controller whose records lag behind (the VMs rebuilt behind its back, by hand or by an
+    # older version): apply re-creates the VMs itself, so their new keys replace the old ones.
+    known_hosts.path.write_text(before)
+    rebuilt, progress = up(lab.plan)
+    assert_verified(rebuilt["report"])
+    for name, address in addresses.items():
+        assert f"{name}: ssh: replaced" in progress, progress[-3000:]
+        new_keys = known_hosts.keys_for(address)
+        assert new_keys and not new_keys & old_keys[address], f"{name}: old keys still trusted"
+        lookup = ["ssh-keygen", "-F", address, "-f", str(known_hosts.path)]
+        found = subprocess.run(lookup, capture_output=True, check=False)
+        assert found.returncode == 0  # OpenSSH's own lookup finds the new entry
+
+
+def test_destroy_then_purge_leaves_nothing(lab: Rehearsal) -> None:
+    cli("destroy", "--plan", lab.plan, "--yes")
+    assert planned_actions(lab.plan) == {name: {"create"} for name in lab.vmids()}
+    cli("lab", "down", "--purge", "--lab-dir", str(lab.lab_dir))
+    assert leftovers(lab.lab_dir) == []

@@ -46,7 +46,10 @@ def _cloud_config(text: str) -> dict[str, object]:
 
 def test_vendor_data_with_proxy_and_ca() -> None:
     config = _cloud_config(render_vendor_data("http://10.77.0.1:8888", [PEM]))
-    assert config["apt"] == {"http_proxy": "http://10.77.0.1:8888", "https_proxy": "http://10.77.0.1:8888"}
+    apt = dict(config["apt"])  # type: ignore[call-overload]
+    conf = apt.pop("conf")
+    assert apt == {"http_proxy": "http://10.77.0.1:8888", "https_proxy": "http://10.77.0.1:8888"}
+    assert 'Acquire::http::Pipeline-Depth "0";' in conf.splitlines()
     assert config["ca_certs"] == {"trusted": [PEM + "\n"]}
     (pip_conf,) = config["write_files"]  # type: ignore[misc]
     assert pip_conf["path"] == "/etc/pip.conf"
