@@ -30,7 +30,7 @@ def networks(sources: Iterable[Any]) -> frozenset[Network]:
     parsed = [ipaddress.ip_network(str(source), strict=False) for source in sources]
     v4 = [network for network in parsed if network.version == 4]
     v6 = [network for network in parsed if network.version == 6]
-    return frozenset([*ipaddress.collapse_addresses(v4), *ipaddress.collapse_addresses(v6)])  # type: ignore[misc]
+    return frozenset([*ipaddress.collapse_addresses(v4), *ipaddress.collapse_addresses(v6)])
 
 
 def postgresql_settings(plan: Plan, vm: VM) -> dict[str, str]:
@@ -99,7 +99,7 @@ def _addresses(right: Any) -> list[Network]:
         return [ipaddress.ip_network(f"{prefix['addr']}/{prefix['len']}")]
     if isinstance(right, dict) and "range" in right:
         first, last = (ipaddress.ip_address(end) for end in right["range"])
-        return list(ipaddress.summarize_address_range(first, last))  # type: ignore[arg-type]
+        return list(ipaddress.summarize_address_range(first, last))
     return [ipaddress.ip_network(str(right))]
 
 

@@ -10,6 +10,7 @@ import pytest
 import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
+from paramiko.common import AUTH_FAILED, AUTH_SUCCESSFUL
 
 from ailab_deploy.adapters.nodeprep import (
     NodeTarget,
@@ -173,8 +174,8 @@ class _LoopbackSshd(paramiko.ServerInterface):
     def check_auth_publickey(self, username: str, key: paramiko.PKey) -> int:
         self.offered.append(key.get_base64())
         if username == "root" and key.get_base64() == self.allowed.get_base64():
-            return paramiko.AUTH_SUCCESSFUL
-        return paramiko.AUTH_FAILED
+            return AUTH_SUCCESSFUL
+        return AUTH_FAILED
 
 
 def _ed25519(path: Path) -> paramiko.PKey:
