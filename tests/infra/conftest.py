@@ -2,11 +2,10 @@
 
 Run it against the generated inventory, standalone::
 
-    .venv/bin/pytest tests/infra --ansible-inventory=inventory/generated/hosts.yml \
-        --hosts=ansible://all --sudo
+    AILAB_PLAN=vms.yaml .venv/bin/pytest tests/infra \
+        --ansible-inventory=inventory/generated/hosts.yml --hosts=ansible://all --sudo
 
-or through ``ailab-deploy verify``, which also sets ``AILAB_PLAN`` (set it yourself when running
-standalone). The values that matter (PostgreSQL settings and clients, LLM flags, firewall
+or through ``ailab-deploy verify``, which sets ``AILAB_PLAN`` itself. The values that matter (PostgreSQL settings and clients, LLM flags, firewall
 sources) are worked out from that plan and its sizing (tests/infra/expected.py), not read from
 the inventory the roles were given, so a wrong value in the inventory fails here. Connection
 details and names still come from the inventory. A test that does not apply to a host (its
