@@ -5,11 +5,11 @@ Run it against the generated inventory, standalone::
     AILAB_PLAN=vms.yaml .venv/bin/pytest tests/infra \
         --ansible-inventory=inventory/generated/hosts.yml --hosts=ansible://all --sudo
 
-or through ``ailab-deploy verify``, which sets ``AILAB_PLAN`` itself. The values that matter (PostgreSQL settings and clients, LLM flags, firewall
-sources) are worked out from that plan and its sizing (tests/infra/expected.py), not read from
-the inventory the roles were given, so a wrong value in the inventory fails here. Connection
-details and names still come from the inventory. A test that does not apply to a host (its
-role is not there) is skipped.
+or through ``ailab-deploy verify``, which sets ``AILAB_PLAN`` itself. The values that matter
+(PostgreSQL settings and clients, LLM flags, firewall sources) are worked out from that plan and
+its sizing (tests/infra/expected.py), not read from the inventory the roles were given, so a
+wrong value in the inventory fails here. Connection details and names still come from the
+inventory. A test that does not apply to a host (its role is not there) is skipped.
 """
 
 from __future__ import annotations
