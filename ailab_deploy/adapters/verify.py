@@ -37,8 +37,11 @@ class VerifyOutcome:
     problems: tuple[str, ...]  # measurements that could not be taken
 
 
-def run_testinfra(inventory: Path, state_dir: Path, junit: Path) -> dict[str, Any]:
-    """Run tests/infra with pytest against the generated inventory; outcome counts from JUnit XML."""
+def run_testinfra(inventory: Path, state_dir: Path, junit: Path, plan: Path) -> dict[str, Any]:
+    """Run tests/infra with pytest against the generated inventory; outcome counts from JUnit XML.
+
+    The suite also gets the plan: it works out the values that matter from the plan itself.
+    """
     suite = project_root() / "tests" / "infra"
     if not suite.is_dir():
         return {"errors": 1, "detail": f"{suite} is missing"}
@@ -55,7 +58,11 @@ def run_testinfra(inventory: Path, state_dir: Path, junit: Path) -> dict[str, An
         "--sudo",  # secret files, sshd -T and nft need root; the admin user has passwordless sudo
         f"--junitxml={junit}",
     ]
-    env = {"AILAB_STATE_DIR": str(state_dir), "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"}
+    env = {
+        "AILAB_STATE_DIR": str(state_dir),
+        "AILAB_PLAN": str(plan.absolute()),
+        "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
+    }
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=1800, check=False)
     if not junit.is_file():
         return {"errors": 1, "detail": (result.stdout + result.stderr)[-500:]}
@@ -95,7 +102,9 @@ def verify(loaded: LoadedPlan, *, infra: bool = True, ledger: Ledger | None = No
                 inventory = generate_inventory(
                     loaded, plan_addresses(loaded), state_dir=state, private_key_file=private_key_of(loaded)
                 )
-                infra_counts = run_testinfra(inventory.inventory_path, state, reports_dir / "testinfra.xml")
+                infra_counts = run_testinfra(
+                    inventory.inventory_path, state, reports_dir / "testinfra.xml", loaded.path
+                )
             llm_sizing = sizing.llm
             llm = attempt("llm", lambda: measure_llm(targets, llm_sizing)) if llm_sizing else None
             pgbench = attempt("pgbench", lambda: measure_pgbench(targets))

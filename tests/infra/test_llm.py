@@ -8,6 +8,9 @@ from typing import Any
 
 import pytest
 
+from ailab_deploy.core.plan import VM, Plan
+from tests.infra.expected import SERVED_MODEL_NAME, llamacpp_flags, ollama_environment
+
 
 @pytest.fixture
 def llm(hostvars: dict[str, Any], needs: Any) -> dict[str, Any]:
@@ -32,32 +35,25 @@ def test_service_is_enabled_and_running_as_its_own_user(host: Any, llm: dict[str
     assert host.user(user).shell in ("/usr/sbin/nologin", "/bin/false")
 
 
-def test_llamacpp_flags_come_from_sizing(host: Any, llm: dict[str, Any]) -> None:
-    if llm["llm_engine"] != "llamacpp":
+def test_llamacpp_flags_come_from_sizing(host: Any, llm: dict[str, Any], plan: Plan, vm: VM) -> None:
+    if plan.llm.engine != "llamacpp":
         pytest.skip("the ollama engine has no command-line flags")
     argv = shlex.split(
         host.check_output("systemctl show -P ExecStart llama-server").split("argv[]=")[1].split(";")[0]
     )
     flags = dict(zip(argv[1::2], argv[2::2], strict=False))
-    assert flags["--threads"] == str(llm["llm_threads"])
-    assert flags["--parallel"] == str(llm["llm_parallel"])
-    assert flags["--ctx-size"] == str(llm["llm_context_length"] * llm["llm_parallel"])
-    assert flags["--host"] == llm["ailab_private_address"]
-    assert flags["--alias"] == llm["llm_served_model_name"]
-    assert flags["--cache-type-k"] == llm["llm_kv_cache_type"]
+    expected = llamacpp_flags(plan, vm)
+    assert {flag: flags.get(flag) for flag in expected} == expected
 
 
-def test_ollama_environment_comes_from_the_plan(host: Any, llm: dict[str, Any]) -> None:
-    if llm["llm_engine"] != "ollama":
+def test_ollama_environment_comes_from_the_plan(host: Any, llm: dict[str, Any], plan: Plan, vm: VM) -> None:
+    if plan.llm.engine != "ollama":
         pytest.skip("llama.cpp takes flags, not environment")
     environment = dict(
         item.split("=", 1) for item in host.check_output("systemctl show -P Environment ollama").split()
     )
-    assert environment["OLLAMA_HOST"] == f"{llm['ailab_private_address']}:{_port(llm)}"
-    assert environment["OLLAMA_MAX_LOADED_MODELS"] == "1"
-    assert environment["OLLAMA_NUM_PARALLEL"] == str(llm["llm_parallel"])
-    assert environment["OLLAMA_CONTEXT_LENGTH"] == str(llm["llm_context_length"])
-    assert environment["OLLAMA_KV_CACHE_TYPE"] == llm["llm_kv_cache_type"]
+    expected = ollama_environment(plan, vm)
+    assert {name: environment.get(name) for name in expected} == expected
 
 
 def test_model_file_matches_its_checksum(host: Any, llm: dict[str, Any]) -> None:
@@ -70,15 +66,15 @@ def test_model_file_matches_its_checksum(host: Any, llm: dict[str, Any]) -> None
     assert host.file(model).sha256sum == llm["llm_model_sha256"]
 
 
-def test_listens_only_on_the_private_address(host: Any, llm: dict[str, Any]) -> None:
-    assert host.socket(f"tcp://{llm['ailab_private_address']}:{_port(llm)}").is_listening
-    assert not host.socket(f"tcp://0.0.0.0:{_port(llm)}").is_listening
+def test_listens_only_on_the_private_address(host: Any, llm: dict[str, Any], plan: Plan, vm: VM) -> None:
+    assert host.socket(f"tcp://{vm.ip}:{plan.llm.port}").is_listening
+    assert not host.socket(f"tcp://0.0.0.0:{plan.llm.port}").is_listening
 
 
-def test_serves_the_sized_model(host: Any, llm: dict[str, Any]) -> None:
-    base = f"http://{llm['ailab_private_address']}:{_port(llm)}"
+def test_serves_the_sized_model(host: Any, llm: dict[str, Any], plan: Plan, vm: VM) -> None:
+    base = f"http://{vm.ip}:{plan.llm.port}"
     path = "/api/tags" if llm["llm_engine"] == "ollama" else "/v1/models"
     listing = json.loads(host.check_output(f"curl -fsS --max-time 10 --noproxy '*' {base}{path}"))
     names = [m.get("name") or m.get("id") for m in listing.get("models", listing.get("data", []))]
-    served = llm["llm_served_model_name"]
+    served = SERVED_MODEL_NAME
     assert any(name and name.split(":")[0] == served.split(":")[0] for name in names), names

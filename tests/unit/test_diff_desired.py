@@ -8,7 +8,6 @@ from urllib.parse import unquote
 import pytest
 
 from ailab_deploy.core.desired import DESCRIPTION_MARKER, carries_marker, desired_vms
-from ailab_deploy.core.diff import ActualVM, NoOp, diff_vm
 from ailab_deploy.core.loader import LoadedPlan, load_plan
 from ailab_deploy.core.sizing import size_plan
 
@@ -69,27 +68,6 @@ def test_spec_hash_is_per_vm(loaded: LoadedPlan) -> None:
     after = {vm.name: vm.spec_hash for vm in desired_vms(changed, KEYS)}
     assert after["postgres"] == before["postgres"] and after["llm"] == before["llm"]
     assert after["apps"] != before["apps"]
-
-
-def test_what_pve_stores_diffs_to_nothing(loaded: LoadedPlan) -> None:
-    """Round trip: a VM whose config holds exactly the desired strings (numbers as PVE returns
-    them) is a no-op, for every VM of the plan: no perpetual diff."""
-    numeric = {"cores", "sockets", "numa", "onboot", "protection"}
-    for vm in desired_vms(loaded.plan, KEYS):
-        config: dict[str, object] = {
-            key: int(value) if key in numeric else value
-            for key, value in vm.config.items()
-            if value is not None
-        }
-        config.update(
-            net0="virtio=BC:24:11:00:00:01,bridge=vmbr0",
-            scsi0=f"{vm.storage}:vm-{vm.vmid}-disk-0,size={vm.disk_gib}G",
-            ide2=f"{vm.storage}:vm-{vm.vmid}-cloudinit,media=cdrom",
-        )
-        actual = ActualVM(
-            vm.vmid, vm.name, "pve", "qemu", "running", tags=str(vm.config["tags"]), config=config
-        )
-        assert diff_vm(vm, actual, {vm.vmid}, "pve").actions == (NoOp(),)
 
 
 def test_vms_boot_with_the_vendor_snippet_only_when_the_node_is_prepared(loaded: LoadedPlan) -> None:

@@ -1,13 +1,21 @@
 from __future__ import annotations
 
+import socket
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
+import paramiko
 import pytest
 import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from paramiko.common import AUTH_FAILED, AUTH_SUCCESSFUL
 
 from ailab_deploy.adapters.nodeprep import (
     NodeTarget,
     Snippet,
+    _connected_state,
     cicustom_vendor,
     parse_storage_cfg,
     prepare_node,
@@ -18,7 +26,7 @@ from ailab_deploy.adapters.nodeprep import (
     vendor_snippet,
 )
 from ailab_deploy.core.loader import load_plan
-from ailab_deploy.errors import ConfigError
+from ailab_deploy.errors import AilabError, ConfigError
 
 PLAN = Path(__file__).resolve().parents[2] / "tests" / "plans" / "valid-minimal.yaml"
 PEM = "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUQ2VydA==\n-----END CERTIFICATE-----"
@@ -118,7 +126,7 @@ def test_storage_problems_from_api_rows() -> None:
     )
 
 
-def test_ssh_checks_host_keys_strictly(tmp_path: Path) -> None:
+def test_target_from_plan_uses_the_ssh_host_and_only_the_named_key(tmp_path: Path) -> None:
     plan_file = tmp_path / "vms.yaml"
     plan_file.write_text(
         PLAN.read_text().replace(
@@ -126,16 +134,100 @@ def test_ssh_checks_host_keys_strictly(tmp_path: Path) -> None:
         )
     )
     target = NodeTarget.from_plan(load_plan(plan_file), tmp_path)
-    assert target.host == "192.0.2.7"  # ssh_host, not the API host
-    data = target.pyinfra_data()
-    assert data["ssh_strict_host_key_checking"] == "yes"
-    assert data["ssh_known_hosts_file"] == str(tmp_path / "known_hosts")
-    assert (data["ssh_key"], data["ssh_allow_agent"], data["ssh_look_for_keys"]) == (
-        str(tmp_path / "id"),
-        False,
-        False,
+    assert (target.host, target.user, target.port) == ("192.0.2.7", "root", 22)  # ssh_host, not the API host
+    assert (target.known_hosts, target.private_key) == (tmp_path / "known_hosts", tmp_path / "id")
+
+
+class _LoopbackSshd(paramiko.ServerInterface):
+    """An SSH server on 127.0.0.1 that lets ``allowed`` in and records the keys clients offer."""
+
+    def __init__(self, host_key: paramiko.PKey, allowed: paramiko.PKey) -> None:
+        self.host_key, self.allowed = host_key, allowed
+        self.offered: list[str] = []
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.transports: list[paramiko.Transport] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:
+                return
+            transport = paramiko.Transport(connection)
+            transport.add_server_key(self.host_key)
+            self.transports.append(transport)
+            try:
+                transport.start_server(server=self)
+            except (paramiko.SSHException, EOFError):
+                continue
+
+    def close(self) -> None:
+        self.listener.close()
+        for transport in self.transports:
+            transport.close()
+
+    def get_allowed_auths(self, username: str) -> str:
+        return "publickey"
+
+    def check_auth_publickey(self, username: str, key: paramiko.PKey) -> int:
+        self.offered.append(key.get_base64())
+        if username == "root" and key.get_base64() == self.allowed.get_base64():
+            return AUTH_SUCCESSFUL
+        return AUTH_FAILED
+
+
+def _ed25519(path: Path) -> paramiko.PKey:
+    private = ed25519.Ed25519PrivateKey.generate()
+    path.write_bytes(
+        private.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+        )
     )
-    assert (data["ssh_user"], data["ssh_port"]) == ("root", 22)
+    path.chmod(0o600)
+    return paramiko.Ed25519Key(filename=str(path))
+
+
+@pytest.fixture
+def sshd(tmp_path: Path) -> Iterator[_LoopbackSshd]:
+    server = _LoopbackSshd(_ed25519(tmp_path / "host_key"), _ed25519(tmp_path / "client_key"))
+    yield server
+    server.close()
+
+
+def _target(sshd: _LoopbackSshd, tmp_path: Path, *known: paramiko.PKey) -> NodeTarget:
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(
+        "".join(f"[127.0.0.1]:{sshd.port} {k.get_name()} {k.get_base64()}\n" for k in known)
+    )
+    return NodeTarget(
+        host="127.0.0.1", port=sshd.port, known_hosts=known_hosts, private_key=tmp_path / "client_key"
+    )
+
+
+def test_ssh_connects_when_the_host_key_is_known_offering_only_the_named_key(
+    sshd: _LoopbackSshd, tmp_path: Path
+) -> None:
+    _connected_state(_target(sshd, tmp_path, sshd.host_key))
+    assert sshd.offered == [sshd.allowed.get_base64()]  # no agent or ~/.ssh key offered
+
+
+def test_ssh_refuses_an_unknown_host_key_without_learning_it(sshd: _LoopbackSshd, tmp_path: Path) -> None:
+    target = _target(sshd, tmp_path)  # known_hosts exists but lists no key for the node
+    with pytest.raises(AilabError, match=r"host key of 127\.0\.0\.1 is not in"):
+        prepare_node(target, [])
+    assert len(sshd.transports) == 1  # it did reach the server
+    assert target.known_hosts.read_text() == ""  # no trust on first use
+    assert sshd.offered == []  # refused before authenticating
+
+
+def test_ssh_refuses_a_changed_host_key(sshd: _LoopbackSshd, tmp_path: Path) -> None:
+    other = _ed25519(tmp_path / "other_host_key")
+    with pytest.raises(AilabError, match=r"host key of 127\.0\.0\.1 is not in"):
+        prepare_node(_target(sshd, tmp_path, other), [])
+    assert len(sshd.transports) == 1
+    assert sshd.offered == []
 
 
 def test_no_known_hosts_refuses_before_connecting(tmp_path: Path) -> None:
