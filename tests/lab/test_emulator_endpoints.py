@@ -32,7 +32,7 @@ def clone(emulator, newid, **kwargs):
 def test_version_and_nodes(emulator):
     api = emulator.api()
     version = api.version.get()
-    assert version["version"] == "8.4.1" and version["release"] == "8.4"
+    assert version["version"] == "9.1.3" and version["release"] == "9.1"
     assert len(version["repoid"]) == 16
     (node,) = api.nodes.get()
     assert node["node"] == emulator.node and node["status"] == "online"
@@ -47,7 +47,7 @@ def test_node_status_reports_the_reference_host(emulator):
     assert (cpu["sockets"], cpu["cores"], cpu["cpus"]) == (2, 36, 72)
     assert isinstance(cpu["mhz"], str)
     assert status["memory"]["total"] == 126 * GIB
-    assert status["pveversion"].startswith("pve-manager/8.4.1/")
+    assert status["pveversion"].startswith("pve-manager/9.1.3/")
 
 
 def test_node_hardware_is_configurable(make_emulator):

@@ -92,7 +92,10 @@ class QemuApi:
 
     def _params(self, req: Request, spec: dict[str, P], config_keys: bool = False) -> dict[str, Any]:
         full = {"node": schema.NODE, "vmid": schema.VMID, **spec}
-        params = schema.check(req.params, full, schema.config_key if config_keys else None)
+        release = self.emu.release
+        params = schema.check(
+            req.params, full, (lambda key: schema.config_key(key, release)) if config_keys else None
+        )
         self.emu.check_node(params["node"])
         return params
 
@@ -289,7 +292,7 @@ class QemuApi:
         deletes = [k for k in re.split(r"[,;\s]+", params.get("delete", "")) if k]
         reverts = [k for k in re.split(r"[,;\s]+", params.get("revert", "")) if k]
         for key in deletes:
-            if schema.config_key(key) is None:
+            if schema.config_key(key, self.emu.release) is None:
                 raise param_error({"delete": f"unknown option '{key}'"})
         meta = {"node", "vmid", "delete", "revert", "digest", "skiplock", "force", "background_delay"}
         updates = {k: _as_str(v) for k, v in params.items() if k not in meta}

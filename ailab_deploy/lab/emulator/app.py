@@ -130,6 +130,11 @@ class Emulator:
                 f"{node}: Name or service not known"
             )
 
+    @property
+    def release(self) -> str:
+        """The PVE release the emulator behaves as ("9.1" or "8.4")."""
+        return ".".join(self.settings.version.split(".")[:2])
+
     def conf_missing(self, vmid: int) -> ApiError:
         return fail(f"Configuration file 'nodes/{self.node}/qemu-server/{vmid}.conf' does not exist")
 

@@ -68,7 +68,7 @@ class Settings:
     listen: str = "127.0.0.1"
     port: int = 8006
     backend: str = "null"
-    version: str = "8.4.1"
+    version: str = "9.1.3"
     hardware: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_HARDWARE))
     storages: list[StorageSettings] = field(default_factory=list)
     users: dict[str, str] = field(default_factory=dict)  # userid -> password
