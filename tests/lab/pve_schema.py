@@ -468,6 +468,9 @@ def property_string_cases(fmt: dict[str, Any]) -> Iterator[tuple[str, str]]:
                 continue
             values = dict(base)
             values[key] = candidate
+            if key == "import-from" and "file" in values:
+                # PVE refuses import-from unless the file is STORAGE:0, before anything else
+                values["file"] = re.sub(r":\d+$", ":0", values["file"])
             requires = schema.get("requires")
             if isinstance(requires, str) and requires not in values:
                 requires_value = sample(fmt.get(requires, {}), top=False)

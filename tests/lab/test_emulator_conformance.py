@@ -35,7 +35,17 @@ MISSING_VMID = "4242"  # no such VM: handlers fail after the parameter check, wi
 EXISTING_JOB = "conformance-job"
 
 # Deliberate differences, each with its reason: (version or "*", method, path, parameter) -> why
-EXCEPTIONS: dict[tuple[str, str, str, str], str] = {}
+_UNKNOWN_JOB = (
+    "PVE answers an unknown job id with a 400 naming 'id' (raise_param_exc), which a refused id "
+    "cannot be told apart from; the id is checked on the other methods"
+)
+EXCEPTIONS: dict[tuple[str, str, str, str], str] = {
+    ("*", method, "/cluster/backup/{id}", "id"): _UNKNOWN_JOB for method in ("GET", "PUT", "DELETE")
+}
+# Answers that differ from ``returns`` on PVE itself: (method, path) -> why
+RETURNS_EXCEPTIONS = {
+    ("GET", "/cluster/nextid"): 'PVE answers the id as a JSON string ("100"), clients rely on it',
+}
 
 
 @dataclass
@@ -55,10 +65,19 @@ def _exception(version: str, method: str, path: str, name: str) -> str | None:
 
 
 class Client:
+    """root@pam with a ticket, as PVE's root-only options (skiplock) need."""
+
     def __init__(self, lab: Lab) -> None:
         self.lab = lab
         self.session = requests.Session()
-        self.session.headers.update(lab.token_header())
+        login = self.session.post(
+            lab.url + "/access/ticket",
+            data={"username": lab.user, "password": lab.password},
+            verify=lab.ca_path,
+            timeout=30,
+        ).json()["data"]
+        self.session.cookies.set("PVEAuthCookie", login["ticket"])
+        self.session.headers["CSRFPreventionToken"] = login["CSRFPreventionToken"]
 
     def call(self, method: str, path: str, params: dict[str, str]) -> requests.Response:
         url = self.lab.url + path
@@ -88,6 +107,7 @@ def _setup(lab: Lab) -> dict[str, str]:
     upid = node.qemu(9000).clone.post(newid=101, name="conformance")
     lab.wait(upid)
     lab.wait(node.qemu(101).snapshot.post(snapname="snap1"))
+    lab.wait(node.qemu(101).status.start.post())  # the guest agent answers only a running VM
     api.cluster.backup.post(id=EXISTING_JOB, schedule="sun 01:00", storage="local", vmid="101")
     return {
         "node": lab.node,
@@ -221,6 +241,8 @@ def _check_returns(
     answer = client.call(method, _url(path, {**_missing_objects(client.lab), **real}), {})
     if answer.status_code != 200:
         tally.check(False, f"{where}: read of a real object: {answer.status_code} {answer.reason}")
+        return
+    if (method, path) in RETURNS_EXCEPTIONS:
         return
     problems = returns_problems(info.get("returns") or {}, answer.json().get("data"), "data")
     tally.check(not problems, f"{where}: returns: {'; '.join(problems[:3])}")

@@ -37,6 +37,10 @@ FILENAME_PATTERNS = {
 }
 
 
+STORAGE = P(optional=False, format="pve-storage-id")
+VMID_OPT = P("integer", minimum=100, maximum=999999999, format="pve-vmid")
+
+
 def register(emu: Emulator) -> NodesApi:
     api = NodesApi(emu)
     add = emu.router.add
@@ -152,7 +156,12 @@ class NodesApi:
                 "aes xsave avx f16c rdrand lahf_lm abm avx2 bmi1 bmi2 erms invpcid",
                 "hvm": "1",
             },
-            "memory": {"total": n["maxmem"], "used": n["mem"], "free": n["maxmem"] - n["mem"]},
+            "memory": {
+                "total": n["maxmem"],
+                "used": n["mem"],
+                "free": n["maxmem"] - n["mem"],
+                "available": n["maxmem"] - n["mem"],
+            },
             "swap": {"total": 8 * GIB, "used": 0, "free": 8 * GIB},
             "ksm": {"shared": 0},
             "rootfs": {
@@ -195,11 +204,11 @@ class NodesApi:
         params = self._node(
             req,
             {
-                "content": P(),
+                "content": P(format="pve-storage-content-list"),
                 "enabled": P("boolean"),
                 "format": P("boolean"),
-                "storage": P(),
-                "target": P(),
+                "storage": schema.STORAGE,
+                "target": P(format="pve-node"),
             },
         )
         if "storage" in params and self.settings.storage(params["storage"]) is None:
@@ -223,14 +232,17 @@ class NodesApi:
         return storage
 
     def storage_status(self, req: Request) -> Any:
-        params = self._node(req, {"storage": P(optional=False)})
+        params = self._node(req, {"storage": STORAGE})
         storage = self._storage(params["storage"])
         data = self.storage_dict(storage, self.emu.store.storage_used())
         del data["storage"], data["used_fraction"]
         return data
 
     def storage_content(self, req: Request) -> Any:
-        params = self._node(req, {"storage": P(optional=False), "content": P(), "vmid": P("integer")})
+        params = self._node(
+            req,
+            {"storage": STORAGE, "content": P(format="pve-storage-content"), "vmid": VMID_OPT},
+        )
         storage = self._storage(params["storage"])
         result: list[dict[str, Any]] = []
         for volid, size in sorted(self.emu.store.volumes().items()):
@@ -283,12 +295,14 @@ class NodesApi:
         params = self._node(
             req,
             {
-                "storage": P(optional=False),
-                "url": P(optional=False, pattern=r"(https?|file)://.*"),
-                "content": P(optional=False, enum=("iso", "vztmpl", "import")),
-                "filename": P(optional=False),
-                "checksum": P(),
-                "checksum-algorithm": P(enum=("md5", "sha1", "sha224", "sha256", "sha384", "sha512")),
+                "storage": STORAGE,
+                "url": P(optional=False, pattern=r"https?://.*"),
+                "content": P(optional=False, enum=("iso", "vztmpl", "import"), format="pve-storage-content"),
+                "filename": P(optional=False, max_length=255),
+                "checksum": P(requires="checksum-algorithm"),
+                "checksum-algorithm": P(
+                    enum=("md5", "sha1", "sha224", "sha256", "sha384", "sha512"), requires="checksum"
+                ),
                 "compression": P(),
                 "verify-certificates": P("boolean"),
             },
@@ -354,11 +368,11 @@ class NodesApi:
 
     # --- tasks --------------------------------------------------------------------------------
 
-    def _task(self, req: Request) -> Any:
-        params = self._node(req, {"upid": P(optional=False)})
+    def _task(self, req: Request, spec: dict[str, P] | None = None) -> Any:
+        params = self._node(req, {"upid": P(optional=False), **(spec or {})})
         upid = unquote(params["upid"])
         if not UPID_RE.match(upid):
-            raise param_error({"upid": "unable to parse worker upid"})
+            raise fail(f"unable to parse worker upid '{upid}'")
         task = self.emu.tasks.get(upid)
         if task is None:
             raise param_error({"upid": "no such task"})
@@ -368,17 +382,11 @@ class NodesApi:
         return self._task(req).status_dict()
 
     def task_log(self, req: Request) -> Any:
-        params = dict(req.params)
-        start = params.pop("start", "0")
-        limit = params.pop("limit", "50")
-        params.pop("download", None)
-        checked = schema.check(
-            {"start": start, "limit": limit},
-            {"start": P("integer", minimum=0), "limit": P("integer", minimum=0)},
-        )
-        task = self._task(Request(req.method, req.path, params, req.identity))
+        spec = {"start": P("integer", minimum=0), "limit": P("integer", minimum=0), "download": P("boolean")}
+        task = self._task(req, spec)
         lines = list(task.log) or ["no content"]
-        first, count = checked["start"], checked["limit"]
+        first = int(req.params.get("start", "0"))
+        count = int(req.params.get("limit", "50"))
         chunk = lines[first : first + count] if count else lines[first:]
         data = [{"n": first + i + 1, "t": text} for i, text in enumerate(chunk)]
         return Reply(data, {"total": len(lines)})
@@ -389,12 +397,12 @@ class NodesApi:
             {
                 "start": P("integer", minimum=0),
                 "limit": P("integer", minimum=0),
-                "vmid": P("integer"),
+                "vmid": VMID_OPT,
                 "typefilter": P(),
                 "userfilter": P(),
                 "errors": P("boolean"),
                 "source": P(enum=("archive", "active", "all")),
-                "statusfilter": P(),
+                "statusfilter": P(format="pve-task-status-type-list"),
                 "since": P("integer"),
                 "until": P("integer"),
             },

@@ -34,6 +34,7 @@ BOOT_DRIVES = [f"ide{i}" for i in range(4)] + [f"sata{i}" for i in range(6)]
 BOOT_DRIVES += [f"scsi{i}" for i in range(31)] + [f"virtio{i}" for i in range(16)]
 NEW_DISK = re.compile(r"^(?:([^/:\s]+):)?(\d+(?:\.\d+)?)$")
 SKIPLOCK = P("boolean")
+TEMPLATE_DISKS = (*BOOT_DRIVES, "efidisk0", "tpmstate0")
 
 
 def register(emu: Emulator) -> QemuApi:
@@ -115,6 +116,14 @@ class QemuApi:
                 raise param_error({"skiplock": "Only root may use this option."})
             return True
         return False
+
+    def _start_spec_since_9(self) -> dict[str, P]:
+        if self.emu.release == "8.4":
+            return {}
+        return {
+            "nets-host-mtu": P(pattern=r"net\d+=\d+(,net\d+=\d+)*"),
+            "with-conntrack-state": P("boolean"),
+        }
 
     def _task(self, req: Request, task_type: str, vmid: int, work: Any) -> str:
         return self.emu.tasks.start(task_type, str(vmid), req.identity.authuser, work).upid
@@ -236,7 +245,7 @@ class QemuApi:
     # --- config ---------------------------------------------------------------------------------
 
     def get_config(self, req: Request) -> Any:
-        params = self._params(req, {"current": P("boolean"), "snapshot": P()})
+        params = self._params(req, {"current": P("boolean"), "snapshot": schema.SNAPNAME_OPT})
         vm = self._vm(params["vmid"])
         with self.store.lock:
             if params.get("snapshot"):
@@ -272,11 +281,11 @@ class QemuApi:
         return result
 
     _update_spec: ClassVar[dict[str, P]] = {
-        "delete": P(),
-        "revert": P(),
+        "delete": P(format="pve-configid-list"),
+        "revert": P(format="pve-configid-list"),
         "digest": schema.DIGEST,
         "skiplock": SKIPLOCK,
-        "force": P("boolean"),
+        "force": P("boolean", requires="delete"),
     }
 
     def _prepare_update(
@@ -499,7 +508,11 @@ class QemuApi:
         return None
 
     def post_config(self, req: Request) -> Any:
-        spec = {**self._update_spec, "background_delay": P("integer", minimum=1, maximum=30)}
+        spec = {
+            **self._update_spec,
+            "background_delay": P("integer", minimum=1, maximum=30),
+            "import-working-storage": schema.STORAGE,
+        }
         params = self._params(req, spec, config_keys=True)
         with self.store.lock:
             vm, updates, deletes, reverts = self._prepare_update(req, params)
@@ -520,14 +533,16 @@ class QemuApi:
 
     def create(self, req: Request) -> Any:
         spec = {
-            "storage": P(),
-            "pool": P(),
+            "storage": schema.STORAGE,
+            "pool": P(format="pve-poolid"),
             "start": P("boolean"),
-            "archive": P(),
-            "force": P("boolean"),
-            "unique": P("boolean"),
+            "archive": P(max_length=255),
+            "force": P("boolean", requires="archive"),
+            "unique": P("boolean", requires="archive"),
+            "import-working-storage": schema.STORAGE,
             "bwlimit": P("integer", minimum=0),
             "live-restore": P("boolean"),
+            **({} if self.emu.release == "8.4" else {"ha-managed": P("boolean")}),
         }
         params = self._params(req, spec, config_keys=True)
         vmid = params["vmid"]
@@ -585,15 +600,15 @@ class QemuApi:
 
     def clone(self, req: Request) -> Any:
         spec = {
-            "newid": P("integer", optional=False, minimum=100, maximum=999999999),
-            "name": P(check=lambda _k, v: propstr.check_dns_name(v)),
-            "description": P(max_length=8192),
-            "pool": P(),
-            "snapname": P(),
-            "storage": P(),
+            "newid": P("integer", optional=False, minimum=100, maximum=999999999, format="pve-vmid"),
+            "name": P(format="dns-name"),
+            "description": P(),
+            "pool": P(format="pve-poolid"),
+            "snapname": schema.SNAPNAME_OPT,
+            "storage": schema.STORAGE,
             "format": P(enum=("raw", "qcow2", "vmdk")),
             "full": P("boolean"),
-            "target": P(),
+            "target": P(format="pve-node"),
             "bwlimit": P("integer", minimum=0),
         }
         params = self._params(req, spec)
@@ -797,7 +812,7 @@ class QemuApi:
         return self._task(req, "resize", vmid, work)
 
     def template(self, req: Request) -> Any:
-        params = self._params(req, {"disk": P()})
+        params = self._params(req, {"disk": P(enum=TEMPLATE_DISKS)})
         vmid = params["vmid"]
         with self.store.lock:
             vm = self._vm(vmid)
@@ -856,13 +871,14 @@ class QemuApi:
         spec = {
             "skiplock": SKIPLOCK,
             "timeout": P("integer", minimum=0),
-            "machine": P(),
-            "migratedfrom": P(),
-            "stateuri": P(),
-            "targetstorage": P(),
+            "machine": P(format=schema.machine_format(self.emu.release)),
+            "migratedfrom": P(format="pve-node"),
+            "stateuri": P(max_length=128),
+            "targetstorage": P(format="storage-pair-list"),
             "force-cpu": P(),
-            "migration_type": P(),
-            "migration_network": P(),
+            "migration_type": P(enum=("secure", "insecure")),
+            "migration_network": P(format="CIDR"),
+            **self._start_spec_since_9(),
         }
         params = self._params(req, spec)
         skiplock = self._skiplock(req, params)
@@ -892,7 +908,7 @@ class QemuApi:
             "timeout": P("integer", minimum=0),
             "keepActive": P("boolean"),
             "overrule-shutdown": P("boolean"),
-            "migratedfrom": P(),
+            "migratedfrom": P(format="pve-node"),
         }
         params = self._params(req, spec)
         skiplock = self._skiplock(req, params)
@@ -980,14 +996,14 @@ class QemuApi:
         return result
 
     def snapshot_index(self, req: Request) -> Any:
-        params = self._params(req, {"snapname": P(optional=False)})
+        params = self._params(req, {"snapname": schema.SNAPNAME})
         vm = self._vm(params["vmid"])
         if params["snapname"] not in vm.snapshots:
             raise fail(f"snapshot '{params['snapname']}' does not exist")
         return [{"cmd": "rollback"}, {"cmd": "config"}]
 
     def snapshot_config(self, req: Request) -> Any:
-        params = self._params(req, {"snapname": P(optional=False)})
+        params = self._params(req, {"snapname": schema.SNAPNAME})
         vm = self._vm(params["vmid"])
         snap = vm.snapshots.get(params["snapname"])
         if snap is None:
@@ -996,7 +1012,7 @@ class QemuApi:
 
     def snapshot_create(self, req: Request) -> Any:
         spec = {
-            "snapname": P(optional=False, pattern=r"[a-zA-Z][a-zA-Z0-9_\-]+", max_length=40),
+            "snapname": schema.SNAPNAME,
             "vmstate": P("boolean"),
             "description": P(max_length=8192),
         }
@@ -1051,7 +1067,7 @@ class QemuApi:
         return self._task(req, "qmsnapshot", vmid, guarded)
 
     def snapshot_rollback(self, req: Request) -> Any:
-        params = self._params(req, {"snapname": P(optional=False), "start": P("boolean")})
+        params = self._params(req, {"snapname": schema.SNAPNAME, "start": P("boolean")})
         vmid, name = params["vmid"], params["snapname"]
         self._vm(vmid)
 
@@ -1088,7 +1104,7 @@ class QemuApi:
         return self._task(req, "qmrollback", vmid, work)
 
     def snapshot_delete(self, req: Request) -> Any:
-        params = self._params(req, {"snapname": P(optional=False), "force": P("boolean")})
+        params = self._params(req, {"snapname": schema.SNAPNAME, "force": P("boolean")})
         vmid, name = params["vmid"], params["snapname"]
         self._vm(vmid)
 

@@ -11,10 +11,10 @@ from collections.abc import Callable
 from typing import Any
 
 from . import formats, propstr
-
-assert formats.FORMATS  # importing it registers PVE's named formats
 from .apierror import param_error
 from .propstr import FormatError, Sub
+
+assert formats.FORMATS  # importing it registers PVE's named formats
 
 Checker = Callable[[str, str], str]  # (key, value) -> stored value; raises FormatError
 
@@ -85,6 +85,7 @@ VMID = P("integer", optional=False, minimum=100, maximum=999999999, format="pve-
 NODE = P(optional=False, format="pve-node")
 DIGEST = P(max_length=40)
 SNAPNAME = P(optional=False, format="pve-configid", max_length=40)
+SNAPNAME_OPT = P(format="pve-configid", max_length=40)
 STORAGE = P(format="pve-storage-id")
 
 # --- qemu config keys (qemu-server's confdesc), per PVE release ---------------------------------
@@ -225,7 +226,7 @@ def _confdesc(release: str) -> dict[str, P]:
         "hugepages": P(enum=("any", "2", "1024")),
         "arch": P(enum=("x86_64", "aarch64")),
         "keyboard": P(enum=tuple(KEYBOARDS)),
-        "machine": P(format=_machine_format(release)),
+        "machine": P(format=machine_format(release)),
         "vga": P(
             format={
                 "type": Sub(enum=tuple(VGA_TYPES), default_key=True),
@@ -277,7 +278,7 @@ def _confdesc(release: str) -> dict[str, P]:
     return desc
 
 
-def _machine_format(release: str) -> dict[str, Sub]:
+def machine_format(release: str) -> dict[str, Sub]:
     fmt = {
         "type": Sub(default_key=True, pattern=MACHINE_TYPE, max_length=40),
         "enable-s3": Sub("boolean"),
