@@ -9,7 +9,7 @@ import shutil
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote, unquote
 
 from . import schema
 from .apierror import fail, param_error
@@ -355,12 +355,10 @@ class NodesApi:
             path = Path(mapped)
             if not path.is_absolute():
                 path = self.settings.lab_dir / path
-        elif url.startswith("file://"):
-            path = Path(unquote(urlsplit(url).path))
         else:
             raise TaskFailed(
-                f"lab: will not download '{url}': the lab sends no network traffic; use a "
-                "file:// URL or map the URL to a local file in settings.json 'download_map'"
+                f"lab: will not download '{url}': the lab sends no network traffic; map the URL "
+                "to a local file in settings.json 'download_map'"
             )
         if not path.is_file():
             raise TaskFailed(f"lab: source file '{path}' for '{url}' does not exist")

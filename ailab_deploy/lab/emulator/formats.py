@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Callable
 
 from .propstr import FORMATS, FormatError, Sub, register_format
 
@@ -19,12 +20,15 @@ _DRIVE = r"(ide[0-3]|sata[0-5]|scsi([0-9]|[12][0-9]|30)|virtio([0-9]|1[0-5])|efi
 _LIST_RANGE = r"\d+(?:-\d+)?(?:;\d+(?:-\d+)?)*"
 
 
-def _regex(pattern: str | re.Pattern[str], message: str) -> None:
+Validator = Callable[[str], object]
+
+
+def _regex(pattern: str | re.Pattern[str], message: str) -> Validator:
     def check(value: str) -> None:
         if not re.fullmatch(pattern, value):
             raise FormatError(message.format(value=value) + "\n")
 
-    return check  # type: ignore[return-value]
+    return check
 
 
 def _storage_id(value: str) -> None:
@@ -52,7 +56,7 @@ def _volume_or_qm_path(value: str) -> None:
         _volume_or_path(value)
 
 
-def _ip(version: int | None) -> object:
+def _ip(version: int | None) -> Validator:
     def check(value: str) -> None:
         try:
             address = ipaddress.ip_address(value)
@@ -115,9 +119,9 @@ def _startup(value: str) -> None:
 
 
 def _bootdev(value: str) -> None:
-    ok = re.fullmatch(_DRIVE, value) and not value.startswith(("efidisk", "tpmstate"))
-    ok = ok or re.fullmatch(r"net([0-9]|[12][0-9]|3[01])|usb([0-9]|1[0-3])|hostpci([0-9]|1[0-5])", value)
-    if not ok:
+    drive = bool(re.fullmatch(_DRIVE, value)) and not value.startswith(("efidisk", "tpmstate"))
+    device = re.fullmatch(r"net([0-9]|[12][0-9]|3[01])|usb([0-9]|1[0-3])|hostpci([0-9]|1[0-5])", value)
+    if not drive and device is None:
         raise FormatError(f"invalid boot device '{value}'\n")
 
 
@@ -202,7 +206,7 @@ _BOOT = {
     "order": Sub(format="pve-qm-bootdev-list"),
 }
 
-for _name, _validator in {
+_VALIDATORS: dict[str, Validator] = {
     "pve-vmid": _regex(r"[1-9][0-9]{2,8}", "value does not look like a valid VM ID"),
     "pve-node": _regex(
         r"[a-zA-Z0-9]([a-zA-Z0-9\-]*[a-zA-Z0-9])?", "value does not look like a valid node name"
@@ -248,8 +252,9 @@ for _name, _validator in {
     "pve-qm-ipconfig": _ipconfig_check,
     "pve-iface": _regex(r"[a-zA-Z][a-zA-Z0-9_]{1,20}([:.]\d+)?", "invalid network interface name '{value}'"),
     "pve-vlan-id-or-range": _regex(r"\d+(-\d+)?", "invalid VLAN configuration '{value}'"),
-}.items():
-    register_format(_name, _validator)  # type: ignore[arg-type]
+}
+for _name, _validator in _VALIDATORS.items():
+    register_format(_name, _validator)
 
 for _name, _layout in {
     "backup-performance": _BACKUP_PERFORMANCE,
