@@ -61,6 +61,11 @@ class StorageSettings:
     path: Path | None = None  # where file content (iso, import, snippets) lives
 
 
+# The PVE releases the emulator behaves as, and the full version it reports for each
+PVE_VERSIONS = {"9.1": "9.1.3", "8.4": "8.4.1"}
+DEFAULT_PVE_RELEASE = "9.1"
+
+
 @dataclass
 class Settings:
     lab_dir: Path
@@ -68,7 +73,7 @@ class Settings:
     listen: str = "127.0.0.1"
     port: int = 8006
     backend: str = "null"
-    version: str = "9.1.3"
+    version: str = PVE_VERSIONS[DEFAULT_PVE_RELEASE]
     hardware: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_HARDWARE))
     storages: list[StorageSettings] = field(default_factory=list)
     users: dict[str, str] = field(default_factory=dict)  # userid -> password
@@ -151,6 +156,11 @@ def load_settings(lab_dir: Path) -> Settings:
     ):
         if key in raw:
             setattr(settings, key, raw[key])
+    if ".".join(str(settings.version).split(".")[:2]) not in PVE_VERSIONS:
+        raise ConfigError(
+            f"settings.json: version '{settings.version}' is not a PVE release the lab emulates "
+            f"({', '.join(PVE_VERSIONS)})"
+        )
     settings.hardware = {**DEFAULT_HARDWARE, **raw.get("hardware", {})}
     storages: list[StorageSettings] = []
     for entry in raw.get("storages", DEFAULT_STORAGES):
