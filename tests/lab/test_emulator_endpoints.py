@@ -245,6 +245,51 @@ def test_config_changes_on_running_vm_wait_in_pending(emulator):
     assert vm.config.get(current=1)["cores"] == 8
 
 
+# (change on a running VM with the default hotplug=network,disk,usb, applied at once?) from
+# qemu-server's vmconfig_hotplug_pending / vmconfig_update_disk / vmconfig_update_net
+HOTPLUG_CASES = [
+    ({"cores": "4"}, False),
+    ({"memory": "4096"}, False),  # no memory hotplug by default
+    ({"onboot": "1", "tags": "lab"}, True),  # fast-plug keys
+    ({"ipconfig0": "ip=dhcp", "ciuser": "ops"}, True),  # cloud-init keys
+    ({"scsi1": "local-lvm:1"}, True),  # a new disk on a hot-pluggable bus
+    ({"sata1": "local-lvm:1"}, False),  # sata/ide disks cannot be hot-plugged
+    ({"scsi0": "+,cache=writeback"}, False),  # "+": added to the disk's current value
+    ({"scsi0": "+,mbps_rd=100"}, True),  # I/O limits change live
+    ({"net0": "virtio,bridge=vmbr1,tag=5"}, True),  # bridge and tag change live
+    ({"ide2": "none,media=cdrom"}, True),  # a medium change
+    ({"balloon": "0"}, False),  # turning the balloon device off
+    ({"cpuunits": "200"}, True),
+    ({"hotplug": "network,disk,memory"}, False),
+]
+
+
+@pytest.mark.parametrize(("change", "live"), HOTPLUG_CASES)
+def test_running_vm_applies_what_pve_hotplugs(emulator, change, live):
+    vm = clone(emulator, 101)
+    run(emulator, vm.status.start.post())
+    before = vm.config.get(current=1)
+    change = {k: before[k] + v[1:] if v.startswith("+") else v for k, v in change.items()}
+    vm.config.put(**change)
+    current = vm.config.get(current=1)
+    pending = {p["key"] for p in vm.pending.get() if "pending" in p}
+    for key in change:
+        assert (key not in pending) == live, (key, pending)
+        if not live:
+            assert current.get(key) == before.get(key)
+
+
+def test_running_vm_deletes_as_pve_hotplugs(emulator):
+    vm = clone(emulator, 101)
+    vm.config.put(sata1="local-lvm:1", scsi1="local-lvm:1", onboot=1, cores=4)
+    run(emulator, vm.status.start.post())
+    vm.config.put(delete="sata1,scsi1,onboot,cores")
+    marked = {p["key"] for p in vm.pending.get() if p.get("delete")}
+    assert marked == {"sata1", "cores"}  # scsi1 unplugged and onboot (fast-plug) dropped at once
+    current = vm.config.get(current=1)
+    assert "scsi1" not in current and "onboot" not in current and current["cores"] == 4
+
+
 def test_cipassword_is_hidden(emulator):
     vm = clone(emulator, 101)
     vm.config.put(cipassword="s3cret", ciuser="ailab")

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from ailab_deploy.lab.backend import AgentNotRunning
 
-from . import propstr, schema
+from . import hotplug, propstr, schema
 from .apierror import ApiError, fail, param_error
 from .configfile import VMConfig
 from .router import Request
@@ -24,12 +24,6 @@ if TYPE_CHECKING:
 MIB = 1024**2
 GIB = 1024**3
 
-# keys PVE applies to a running VM at once (fast-plug, cloud-init, default hotplug network,disk,usb)
-HOTPLUG = re.compile(
-    r"^(name|description|onboot|tags|protection|lock|startup|shares|balloon|ciuser|cipassword|"
-    r"citype|ciupgrade|cicustom|sshkeys|nameserver|searchdomain|ipconfig\d+|net\d+|usb\d+|"
-    r"unused\d+|(ide|sata|scsi|virtio)\d+)$"
-)
 BOOT_DRIVES = [f"ide{i}" for i in range(4)] + [f"sata{i}" for i in range(6)]
 BOOT_DRIVES += [f"scsi{i}" for i in range(31)] + [f"virtio{i}" for i in range(16)]
 NEW_DISK = re.compile(r"^(?:([^/:\s]+):)?(\d+(?:\.\d+)?)$")
@@ -434,7 +428,7 @@ class QemuApi:
                     if ctx:
                         ctx.warn(message)
                     continue
-                if running and not HOTPLUG.match(key):
+                if running and not hotplug.delete_live(key, vm.conf):
                     marks = [k for k in vm.pending.get("delete", "").split(",") if k]
                     if key not in marks:
                         vm.pending["delete"] = ",".join([*marks, key])
@@ -452,7 +446,7 @@ class QemuApi:
                     value = propstr.ensure_mac(value, vm.conf.get(key) or vm.pending.get(key))
                 if key == "cipassword":
                     value = _hash_password(value)
-                if running and not HOTPLUG.match(key):
+                if running and not hotplug.set_live(key, value, vm.conf):
                     vm.pending[key] = value
                     self._drop_pending_delete(vm, key)
                 else:
