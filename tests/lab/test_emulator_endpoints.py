@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+import uuid
 from urllib.parse import quote
 
 import pytest
@@ -288,6 +289,39 @@ def test_running_vm_deletes_as_pve_hotplugs(emulator):
     assert marked == {"sata1", "cores"}  # scsi1 unplugged and onboot (fast-plug) dropped at once
     current = vm.config.get(current=1)
     assert "scsi1" not in current and "onboot" not in current and current["cores"] == 4
+
+
+def test_update_semantics_from_qemu_server(emulator):
+    vm = clone(emulator, 101)
+    with pytest.raises(ResourceException) as err:
+        vm.config.put(cores=2, delete="cores")
+    assert err.value.errors == {"delete": "you can't use '-cores' and -delete cores' at the same time"}
+    with pytest.raises(ResourceException) as err:
+        vm.config.put(delete="cores", revert="cores")
+    assert err.value.errors == {"revert": "you can't use '-delete cores' and -revert cores' at the same time"}
+    with pytest.raises(ResourceException) as err:
+        vm.config.put(revert="bogus")
+    assert err.value.errors == {"revert": "unknown option 'bogus'"}
+    with pytest.raises(ResourceException) as err:
+        vm.config.put(name="x", digest="0" * 40)
+    assert (err.value.status_code, err.value.content) == (
+        500,
+        "checksum mismatch (file change by other user?)",
+    )
+    vm.config.put(cdrom="none")  # the alias of ide2, as a CD-ROM
+    assert vm.config.get()["ide2"] == "none,media=cdrom"
+    vm.config.put(vmgenid="1")  # 1 asks for a new generation id
+    assert uuid.UUID(vm.config.get()["vmgenid"]).version == 4
+
+
+def test_revert_drops_a_pending_change(emulator):
+    vm = clone(emulator, 101)
+    run(emulator, vm.status.start.post())
+    vm.config.put(cores=6, sockets=2)
+    vm.config.put(revert="cores")
+    pending = {p["key"] for p in vm.pending.get() if "pending" in p}
+    assert "cores" not in pending and "sockets" in pending
+    assert vm.config.get()["cores"] == vm.config.get(current=1)["cores"]
 
 
 def test_cipassword_is_hidden(emulator):

@@ -289,33 +289,56 @@ class QemuApi:
         vmid = params["vmid"]
         vm = self._vm(vmid)
         skiplock = self._skiplock(req, params)
-        if params.get("digest") and params["digest"] != vm.digest:
-            raise fail("checksum mismatch (file change by other user?)")
-        self._check_lock(vm, skiplock)
-        deletes = [k for k in re.split(r"[,;\s]+", params.get("delete", "")) if k]
-        reverts = [k for k in re.split(r"[,;\s]+", params.get("revert", "")) if k]
-        for key in deletes:
-            if schema.config_key(key, self.emu.release) is None:
-                raise param_error({"delete": f"unknown option '{key}'"})
         meta = {"node", "vmid", "delete", "revert", "digest", "skiplock", "force", "background_delay"}
+        meta.add("import-working-storage")
         updates = {k: _as_str(v) for k, v in params.items() if k not in meta}
-        if not updates and not deletes and not reverts:
-            raise fail("no options specified")
-        for key in set(updates) & set(deletes):
-            raise fail(f"unable to delete '{key}' - option is also in the set list")
         if "sshkeys" in updates:
             try:
                 propstr.validate_ssh_keys(updates["sshkeys"])
             except propstr.SshKeyError as err:
                 raise fail(str(err)) from err
+        if not updates and not params.get("delete") and not params.get("revert"):
+            raise fail("no options specified")
+        if updates.get("cdrom"):  # PVE's alias: cdrom is ide2 with media=cdrom
+            value = updates.pop("cdrom")
+            updates["ide2"] = value if "media=" in value else value + ",media=cdrom"
+        release = self.emu.release
+        reverts = propstr.split_list(params.get("revert", ""))
+        for key in reverts:
+            if schema.config_key(key, release) is None:
+                raise param_error({"revert": f"unknown option '{key}'"})
+            if key in updates:
+                raise param_error({"delete": f"you can't use '-{key}' and -revert {key}' at the same time"})
+        deletes = []
+        for key in propstr.split_list(params.get("delete", "")):
+            key = "ide2" if key == "cdrom" else key
+            if key in updates:
+                raise param_error({"delete": f"you can't use '-{key}' and -delete {key}' at the same time"})
+            if key in reverts:
+                raise param_error(
+                    {"revert": f"you can't use '-delete {key}' and -revert {key}' at the same time"}
+                )
+            if schema.config_key(key, release) is None:
+                raise param_error({"delete": f"unknown option '{key}'"})
+            deletes.append(key)
+        for key, value in updates.items():
+            if propstr.is_drive_key(key):
+                self._check_drive_source(key, value)
+        if updates.get("vmgenid") == "1":
+            updates["vmgenid"] = str(uuid.uuid4())
+        if params.get("digest") and params["digest"] != vm.digest:
+            raise fail("checksum mismatch (file change by other user?)")
+        self._check_lock(vm, skiplock)
+        for key in reverts:  # back to the current value, or a pending-only key goes away
+            if key in vm.conf:
+                updates[key] = vm.conf[key]
+            elif key in vm.pending:
+                deletes.append(key)
         merged = {**vm.merged(), **updates}
         if "balloon" in updates or "memory" in updates:
             balloon = int(merged.get("balloon", 0) or 0)
             if balloon and balloon > propstr.memory_mib(merged.get("memory")):
                 raise fail("balloon value too large (must be smaller than assigned memory)")
-        for key, value in updates.items():
-            if propstr.is_drive_key(key):
-                self._check_drive_source(key, value)
         if "boot" in updates:
             self._check_boot(updates["boot"], {k: v for k, v in merged.items() if k not in deletes})
         return vm, updates, deletes, reverts
@@ -452,9 +475,20 @@ class QemuApi:
                 else:
                     vm.conf[key] = value
                     vm.pending.pop(key, None)
-            if vm.pending.get("delete") == "":
-                vm.pending.pop("delete")
+            self._cleanup_pending(vm)
             self.store.save_vm(vm)
+
+    @staticmethod
+    def _cleanup_pending(vm: VMConfig) -> None:
+        """PVE's cleanup_pending: drop pending values equal to the current ones, and pending
+        deletes of keys that are not set."""
+        for key in [k for k in vm.pending if k != "delete" and vm.pending[k] == vm.conf.get(k)]:
+            vm.pending.pop(key)
+        marks = [k for k in vm.pending.get("delete", "").split(",") if k and k.lstrip("!") in vm.conf]
+        if marks:
+            vm.pending["delete"] = ",".join(marks)
+        else:
+            vm.pending.pop("delete", None)
 
     @staticmethod
     def _drop_pending_delete(vm: VMConfig, key: str) -> None:
