@@ -314,6 +314,15 @@ def test_update_semantics_from_qemu_server(emulator):
     assert uuid.UUID(vm.config.get()["vmgenid"]).version == 4
 
 
+def test_boot_order_follows_deleted_and_new_drives(emulator):
+    vm = clone(emulator, 101)
+    vm.config.put(scsi1="local-lvm:1", boot="order=scsi0;scsi1;net0")
+    vm.config.put(delete="scsi1")
+    assert vm.config.get()["boot"] == "order=scsi0;net0"
+    vm.config.put(ide3="none,media=cdrom")  # a new CD drive is marked bootable
+    assert vm.config.get()["boot"] == "order=scsi0;net0;ide3"
+
+
 def test_revert_drops_a_pending_change(emulator):
     vm = clone(emulator, 101)
     run(emulator, vm.status.start.post())

@@ -340,15 +340,42 @@ class QemuApi:
             if balloon and balloon > propstr.memory_mib(merged.get("memory")):
                 raise fail("balloon value too large (must be smaller than assigned memory)")
         if "boot" in updates:
-            self._check_boot(updates["boot"], {k: v for k, v in merged.items() if k not in deletes})
+            updates["boot"] = self._check_boot(updates["boot"], vm, updates, deletes)
+        elif "boot" not in deletes:  # deleted devices leave the order, new CD drives join it
+            order = self._boot_order(vm.merged().get("boot"))
+            kept = [device for device in order if device not in deletes]
+            if order:
+                for key, value in sorted(updates.items()):
+                    drive = _drive(key, value) if propstr.is_drive_key(key) else {}
+                    cdrom = propstr.is_cdrom(drive) and not propstr.is_cloudinit(drive)
+                    if cdrom and key not in kept:
+                        kept.append(key)
+            if kept != order:
+                updates["boot"] = "order=" + ";".join(kept) if kept else ""
         return vm, updates, deletes, reverts
 
-    def _check_boot(self, boot: str, conf: dict[str, str]) -> None:
-        if not boot.startswith("order="):
-            return
-        for device in boot[len("order=") :].split(";"):
-            if device and device not in conf:
-                raise param_error({"boot": f"invalid bootorder: device '{device}' does not exist'"})
+    @staticmethod
+    def _boot_order(boot: str | None) -> list[str]:
+        if not boot:
+            return []
+        try:
+            parsed = propstr.parse(boot, propstr.LAYOUTS["pve-qm-boot"], "boot")
+        except propstr.FormatError:
+            return []
+        return propstr.split_list(parsed.get("order", ""))
+
+    def _check_boot(self, boot: str, vm: VMConfig, updates: dict[str, str], deletes: list[str]) -> str:
+        """PVE's update: every device of a new order must exist and stay; stored as order=a;b."""
+        devices = self._boot_order(boot)
+        if not devices:
+            return boot
+        for device in devices:
+            exists = vm.conf.get(device) or vm.pending.get(device) or updates.get(device)
+            if not exists or device in deletes:
+                raise fail(f"invalid bootorder: device '{device}' does not exist'")
+        if "bootdisk" in vm.conf and "bootdisk" not in deletes:
+            deletes.append("bootdisk")  # the legacy setting goes when an order is set
+        return "order=" + ";".join(devices)
 
     def _check_drive_source(self, key: str, value: str) -> None:
         """Syntax and storage checks that PVE makes before forking a worker."""
@@ -587,8 +614,6 @@ class QemuApi:
         for key, value in conf.items():
             if propstr.is_drive_key(key):
                 self._check_drive_source(key, value)
-        if "boot" in conf:
-            self._check_boot(conf["boot"], conf)
         balloon = int(conf.get("balloon", 0) or 0)
         if balloon and balloon > propstr.memory_mib(conf.get("memory")):
             raise fail("balloon value too large (must be smaller than assigned memory)")
