@@ -39,8 +39,13 @@ _UNKNOWN_JOB = (
     "PVE answers an unknown job id with a 400 naming 'id' (raise_param_exc), which a refused id "
     "cannot be told apart from; the id is checked on the other methods"
 )
+_UPID = (
+    "upid is a plain string in the schema; PVE's task handlers answer one they cannot parse with "
+    "a 400 naming 'upid' (raise_param_exc in PVE/API2/Tasks.pm)"
+)
 EXCEPTIONS: dict[tuple[str, str, str, str], str] = {
-    ("*", method, "/cluster/backup/{id}", "id"): _UNKNOWN_JOB for method in ("GET", "PUT", "DELETE")
+    **{("*", m, "/cluster/backup/{id}", "id"): _UNKNOWN_JOB for m in ("GET", "PUT", "DELETE")},
+    **{("*", "GET", f"/nodes/{{node}}/tasks/{{upid}}/{leaf}", "upid"): _UPID for leaf in ("status", "log")},
 }
 # Answers that differ from ``returns`` on PVE itself: (method, path) -> why
 RETURNS_EXCEPTIONS = {

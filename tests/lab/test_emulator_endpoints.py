@@ -479,14 +479,35 @@ def test_task_status_and_log(emulator):
     assert answer.json()["total"] == len(log) and len(answer.json()["data"]) == 1
     with pytest.raises(ResourceException) as err:
         api.nodes(emulator.node).tasks("UPID:bogus").status.get()
-    # upid is a plain string in PVE's schema; PVE's upid_decode dies on it: a 500
-    assert (err.value.status_code, err.value.content) == (500, "unable to parse worker upid 'UPID:bogus'")
+    assert err.value.errors == {"upid": "unable to parse worker upid"}
     unknown = upid.replace(":qmclone:", ":qmstart:")
     with pytest.raises(ResourceException) as err:
         api.nodes(emulator.node).tasks(unknown).status.get()
     assert err.value.errors == {"upid": "no such task"}
     listed = api.nodes(emulator.node).tasks.get(vmid=9000)
     assert listed[0]["upid"] == upid and listed[0]["status"] == "OK"
+
+
+def test_task_list_filters_as_pve(make_emulator):
+    lab = make_emulator(task_seconds_by_type={"qmstart": 30})
+    api = lab.api()
+    node = api.nodes(lab.node)
+    ok = node.qemu(9000).clone.post(newid=101)
+    run(lab, ok)
+    failed = node.qemu(101).resize.put(disk="scsi0", size="1G")  # shrinking: the task fails
+    assert run(lab, failed, ok=False)["exitstatus"] == "shrinking disks is not supported"
+    running = node.qemu(101).status.start.post()
+    archive = node.tasks.get()  # default source=archive: finished tasks only
+    assert {t["upid"] for t in archive} >= {ok, failed} and running not in {t["upid"] for t in archive}
+    active = node.tasks.get(source="active")
+    assert [(t["upid"], t["status"]) for t in active] == [(running, "RUNNING")]
+    assert {t["upid"] for t in node.tasks.get(errors=1)} == {failed}
+    assert {t["upid"] for t in node.tasks.get(statusfilter="ok", typefilter="qmclone")} == {ok}
+    assert [t["upid"] for t in node.tasks.get(source="all", vmid=101)] == [running, failed]
+    assert node.tasks.get(userfilter="nobody") == []
+    answer = lab.http("GET", f"/nodes/{lab.node}/tasks", params={"limit": 1})
+    assert len(answer.json()["data"]) == 1 and answer.json()["total"] == 2  # the two finished
+    assert node.tasks.get(since=int(time.time()) + 3600) == []
 
 
 def test_download_url_import_then_template_from_cloud_image(make_emulator, tmp_path):

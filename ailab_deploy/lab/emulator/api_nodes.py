@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
 
-from . import schema
+from . import propstr, schema
 from .apierror import fail, param_error
 from .router import Reply, Request
 from .schema import P
@@ -370,7 +370,7 @@ class NodesApi:
         params = self._node(req, {"upid": P(optional=False), **(spec or {})})
         upid = unquote(params["upid"])
         if not UPID_RE.match(upid):
-            raise fail(f"unable to parse worker upid '{upid}'")
+            raise param_error({"upid": "unable to parse worker upid"})
         task = self.emu.tasks.get(upid)
         if task is None:
             raise param_error({"upid": "no such task"})
@@ -382,6 +382,8 @@ class NodesApi:
     def task_log(self, req: Request) -> Any:
         spec = {"start": P("integer", minimum=0), "limit": P("integer", minimum=0), "download": P("boolean")}
         task = self._task(req, spec)
+        if req.params.get("download") == "1" and ("start" in req.params or "limit" in req.params):
+            raise fail("'download' cannot be used together with 'start' or 'limit' parameters")
         lines = list(task.log) or ["no content"]
         first = int(req.params.get("start", "0"))
         count = int(req.params.get("limit", "50"))
@@ -405,23 +407,55 @@ class NodesApi:
                 "until": P("integer"),
             },
         )
-        result = []
-        for task in self.emu.tasks.all():
-            if params.get("vmid") is not None and task.id != str(params["vmid"]):
+        # PVE/API2/Tasks.pm node_tasks: filters, then start/limit over the matches; total counts them
+        source = params.get("source", "archive")
+        start, limit = params.get("start", 0), params.get("limit", 50)
+        wanted = {"ok", "warning", "error", "unknown"}
+        if "statusfilter" in params and not params.get("errors"):
+            wanted = {item.lower() for item in propstr.split_list(params["statusfilter"])}
+        elif params.get("errors"):
+            wanted.discard("ok")
+        running = [t for t in self.emu.tasks.all() if t.status == "running"]
+        finished = [t for t in self.emu.tasks.all() if t.status != "running"]
+        candidates = (running if source in ("active", "all") else []) + (
+            finished if source != "active" else []
+        )
+        result: list[dict[str, Any]] = []
+        count = 0
+        for task in candidates:
+            user = params.get("userfilter")
+            if user and user.lower() not in task.user.lower():
                 continue
             if params.get("typefilter") and task.type != params["typefilter"]:
                 continue
-            if params.get("source") == "active" and task.status != "running":
+            if params.get("vmid") and task.id != str(params["vmid"]):
                 continue
-            if params.get("errors") and task.exitstatus in (None, "OK"):
+            if "since" in params and task.starttime < params["since"]:
+                continue
+            if "until" in params and task.starttime > params["until"]:
+                continue
+            if _status_type(task.exitstatus if task.status == "stopped" else None) not in wanted:
+                continue
+            count += 1
+            if count <= start or len(result) >= limit:
                 continue
             item = task.status_dict()
+            item.pop("exitstatus", None)
             if task.status == "stopped":
                 item["status"] = task.exitstatus
                 item["endtime"] = task.endtime
             else:
-                item.pop("status")
+                item["status"] = "RUNNING"
             result.append(item)
-        start = params.get("start", 0)
-        limit = params.get("limit", 50) or len(result)
-        return Reply(result[start : start + limit], {"total": len(result)})
+        return Reply(result, {"total": count})
+
+
+def _status_type(status: str | None) -> str:
+    """PVE's UPID::normalize_status_type."""
+    if not status or status == "unexpected status":
+        return "unknown"
+    if status == "OK":
+        return "ok"
+    if re.fullmatch(r"WARNINGS: \d+", status):
+        return "warning"
+    return "error"
