@@ -147,3 +147,11 @@ def test_skiplock_is_root_only(emulator):
     assert (
         emulator.api("ticket").nodes(emulator.node).qemu(9000).config.put(description="x", skiplock=1) is None
     )
+
+
+def test_a_parameter_the_url_already_sets_is_refused(emulator):
+    answer = emulator.http(
+        "PUT", f"/nodes/{emulator.node}/qemu/9000/config", data={"vmid": "9000", "cores": "2"}
+    )
+    assert answer.status_code == 400
+    assert answer.json()["errors"] == {"vmid": "duplicate parameter (already defined in URI)"}
