@@ -615,3 +615,61 @@ def test_sshkeys_double_encoding(emulator):
     with pytest.raises(ResourceException) as err:
         vm.config.put(sshkeys=quote("ssh-ed25519 AAAAnotakey", safe=""))
     assert (err.value.status_code, err.value.content) == (500, "SSH public key validation error")
+
+
+def test_reads_common_clients_make_first(make_emulator):
+    lab = make_emulator(version="8.4.1")
+    api = lab.api()
+    assert api.cluster.status.get() == [
+        {
+            "type": "node",
+            "id": f"node/{lab.node}",
+            "name": lab.node,
+            "ip": "127.0.0.1",
+            "level": "",
+            "local": 1,
+            "nodeid": 0,
+            "online": 1,
+        }
+    ]
+    assert api.nodes(lab.node).version.get()["release"] == "8.4"
+    assert api.nodes(lab.node).lxc.get() == []
+    assert api.pools.get() == []
+    bridges = api.nodes(lab.node).network.get(type="bridge")
+    assert [b["iface"] for b in bridges] == ["vmbr0"]
+    privileges = api.access.permissions.get()["/"]
+    assert privileges["VM.Monitor"] == 1 and "VM.GuestAgent.Audit" not in privileges
+
+
+def test_pve9_privileges_and_guest_agent_probes(emulator):
+    api = emulator.api()
+    privileges = api.access.permissions.get(path="/vms/101")
+    assert privileges["VM.GuestAgent.Audit"] == 1 and "VM.Monitor" not in privileges
+    vm = clone(emulator, 101)
+    with pytest.raises(ResourceException) as err:
+        vm.agent.ping.post()
+    assert err.value.content == "VM 101 is not running"
+    run(emulator, vm.status.start.post())
+    vm.config.put(ipconfig0="ip=10.77.0.21/24,gw=10.77.0.1")
+    assert vm.agent.ping.post() == {}
+    assert vm.agent("get-host-name").get() == {"result": {"host-name": vm.config.get()["name"]}}
+    assert vm.agent("get-osinfo").get()["result"]["id"] == "debian"
+
+
+def test_storage_comes_from_a_pve_storage_cfg(emulator):
+    cfg = emulator.lab_dir / "storage.cfg"
+    written = cfg.read_text()  # a new lab writes its storages down in PVE's format
+    assert written.startswith("dir: local\n\tpath ")
+    snippets = emulator.lab_dir / "snippets-store"
+    cfg.write_text(written + f"\ndir: snip\n\tpath {snippets}\n\tcontent snippets\n\tshared 1\n\tnodes pve\n")
+    emulator.restart()
+    api = emulator.api()
+    entry = api.storage("snip").get()
+    assert entry["type"] == "dir" and entry["path"] == str(snippets) and entry["shared"] == 1
+    assert entry["content"] == "snippets" and entry["nodes"] == "pve"
+    assert {s["storage"] for s in api.storage.get(type="dir")} >= {"local", "snip"}
+    listed = {s["storage"]: s for s in api.nodes(emulator.node).storage.get()}
+    assert listed["snip"]["content"] == "snippets"
+    cfg.write_text("dir local\n")
+    with pytest.raises(Exception, match=r"storage.cfg:1: cannot parse 'dir local'"):
+        emulator.restart()

@@ -183,7 +183,7 @@ class ClusterApi:
                         "status": "available",
                         "plugintype": storage.type,
                         "content": storage.content,
-                        "shared": 0,
+                        "shared": int(storage.shared),
                         "disk": used.get(storage.storage, 0),
                         "maxdisk": storage.total,
                     }

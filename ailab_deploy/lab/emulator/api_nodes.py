@@ -191,7 +191,7 @@ class NodesApi:
             "storage": storage.storage,
             "type": storage.type,
             "content": storage.content,
-            "shared": 0,
+            "shared": int(storage.shared),
             "active": 1,
             "enabled": 1,
             "total": storage.total,

@@ -75,7 +75,7 @@ def check(
     return result
 
 
-def _words(text: str) -> tuple[str, ...]:
+def words(text: str) -> tuple[str, ...]:
     return tuple(text.split())
 
 
@@ -87,6 +87,7 @@ DIGEST = P(max_length=40)
 SNAPNAME = P(optional=False, format="pve-configid", max_length=40)
 SNAPNAME_OPT = P(format="pve-configid", max_length=40)
 STORAGE = P(format="pve-storage-id")
+STORAGE_REQUIRED = P(optional=False, format="pve-storage-id")
 
 # --- qemu config keys (qemu-server's confdesc), per PVE release ---------------------------------
 
