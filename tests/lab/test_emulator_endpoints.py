@@ -673,3 +673,29 @@ def test_storage_comes_from_a_pve_storage_cfg(emulator):
     cfg.write_text("dir local\n")
     with pytest.raises(Exception, match=r"storage.cfg:1: cannot parse 'dir local'"):
         emulator.restart()
+
+
+def test_content_listing_formats_as_pve_storage(emulator):
+    root = emulator.lab_dir / "storage" / "local"
+    files = {
+        "template/cache/debian-12-standard_12.7-1_amd64.tar.zst": b"t",
+        "template/iso/debian.iso": b"i",
+        "snippets/user-data.yaml": b"s",
+        "dump/vzdump-qemu-101-2026_01_02-03_04_05.vma.zst": b"b",
+        "dump/not-a-backup.txt": b"x",
+    }
+    for name, data in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(data)
+    content = {c["volid"]: c for c in emulator.api().nodes(emulator.node).storage("local").content.get()}
+    assert content["local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst"]["format"] == "tzst"
+    assert content["local:iso/debian.iso"]["format"] == "iso"
+    assert content["local:snippets/user-data.yaml"]["format"] == "snippet"
+    backup = content["local:backup/vzdump-qemu-101-2026_01_02-03_04_05.vma.zst"]
+    assert (backup["format"], backup["subtype"], backup["vmid"], backup["size"]) == (
+        "vma.zst",
+        "qemu",
+        101,
+        1,
+    )
+    assert "local:backup/not-a-backup.txt" not in content

@@ -38,6 +38,48 @@ FILENAME_PATTERNS = {
 
 
 STORAGE = P(optional=False, format="pve-storage-id")
+_COMPRESSOR = r"gz|lzo|zst|bz2"
+_BACKUP = re.compile(
+    rf"(vzdump-(qemu|lxc|openvz)-(\d+)-(\d{{4}}_\d{{2}}_\d{{2}}-\d{{2}}_\d{{2}}_\d{{2}}))"
+    rf"\.(tgz|(?:tar|vma)(?:\.(?:{_COMPRESSOR}))?)"
+)
+
+
+def file_volume(storage: str, content: str, path: Path) -> dict[str, Any] | None:
+    """One file of a dir storage as pve-storage's get_subdir_files lists it (None: not listed)."""
+    name = path.name
+    item: dict[str, Any] = {"volid": f"{storage}:{content}/{name}", "content": content}
+    if content == "iso":
+        if not re.fullmatch(r".+\.(iso|img)", name, re.IGNORECASE):
+            return None
+        item["format"] = "iso"
+    elif content == "vztmpl":
+        match = re.fullmatch(r".+\.tar\.(gz|xz|zst|bz2)", name)
+        if not match:
+            return None
+        item["format"] = "t" + match.group(1)
+    elif content == "snippets":
+        item["format"] = "snippet"
+    elif content == "import":
+        match = re.fullmatch(r".+\.(ova|ovf|qcow2|raw|vmdk)", name)
+        if not match:
+            return None
+        item["format"] = match.group(1)
+    elif content == "backup":
+        backup = _BACKUP.fullmatch(name)
+        if not backup:
+            return None
+        item["format"] = backup.group(5)
+        item["subtype"] = backup.group(2)
+        item["vmid"] = int(backup.group(3))
+        stamp = time.strptime(backup.group(4), "%Y_%m_%d-%H_%M_%S")
+        item["ctime"] = int(time.mktime(stamp))
+    stat = path.stat()
+    item["size"] = stat.st_size
+    item.setdefault("ctime", int(stat.st_ctime))
+    return item
+
+
 VMID_OPT = P("integer", minimum=100, maximum=999999999, format="pve-vmid")
 
 
@@ -267,17 +309,14 @@ class NodesApi:
                 if not folder.is_dir():
                     continue
                 for path in sorted(folder.iterdir()):
-                    if path.is_file() and not path.name.startswith("."):
-                        stat = path.stat()
-                        result.append(
-                            {
-                                "volid": f"{storage.storage}:{content}/{path.name}",
-                                "content": content,
-                                "format": path.suffix.lstrip(".") or "raw",
-                                "size": stat.st_size,
-                                "ctime": int(stat.st_mtime),
-                            }
-                        )
+                    if not path.is_file() or path.name.startswith("."):
+                        continue
+                    listed = file_volume(storage.storage, content, path)
+                    if listed is None:
+                        continue
+                    if params.get("vmid") is not None and listed.get("vmid") != params["vmid"]:
+                        continue
+                    result.append(listed)
         return result
 
     def resolve_file_volume(self, volid: str) -> tuple[str, Path]:
