@@ -699,3 +699,22 @@ def test_content_listing_formats_as_pve_storage(emulator):
         1,
     )
     assert "local:backup/not-a-backup.txt" not in content
+
+
+def test_disks_name_existing_volumes_or_a_size(emulator):
+    vm = clone(emulator, 101)
+    with pytest.raises(ResourceException) as err:
+        vm.config.put(scsi1="local-lvm:vm-101-disk-9")
+    assert (err.value.status_code, err.value.content) == (
+        500,
+        "volume local-lvm:vm-101-disk-9 does not exist",
+    )
+    with pytest.raises(ResourceException) as err:
+        vm.config.put(ide3="local:iso/missing.iso,media=cdrom")
+    assert err.value.content == "volume local:iso/missing.iso does not exist"
+    iso = emulator.lab_dir / "storage" / "local" / "template" / "iso" / "debian.iso"
+    iso.parent.mkdir(parents=True, exist_ok=True)
+    iso.write_bytes(b"\0" * 2048)
+    vm.config.put(ide3="local:iso/debian.iso,media=cdrom")
+    assert vm.config.get()["ide3"] == "local:iso/debian.iso,media=cdrom,size=2K"  # the size PVE finds
+    vm.config.put(ide2="local-lvm:vm-101-cloudinit,media=cdrom")  # the VM's own cloud-init drive

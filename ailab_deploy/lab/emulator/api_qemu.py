@@ -439,7 +439,7 @@ class QemuApi:
                 ctx.log(f"{key}: successfully created disk '{drive['file']},media=cdrom'")
             return propstr.render_drive(drive)
         if new is None:
-            return propstr.render_drive(drive)
+            return self._existing_volume(drive)
         storage = new.group(1)
         name = self.store.next_disk_name(storage, vmid)
         if "import-from" in drive:
@@ -455,6 +455,27 @@ class QemuApi:
                 ctx.log(f'  Logical volume "{name}" created.')
         drive["file"] = f"{storage}:{name}"
         drive["size"] = propstr.format_size(size)
+        return propstr.render_drive(drive)
+
+    def _existing_volume(self, drive: dict[str, str]) -> str:
+        """qemu-server's create_disks for a named volume: it must exist; its size is the storage's."""
+        file = drive["file"]
+        if file in ("none", "cdrom") or file.startswith("/") or ":" not in file:
+            return propstr.render_drive(drive)
+        if propstr.is_cloudinit(drive):
+            return propstr.render_drive(drive)
+        size = self.store.volumes().get(file)
+        if size is None and self.emu.settings.storage(file.split(":", 1)[0]) is not None:
+            try:
+                _content, path = self.emu.nodes_api.resolve_file_volume(file)
+            except ApiError:
+                path = None
+            if path is not None and path.is_file():
+                size = path.stat().st_size
+        if size is None:
+            raise fail(f"volume {file} does not exist")
+        if size:
+            drive["size"] = propstr.format_size(size)
         return propstr.render_drive(drive)
 
     def _apply_update(
