@@ -718,3 +718,15 @@ def test_disks_name_existing_volumes_or_a_size(emulator):
     vm.config.put(ide3="local:iso/debian.iso,media=cdrom")
     assert vm.config.get()["ide3"] == "local:iso/debian.iso,media=cdrom,size=2K"  # the size PVE finds
     vm.config.put(ide2="local-lvm:vm-101-cloudinit,media=cdrom")  # the VM's own cloud-init drive
+
+
+def test_create_names_each_new_disk_as_pve(emulator):
+    node = emulator.api().nodes(emulator.node)
+    run(
+        emulator,
+        node.qemu.post(vmid=103, scsi0="local-lvm:4", efidisk0="local-lvm:1", tpmstate0="local-lvm:1"),
+    )
+    config = node.qemu(103).config.get()
+    assert config["efidisk0"] == "local-lvm:vm-103-disk-0,size=4M"
+    assert config["scsi0"] == "local-lvm:vm-103-disk-1,size=4G"
+    assert config["tpmstate0"] == "local-lvm:vm-103-disk-2,size=4M"

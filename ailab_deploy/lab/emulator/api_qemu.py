@@ -449,6 +449,10 @@ class QemuApi:
             if ctx:
                 ctx.log(f"importing disk '{source}' to VM {vmid} ...")
                 ctx.log(f"Successfully imported disk as '{key}:{storage}:{name}'")
+        elif key in ("efidisk0", "tpmstate0"):
+            size = 4 * MIB  # PVE sizes these itself (OVMF vars, TPM state); 4M on thin LVM
+            if ctx:
+                ctx.log(f'  Logical volume "{name}" created.')
         else:
             size = int(float(new.group(2)) * GIB)
             if ctx:
@@ -646,10 +650,19 @@ class QemuApi:
         def work(ctx: TaskContext) -> None:
             try:
                 final: dict[str, str] = {}
+                with self.store.lock:
+                    holder = self.store.vms.get(vmid)
+                # drives in key order, as create_disks allocates them; each one visible at once so
+                # the next gets the next free name (vm-N-disk-0, -1, ...)
+                for key in sorted(k for k in conf if propstr.is_drive_key(k)):
+                    final[key] = self._allocate(vmid, key, conf[key], ctx)
+                    if holder is not None:
+                        with self.store.lock:
+                            holder.conf[key] = final[key]
                 for key, value in conf.items():
                     if propstr.is_drive_key(key):
-                        value = self._allocate(vmid, key, value, ctx)
-                    elif key == "cipassword":
+                        continue
+                    if key == "cipassword":
                         value = _hash_password(value)
                     elif re.fullmatch(r"net\d+", key):
                         value = propstr.ensure_mac(value)
