@@ -730,3 +730,24 @@ def test_create_names_each_new_disk_as_pve(emulator):
     assert config["efidisk0"] == "local-lvm:vm-103-disk-0,size=4M"
     assert config["scsi0"] == "local-lvm:vm-103-disk-1,size=4G"
     assert config["tpmstate0"] == "local-lvm:vm-103-disk-2,size=4M"
+
+
+def test_pools_from_settings_and_membership_on_create_and_clone(make_emulator):
+    lab = make_emulator(pools=[{"poolid": "lab", "comment": "the lab's VMs"}])
+    api = lab.api()
+    node = api.nodes(lab.node)
+    run(lab, node.qemu(9000).clone.post(newid=101, pool="lab"))
+    run(lab, node.qemu.post(vmid=102, pool="lab"))
+    with pytest.raises(ResourceException) as err:
+        node.qemu(9000).clone.post(newid=103, pool="nosuch")
+    assert (err.value.status_code, err.value.content) == (403, "pool 'nosuch' does not exist")
+    assert api.pools.get() == [{"poolid": "lab", "comment": "the lab's VMs"}]
+    members = api.pools.get(poolid="lab")[0]["members"]
+    assert [(m["id"], m["vmid"], m["type"]) for m in members] == [
+        ("qemu/101", 101, "qemu"),
+        ("qemu/102", 102, "qemu"),
+    ]
+    pooled = {r["vmid"]: r.get("pool") for r in api.cluster.resources.get(type="vm")}
+    assert pooled == {9000: None, 101: "lab", 102: "lab"}
+    run(lab, node.qemu(102).delete())
+    assert [m["vmid"] for m in api.pools.get(poolid="lab")[0]["members"]] == [101]

@@ -160,6 +160,9 @@ class ClusterApi:
             for key in ("lock", "tags"):
                 if key in status:
                     item[key] = status[key]
+            pool = self.store.pool_of(vm.vmid)
+            if pool is not None:
+                item["pool"] = pool
             result.append(item)
         return result
 

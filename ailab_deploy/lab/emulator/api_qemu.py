@@ -119,6 +119,10 @@ class QemuApi:
             "with-conntrack-state": P("boolean"),
         }
 
+    def _check_pool(self, pool: str | None) -> None:
+        if pool and pool not in self.emu.settings.pools:
+            raise ApiError(403, f"pool '{pool}' does not exist\n")
+
     def _task(self, req: Request, task_type: str, vmid: int, work: Any) -> str:
         return self.emu.tasks.start(task_type, str(vmid), req.identity.authuser, work).upid
 
@@ -628,8 +632,7 @@ class QemuApi:
         vmid = params["vmid"]
         if params.get("archive"):
             raise fail("lab: restoring from an archive is not supported")
-        if params.get("pool"):
-            raise ApiError(403, f"pool '{params['pool']}' does not exist\n")
+        self._check_pool(params.get("pool"))
         conf = {k: _as_str(v) for k, v in params.items() if k not in spec and k not in ("node", "vmid")}
         if "sshkeys" in conf:
             try:
@@ -676,6 +679,8 @@ class QemuApi:
                 self.emu.backend.create(vmid, dict(final))
                 with self.store.lock:
                     self.store.save_vm(VMConfig(vmid=vmid, conf=final))
+                    if params.get("pool"):
+                        self.store.add_to_pool(params["pool"], vmid)
             except BaseException:
                 with self.store.lock:
                     self.store.delete_vm(vmid)
@@ -720,8 +725,7 @@ class QemuApi:
             snapname = params.get("snapname")
             if snapname and snapname not in source.snapshots:
                 raise fail(f"snapshot '{snapname}' does not exist")
-            if params.get("pool"):
-                raise ApiError(403, f"pool '{params['pool']}' does not exist\n")
+            self._check_pool(params.get("pool"))
             if params.get("storage") and self.emu.settings.storage(params["storage"]) is None:
                 raise fail(f"storage '{params['storage']}' does not exist")
             base = dict(source.snapshots[snapname]) if snapname else dict(source.conf)
@@ -734,6 +738,8 @@ class QemuApi:
                 self.emu.backend.clone(vmid, newid, dict(conf))
                 with self.store.lock:
                     self.store.save_vm(VMConfig(vmid=newid, conf=conf))
+                    if params.get("pool"):
+                        self.store.add_to_pool(params["pool"], newid)
             except BaseException as err:
                 with self.store.lock:
                     self.store.delete_vm(newid)

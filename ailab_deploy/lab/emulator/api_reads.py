@@ -108,9 +108,37 @@ class ReadsApi:
                 "type": P(enum=("qemu", "lxc", "storage"), requires="poolid"),
             },
         )
-        if "poolid" in params:
-            raise fail(f"pool '{params['poolid']}' does not exist")
-        return []
+        pools = self.emu.settings.pools
+        wanted = params.get("poolid")
+        if wanted is not None and wanted not in pools:
+            raise fail(f"pool '{wanted}' does not exist")
+        result = []
+        for poolid in sorted(pools):
+            if wanted not in (None, poolid):
+                continue
+            entry: dict[str, Any] = {"poolid": poolid}
+            if pools[poolid]:
+                entry["comment"] = pools[poolid]
+            if wanted is not None:  # the members are listed for one pool, as PVE does
+                entry["members"] = [
+                    self._member(vmid)
+                    for vmid in self.emu.store.pool_members.get(poolid, [])
+                    if vmid in self.emu.store.vms and params.get("type") in (None, "qemu")
+                ]
+            result.append(entry)
+        return result
+
+    def _member(self, vmid: int) -> dict[str, Any]:
+        vm = self.emu.store.vms[vmid]
+        return {
+            "id": f"qemu/{vmid}",
+            "vmid": vmid,
+            "node": self.emu.node,
+            "type": "qemu",
+            "name": vm.conf.get("name", f"VM {vmid}"),
+            "status": "running" if self.emu.store.is_running(vmid) else "stopped",
+            "template": int(vm.is_template),
+        }
 
     def _storage_entry(self, name: str) -> dict[str, Any]:
         storage = self.emu.settings.storage(name)

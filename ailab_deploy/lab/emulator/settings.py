@@ -91,6 +91,7 @@ class Settings:
     faults: list[dict[str, Any]] = field(default_factory=list)
     template: dict[str, Any] | None = field(default_factory=lambda: dict(DEFAULT_TEMPLATE))
     storage_digest: str = ""
+    pools: dict[str, str] = field(default_factory=dict)  # poolid -> comment (PVE's user.cfg pools)
 
     @property
     def state_dir(self) -> Path:
@@ -197,6 +198,8 @@ def load_settings(lab_dir: Path) -> Settings:
             f"({', '.join(PVE_VERSIONS)})"
         )
     settings.hardware = {**DEFAULT_HARDWARE, **raw.get("hardware", {})}
+    for entry in raw.get("pools", []):
+        settings.pools[str(entry["poolid"])] = str(entry.get("comment", ""))
     storages: list[StorageSettings] = []
     for entry in raw.get("storages", DEFAULT_STORAGES):
         name = str(entry["storage"])
