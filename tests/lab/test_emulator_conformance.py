@@ -109,7 +109,7 @@ def _setup(lab: Lab) -> dict[str, str]:
     """Real objects for the reads: a clone with a snapshot, a backup job, a finished task."""
     api = lab.api()
     node = api.nodes(lab.node)
-    upid = node.qemu(9000).clone.post(newid=101, name="conformance")
+    upid = node.qemu(9000).clone.post(newid=101, name="conformance", pool="conformance")
     lab.wait(upid)
     lab.wait(node.qemu(101).snapshot.post(snapname="snap1"))
     lab.wait(node.qemu(101).status.start.post())  # the guest agent answers only a running VM
@@ -313,7 +313,7 @@ def test_emulator_follows_pve_schema(version: str, make_emulator: Callable[..., 
         if os.environ.get("AILAB_REQUIRE_PVE_SCHEMA") == "1":
             pytest.fail(reason + "; AILAB_REQUIRE_PVE_SCHEMA=1 requires it")
         pytest.skip(reason)
-    lab = make_emulator(version=FULL_VERSION[version], task_seconds=0.01)
+    lab = make_emulator(version=FULL_VERSION[version], task_seconds=0.01, pools=[{"poolid": "conformance"}])
     tally = _conformance(version, lab)
     print(
         f"\nPVE {version} conformance: {tally.checks} checks, {len(tally.mismatches)} mismatches"
