@@ -730,6 +730,11 @@ def test_create_names_each_new_disk_as_pve(emulator):
     assert config["efidisk0"] == "local-lvm:vm-103-disk-0,size=4M"
     assert config["scsi0"] == "local-lvm:vm-103-disk-1,size=4G"
     assert config["tpmstate0"] == "local-lvm:vm-103-disk-2,size=4M"
+    assert uuid.UUID(config["vmgenid"]).version == 4  # generated when not given
+    run(emulator, node.qemu.post(vmid=104, vmgenid="1"))
+    assert uuid.UUID(node.qemu(104).config.get()["vmgenid"]).version == 4
+    run(emulator, node.qemu.post(vmid=105, vmgenid="0"))
+    assert node.qemu(105).config.get()["vmgenid"] == "0"
 
 
 def test_pools_from_settings_and_membership_on_create_and_clone(make_emulator):

@@ -673,7 +673,8 @@ class QemuApi:
                 ctx.simulate()
                 final.setdefault("meta", f"creation-qemu={_QEMU},ctime={int(time.time())}")
                 final.setdefault("smbios1", f"uuid={uuid.uuid4()}")
-                final.setdefault("vmgenid", str(uuid.uuid4()))
+                if final.get("vmgenid", "1") == "1":  # PVE generates one unless told 0 or given one
+                    final["vmgenid"] = str(uuid.uuid4())
                 if "boot" not in final and _default_boot(final):
                     final["boot"] = _default_boot(final)
                 self.emu.backend.create(vmid, dict(final))
