@@ -121,6 +121,7 @@ def _setup(lab: Lab) -> dict[str, str]:
         "upid": upid,
         "storage": "local",
         "id": EXISTING_JOB,
+        "poolid": "conformance",
     }
 
 
@@ -133,6 +134,7 @@ def _missing_objects(lab: Lab) -> dict[str, str]:
         "upid": f"UPID:{lab.node}:00001234:00005678:6560A0B0:qmstart:{MISSING_VMID}:root@pam:",
         "storage": "nosuch",
         "id": "nosuch-job",
+        "poolid": "nosuch-pool",
     }
 
 

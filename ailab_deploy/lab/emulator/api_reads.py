@@ -60,6 +60,7 @@ def register(emu: Emulator) -> ReadsApi:
     add("GET", "/cluster/status", api.cluster_status)
     add("GET", "/nodes/{node}/version", api.node_version)
     add("GET", "/pools", api.pools)
+    add("GET", "/pools/{poolid}", api.pool)
     add("GET", "/storage", api.storage_list)
     add("GET", "/storage/{storage}", api.storage_get)
     add("GET", "/nodes/{node}/lxc", api.lxc_list)
@@ -126,6 +127,24 @@ class ReadsApi:
                     if vmid in self.emu.store.vms and params.get("type") in (None, "qemu")
                 ]
             result.append(entry)
+        return result
+
+    def pool(self, req: Request) -> Any:
+        params = schema.check(
+            req.params,
+            {"poolid": P(optional=False, format="pve-poolid"), "type": P(enum=("qemu", "lxc", "storage"))},
+        )
+        poolid = params["poolid"]
+        if poolid not in self.emu.settings.pools:
+            raise fail(f"pool '{poolid}' does not exist")
+        members = [
+            self._member(vmid)
+            for vmid in self.emu.store.pool_members.get(poolid, [])
+            if vmid in self.emu.store.vms and params.get("type") in (None, "qemu")
+        ]
+        result: dict[str, Any] = {"members": members}
+        if self.emu.settings.pools[poolid]:
+            result["comment"] = self.emu.settings.pools[poolid]
         return result
 
     def _member(self, vmid: int) -> dict[str, Any]:
