@@ -69,6 +69,9 @@ def register(emu: Emulator) -> ReadsApi:
     add("GET", "/nodes/{node}/qemu/{vmid}/agent/get-osinfo", api.agent_osinfo)
     add("GET", "/nodes/{node}/qemu/{vmid}/agent/get-host-name", api.agent_host_name)
     add("GET", "/access/permissions", api.permissions)
+    add("GET", "/cluster/backup-info/not-backed-up", api.not_backed_up)
+    add("GET", "/nodes/{node}/replication", api.replication)
+    add("GET", "/nodes/{node}/subscription", api.subscription)
     return api
 
 
@@ -266,3 +269,40 @@ class ReadsApi:
         if path is not None:
             return privileges
         return {"/": privileges}
+
+    def not_backed_up(self, req: Request) -> Any:
+        """Guests no enabled backup job covers (by vmid, all minus exclude, or pool)."""
+        schema.check(req.params, {})
+        store = self.emu.store
+        covered: set[int] = set()
+        with store.lock:
+            every = [vmid for vmid, vm in store.vms.items() if not vm.is_template]
+            for job in store.jobs.values():
+                if str(job.get("enabled", "1")) == "0":
+                    continue
+                if str(job.get("all", "0")) == "1":
+                    excluded = {int(v) for v in propstr.split_list(str(job.get("exclude", "")))}
+                    covered |= set(every) - excluded
+                covered |= {int(v) for v in propstr.split_list(str(job.get("vmid", "")))}
+                if job.get("pool"):
+                    covered |= set(store.pool_members.get(str(job["pool"]), []))
+            result = []
+            for vmid in sorted(set(every) - covered):
+                entry: dict[str, Any] = {"vmid": vmid, "type": "qemu"}
+                if "name" in store.vms[vmid].conf:
+                    entry["name"] = store.vms[vmid].conf["name"]
+                result.append(entry)
+        return result
+
+    def replication(self, req: Request) -> Any:
+        self._node(req, {"guest": P("integer", minimum=100, maximum=999999999, format="pve-vmid")})
+        return []  # no replication jobs in the lab
+
+    def subscription(self, req: Request) -> Any:
+        self._node(req)
+        # a node without a subscription key, as PVE answers for it
+        return {
+            "status": "notfound",
+            "message": "There is no subscription key",
+            "url": "https://www.proxmox.com/en/proxmox-virtual-environment/pricing",
+        }
