@@ -80,9 +80,7 @@ class ReadsApi:
         self.emu = emu
 
     def _node(self, req: Request, spec: dict[str, P] | None = None) -> dict[str, Any]:
-        params = schema.check(req.params, {"node": schema.NODE, **(spec or {})})
-        self.emu.check_node(params["node"])
-        return params
+        return self.emu.nodes_api._node(req, spec)
 
     def cluster_status(self, req: Request) -> Any:
         schema.check(req.params, {})

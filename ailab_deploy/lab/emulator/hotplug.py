@@ -105,19 +105,29 @@ def _agent_live(value: str, conf: dict[str, str]) -> bool:
     return all(old.get(k) == new.get(k) for k in keys)
 
 
-def set_live(key: str, value: str, conf: dict[str, str]) -> bool:
-    """Setting ``key`` on a running VM takes effect now (else it waits in [PENDING])."""
+def _common(key: str, conf: dict[str, str]) -> bool | None:
+    """The rules setting and deleting share; None for keys decided by the operation."""
     feats = features(conf)
     if _fast(key) or key in ("cpuunits", "cpulimit"):
         return True
-    if key == "hotplug":
-        return not re.search(r"memory|cpu", value) and not re.search(r"memory|cpu", conf.get("hotplug", ""))
     if key == "tablet":
         return "usb" in feats
     if re.fullmatch(r"usb\d+", key):
         return _usb_hotplug(conf)
     if key == "vcpus":
         return "cpu" in feats
+    if key == "memory":
+        return "memory" in feats
+    return None
+
+
+def set_live(key: str, value: str, conf: dict[str, str]) -> bool:
+    """Setting ``key`` on a running VM takes effect now (else it waits in [PENDING])."""
+    common = _common(key, conf)
+    if common is not None:
+        return common
+    if key == "hotplug":
+        return not re.search(r"memory|cpu", value) and not re.search(r"memory|cpu", conf.get("hotplug", ""))
     if key == "balloon":
         old_on = conf.get("balloon", "1") != "0"
         return old_on == (value != "0")
@@ -125,8 +135,6 @@ def set_live(key: str, value: str, conf: dict[str, str]) -> bool:
         return _net_live(key, value, conf)
     if propstr.is_drive_key(key):
         return _drive_live(key, value, conf)
-    if key == "memory":
-        return "memory" in feats
     if key == "agent":
         return _agent_live(value, conf)
     return False
@@ -134,23 +142,18 @@ def set_live(key: str, value: str, conf: dict[str, str]) -> bool:
 
 def delete_live(key: str, conf: dict[str, str]) -> bool:
     """Deleting ``key`` from a running VM takes effect now (else a pending delete)."""
+    common = _common(key, conf)
+    if common is not None:
+        return common
     feats = features(conf)
-    if _fast(key) or key in ("cpuunits", "cpulimit") or re.fullmatch(r"unused\d+", key):
+    if re.fullmatch(r"unused\d+", key):
         return True
     if key == "hotplug":
         return not re.search(r"memory|cpu", conf.get("hotplug", ""))
-    if key == "tablet":
-        return "usb" in feats
-    if re.fullmatch(r"usb\d+", key):
-        return _usb_hotplug(conf)
-    if key == "vcpus":
-        return "cpu" in feats
     if key == "balloon":
         return conf.get("balloon") != "0"
     if re.fullmatch(r"net\d+", key):
         return "network" in feats
     if propstr.is_drive_key(key):
         return "disk" in feats and not re.match(r"(efidisk|ide|sata|tpmstate)\d+$", key)
-    if key == "memory":
-        return "memory" in feats
     return False
