@@ -60,8 +60,12 @@ def write_lab_plan(lab_dir: Path, info: dict[str, Any], key: Path, *, node_addre
     return True
 
 
-def up(lab_dir: Path, *, api_only: bool, port: int | None = None) -> dict[str, Any]:
+def up(
+    lab_dir: Path, *, api_only: bool, port: int | None = None, pve_version: str | None = None
+) -> dict[str, Any]:
     backend = "null" if api_only else "containers"
+    if pve_version is not None:
+        control.pve_full_version(pve_version)  # refuse a bad version before building anything
     current = control.status(lab_dir)
     if current["running"] and current["backend"] != backend:
         control.down(lab_dir)  # the backend is chosen at start
@@ -81,7 +85,7 @@ def up(lab_dir: Path, *, api_only: bool, port: int | None = None) -> dict[str, A
             "node": built.node.address if built.node else None,
         }
         node = built.node
-    info = control.up(lab_dir, port=port, backend=backend)
+    info = control.up(lab_dir, port=port, backend=backend, pve_version=pve_version)
     if not api_only:  # the node has booted: its onboot VMs start, as pve-guests.service does
         info["startall"] = control.guests_power(lab_dir, "startall")
     key = lab_key(lab_dir)  # the admin key of every lab VM, and the node's root key
