@@ -142,6 +142,8 @@ def _missing_objects(lab: Lab) -> dict[str, str]:
 BASELINE_OVERRIDES = {
     ("POST", "/nodes/{node}/qemu"): {"vmid": "9000"},
     ("POST", "/cluster/backup"): {"id": EXISTING_JOB},
+    ("POST", "/nodes/{node}/startall"): {"vms": MISSING_VMID},
+    ("POST", "/nodes/{node}/stopall"): {"vms": MISSING_VMID},
 }
 
 
@@ -189,14 +191,17 @@ def _conformance(version: str, lab: Lab) -> Tally:
     client = Client(lab)
     real = _setup(lab)
     tally = Tally()
-    for method, path in lab.emulator.router.routes():
+    routes = lab.emulator.router.routes()
+    for method, path in routes:  # reads first: a probe of startall/stopall changes what runs
+        info = spec.get((method, path))
+        if method == "GET" and info is not None:
+            _check_returns(tally, client, method, path, info, real)
+    for method, path in routes:
         info = spec.get((method, path))
         if info is None:
             tally.check(False, f"{method} {path}: served, but not in PVE {version}'s schema")
             continue
         _check_parameters(version, tally, client, method, path, info)
-        if method == "GET":
-            _check_returns(tally, client, method, path, info, real)
     return tally
 
 

@@ -113,13 +113,16 @@ class QemuApi:
             return True
         return False
 
+    def _since_9(self, spec: dict[str, P]) -> dict[str, P]:
+        return {} if self.emu.release == "8.4" else spec
+
     def _start_spec_since_9(self) -> dict[str, P]:
-        if self.emu.release == "8.4":
-            return {}
-        return {
-            "nets-host-mtu": P(pattern=r"net\d+=\d+(,net\d+=\d+)*"),
-            "with-conntrack-state": P("boolean"),
-        }
+        return self._since_9(
+            {
+                "nets-host-mtu": P(pattern=r"net\d+=\d+(,net\d+=\d+)*"),
+                "with-conntrack-state": P("boolean"),
+            }
+        )
 
     def _check_pool(self, pool: str | None) -> None:
         if pool and pool not in self.emu.settings.pools:
@@ -1041,7 +1044,12 @@ class QemuApi:
         return [vmid for _, vmid in sorted(chosen)]
 
     def start_all(self, req: Request) -> Any:
-        spec = {"node": schema.NODE, "force": P("boolean"), "vms": P()}
+        spec = {
+            "node": schema.NODE,
+            "force": P("boolean"),
+            "vms": P(format="pve-vmid-list"),
+            **self._since_9({"max-workers": P("integer", minimum=1, maximum=64)}),
+        }
         params = schema.check(req.params, spec)
         self.emu.check_node(params["node"])
         vmids = self._guest_order(params.get("vms"), onboot_only=not params.get("force"))
@@ -1061,9 +1069,10 @@ class QemuApi:
     def stop_all(self, req: Request) -> Any:
         spec = {
             "node": schema.NODE,
-            "vms": P(),
+            "vms": P(format="pve-vmid-list"),
             "force-stop": P("boolean"),
             "timeout": P("integer", minimum=0, maximum=7200),
+            **self._since_9({"max-workers": P("integer", minimum=1, maximum=64)}),
         }
         params = schema.check(req.params, spec)
         self.emu.check_node(params["node"])
