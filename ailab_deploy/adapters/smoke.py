@@ -17,7 +17,6 @@ from typing import Any
 import requests
 
 from ailab_deploy.adapters.bandwidth_probe import PROBE_SOURCE, parse_probe_output
-from ailab_deploy.adapters.configure import private_key_of
 from ailab_deploy.adapters.known_hosts import KNOWN_HOSTS_FILENAME
 from ailab_deploy.adapters.secrets import SecretStore, database_password_secret_name
 from ailab_deploy.adapters.ssh import SshSession
@@ -34,6 +33,7 @@ from ailab_deploy.core.report import (
 )
 from ailab_deploy.core.sizing import LlmSizing
 from ailab_deploy.errors import AilabError
+from ailab_deploy.pipeline.configure import private_key_of
 
 log = logging.getLogger(__name__)
 

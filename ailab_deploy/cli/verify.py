@@ -15,15 +15,15 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from ailab_deploy.adapters.configure import configure
 from ailab_deploy.adapters.ledger import Ledger, state_dir_for
-from ailab_deploy.adapters.provision import ApplyOptions, Provisioner
 from ailab_deploy.adapters.proxmox import ProxmoxClient
-from ailab_deploy.adapters.verify import VerifyOutcome, verify
 from ailab_deploy.cli.configure import host_table, print_outcome
 from ailab_deploy.cli.output import JsonOption, PlanOption, err, load, out
 from ailab_deploy.core.report import Report
 from ailab_deploy.errors import AilabError
+from ailab_deploy.pipeline.configure import configure
+from ailab_deploy.pipeline.provision import ApplyOptions, Provisioner
+from ailab_deploy.pipeline.verify import VerifyOutcome, verify
 
 
 def report_table(report: Report) -> Table:

@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Any
 
 from ailab_deploy.adapters.ledger import Ledger
-from ailab_deploy.adapters.provision import ApplyOptions, Provisioner
 from ailab_deploy.adapters.proxmox import ProxmoxClient, RetryPolicy
 from ailab_deploy.core.loader import load_plan
+from ailab_deploy.pipeline.provision import ApplyOptions, Provisioner
 
 SECRET_ENV = "AILAB_TEST_PVE_TOKEN_SECRET"
 TEST_KEY = (

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ailab_deploy.adapters.configure import plan_addresses, private_key_of
 from ailab_deploy.adapters.inventory import generate_inventory
 from ailab_deploy.adapters.ledger import Ledger, state_dir_for
 from ailab_deploy.adapters.runner import project_root
@@ -24,6 +23,7 @@ from ailab_deploy.core.loader import LoadedPlan
 from ailab_deploy.core.report import Report, evaluate_gates, render_markdown
 from ailab_deploy.core.sizing import size_plan
 from ailab_deploy.errors import AilabError
+from ailab_deploy.pipeline.configure import plan_addresses, private_key_of
 
 T = TypeVar("T")
 

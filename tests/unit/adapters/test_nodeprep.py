@@ -20,7 +20,7 @@ from ailab_deploy.adapters.nodeprep import (
 from ailab_deploy.core.loader import load_plan
 from ailab_deploy.errors import ConfigError
 
-PLAN = Path(__file__).resolve().parents[2] / "tests" / "plans" / "valid-minimal.yaml"
+PLAN = Path(__file__).resolve().parents[3] / "tests" / "plans" / "valid-minimal.yaml"
 PEM = "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUQ2VydA==\n-----END CERTIFICATE-----"
 
 STORAGE_CFG = """\
