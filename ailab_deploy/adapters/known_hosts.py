@@ -20,9 +20,9 @@ from pathlib import Path
 
 import paramiko
 
+from ailab_deploy.adapters.statedir import known_hosts_path
 from ailab_deploy.errors import AilabError
 
-KNOWN_HOSTS_FILENAME = "known_hosts"
 KEY_TYPES = ("ssh-ed25519", "ecdsa-sha2-nistp256", "rsa-sha2-512")
 _BINDING = "# ailab vmid="
 NODE_BINDING = 0  # not a valid VMID: keys of the node itself, or added by hand
@@ -88,7 +88,7 @@ class KnownHosts:
     """The state directory's known_hosts, safe to update from the engine's threads."""
 
     def __init__(self, state_dir: Path) -> None:
-        self.path = state_dir / KNOWN_HOSTS_FILENAME
+        self.path = known_hosts_path(state_dir)
         self._lock = threading.Lock()
 
     def entries(self) -> list[HostKey]:

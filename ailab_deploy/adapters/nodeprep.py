@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ailab_deploy.adapters.secrets import mask_secrets
+from ailab_deploy.adapters.statedir import known_hosts_path
+from ailab_deploy.adapters.yaml_dump import dump_yaml
 from ailab_deploy.core.desired import VENDOR_SNIPPET_FILENAME
 from ailab_deploy.core.loader import LoadedPlan, resolve_plan_path
 from ailab_deploy.core.plan import Plan
@@ -35,7 +35,6 @@ from ailab_deploy.errors import AilabError, ConfigError
 
 log = logging.getLogger(__name__)
 
-KNOWN_HOSTS_FILENAME = "known_hosts"
 SNIPPETS_STORAGE = "local"
 STORAGE_CFG = "/etc/pve/storage.cfg"
 # Where PVE keeps the built-in ``local`` dir storage; other dir storages name their path in storage.cfg.
@@ -43,33 +42,6 @@ DEFAULT_STORAGE_PATHS = {"local": "/var/lib/vz"}
 _PEM_CERTIFICATE = re.compile(
     r"-----BEGIN CERTIFICATE-----\s+[A-Za-z0-9+/=\s]+?-----END CERTIFICATE-----", re.MULTILINE
 )
-
-
-def known_hosts_path(state_dir: Path) -> Path:
-    """The one known_hosts file the tool trusts: for the node (pyinfra) and the VMs (Ansible)."""
-    return state_dir / KNOWN_HOSTS_FILENAME
-
-
-class _Dumper(yaml.SafeDumper):
-    """Block style, multi-line strings (PEM, pip.conf) as ``|`` literals, no anchors."""
-
-    def ignore_aliases(self, data: Any) -> bool:
-        return True  # a repeated list is written out again: readable, and diffs stay local
-
-
-def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
-    style = "|" if "\n" in value else None
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
-
-
-_Dumper.add_representer(str, _represent_str)
-
-
-def dump_yaml(data: Any) -> str:
-    """Deterministic YAML (sorted keys, block style, ``---`` start); also the inventory writer's."""
-    return yaml.dump(
-        data, Dumper=_Dumper, sort_keys=True, default_flow_style=False, explicit_start=True, width=4096
-    )
 
 
 # ---------------------------------------------------------------------------------- snippets

@@ -12,8 +12,9 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from ailab_deploy.adapters.ledger import Ledger, state_dir_for
+from ailab_deploy.adapters.ledger import Ledger
 from ailab_deploy.adapters.proxmox import ProxmoxClient
+from ailab_deploy.adapters.statedir import state_dir_for
 from ailab_deploy.cli.output import JsonOption, PlanOption, err, load, out
 from ailab_deploy.core.diff import Action, Change, Conflict, Create, Error, Grow, ProvisionPlan, Update
 from ailab_deploy.errors import AilabError

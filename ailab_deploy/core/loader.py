@@ -64,6 +64,14 @@ class LoadedPlan:
         return f"{self.display_name}:{self.line_of(parts)}: {format_path(parts)}"
 
 
+def private_key_of(loaded: LoadedPlan) -> Path | None:
+    """The SSH private key file the plan names for reaching the VMs, resolved next to the plan."""
+    key = loaded.plan.template.ssh_private_key_file
+    if key is None:
+        return None
+    return loaded.resolve(key)
+
+
 def _line_of(tree: Any, parts: PathParts) -> int:
     """1-based line of the deepest node of ``parts`` present in the YAML tree."""
     line = 0

@@ -12,7 +12,7 @@ from typing import Any
 
 from ailab_deploy.adapters.bandwidth_probe import measure_locally
 from ailab_deploy.adapters.known_hosts import KnownHosts
-from ailab_deploy.adapters.ledger import state_dir_for
+from ailab_deploy.adapters.statedir import state_dir_for
 from ailab_deploy.lab import control
 from ailab_deploy.lab.containers.node import lab_key
 from ailab_deploy.lab.labplan import LabPlanInputs, host_facts, local_ca_files, render_lab_plan

@@ -35,6 +35,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ailab_deploy.adapters.known_hosts import KnownHosts
 from ailab_deploy.adapters.ledger import Ledger
 from ailab_deploy.adapters.proxmox import ProxmoxClient
+from ailab_deploy.adapters.statedir import STATE_DIRNAME
 from ailab_deploy.core.loader import LoadedPlan, load_plan, resolve_plan_path
 from ailab_deploy.core.plan import Plan
 from ailab_deploy.errors import InputError, LabError
@@ -46,7 +47,6 @@ from ailab_deploy.pipeline.provision import ApplyOptions, Provisioner
 SCRATCH_DIRNAME = "scratch-vms"
 REGISTRY_FILENAME = "registry.json"
 PLAN_FILENAME = "vms.yaml"
-STATE_DIRNAME = ".ailab"
 VMIDS = range(200, 1000)  # above the lab plan's 100-102, below the template's 9000
 FIRST_ADDRESS = IPv4Address("10.77.0.20")
 LAST_ADDRESS = IPv4Address("10.77.0.99")
