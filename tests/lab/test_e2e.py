@@ -1,7 +1,8 @@
 """The one-command path on the lab, as a user runs it:
 
-lab up -> up (nothing to a verified lab) -> assert the report -> up again (no API writes,
-changed=0) -> destroy -> lab down, leaving nothing behind.
+lab up -> up (nothing to a verified lab) -> assert the report -> up again, from Python through
+``pipeline.up`` without the CLI (no API writes, changed=0) -> destroy -> lab down, leaving
+nothing behind.
 
 Slow: the first ``up`` builds llama.cpp's server from source. Set ``AILAB_E2E_SUMMARY`` to a
 file path to keep both runs' phase timings (CI prints them).
@@ -17,6 +18,7 @@ from typing import Any
 import pytest
 
 from ailab_deploy.lab.containers import leftovers
+from ailab_deploy.pipeline import up as pipeline
 
 from .conftest import ailab_cli as cli
 from .conftest import free_port
@@ -70,11 +72,16 @@ def test_up_from_nothing_to_verified_then_noop_then_destroy(tmp_path: Path) -> N
         vendor = (lab_dir / "storage" / "local" / "snippets" / "ailab-vendor.yaml").read_text()
         assert "http://10.77.0.1:8888" in vendor  # the node's storage, which PVE resolves cicustom in
 
-        second = up(plan)
-        assert second["api_calls"]["writes"] == 0, second["api_calls"]
-        assert second["changed"] == {name: 0 for name in first["changed"]}
-        assert second["report"]["passed"]
-        summary = {"first": first["phases"], "second": second["phases"]}
+        # The same path from Python: pipeline.up returns what it did; nothing is left to change.
+        second = pipeline.up(Path(plan))
+        assert second.api_calls["writes"] == 0, second.api_calls
+        assert second.changed == {name: 0 for name in first["changed"]}
+        assert second.verified is not None and second.verified.report.passed and second.passed
+        assert [phase.name for phase in second.phases] == ["validate", "apply", "configure", "verify"]
+        assert all(isinstance(phase.seconds, float) and phase.seconds >= 0 for phase in second.phases)
+        results = {phase.name: phase.result for phase in second.phases}
+        assert results["apply"] == "0 API writes" and results["configure"] == "changed=0", results
+        summary = {"first": first["phases"], "second": second.to_dict()["phases"]}
         if os.environ.get("AILAB_E2E_SUMMARY"):
             Path(os.environ["AILAB_E2E_SUMMARY"]).write_text(json.dumps(summary, indent=2) + "\n")
 
