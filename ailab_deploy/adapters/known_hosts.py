@@ -20,6 +20,7 @@ from pathlib import Path
 
 import paramiko
 
+from ailab_deploy.adapters.retry import Clock, Sleep, poll
 from ailab_deploy.adapters.statedir import known_hosts_path
 from ailab_deploy.errors import AilabError
 
@@ -43,22 +44,37 @@ class HostKey:
         return f"{self.host} {self.key_type} {self.key_base64}"
 
 
-def wait_for_port(host: str, port: int, timeout: float, *, what: str) -> None:
+def wait_for_port(
+    host: str,
+    port: int,
+    timeout: float,
+    *,
+    what: str,
+    clock: Clock = time.monotonic,
+    sleep: Sleep = time.sleep,
+) -> None:
     """Poll a TCP connect until it succeeds or ``timeout`` passes."""
-    deadline = time.monotonic() + timeout
-    last = "no answer"
-    while True:
+    last = ["no answer"]
+
+    def connects() -> bool | None:
         try:
             with socket.create_connection((host, port), timeout=min(5.0, max(0.5, timeout))):
-                return
+                return True
         except OSError as error:
-            last = error.strerror or type(error).__name__
-        if time.monotonic() >= deadline:
-            raise AilabError(
-                f"{what}: SSH on {host}:{port} did not answer within {timeout:g} s (last: {last}); "
-                "re-run apply to resume, or use --no-wait-ssh for API-only runs"
-            )
-        time.sleep(1.0)
+            last[0] = error.strerror or type(error).__name__
+            return None
+
+    poll(
+        connects,
+        timeout=timeout,
+        interval=1.0,
+        on_timeout=lambda: AilabError(
+            f"{what}: SSH on {host}:{port} did not answer within {timeout:g} s (last: {last[0]}); "
+            "re-run apply to resume, or use --no-wait-ssh for API-only runs"
+        ),
+        clock=clock,
+        sleep=sleep,
+    )
 
 
 def fetch_host_keys(host: str, port: int, timeout: float = 10.0) -> list[tuple[str, str]]:
