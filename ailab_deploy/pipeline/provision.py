@@ -20,7 +20,6 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
-from ailab_deploy.adapters.backup_job import ensure_backup_job
 from ailab_deploy.adapters.known_hosts import KnownHosts, fetch_host_keys, wait_for_port
 from ailab_deploy.adapters.ledger import Ledger, Run, apply_lock
 from ailab_deploy.adapters.nodeprep import NodeTarget, prepare_node, storages_from_api, vendor_snippet
@@ -43,6 +42,7 @@ from ailab_deploy.core.diff import (
 from ailab_deploy.core.loader import LoadedPlan
 from ailab_deploy.core.pveformat import actual_value
 from ailab_deploy.errors import AilabError, ConfigError, ProxmoxError
+from ailab_deploy.pipeline.backup_job import ensure_backup_job
 
 log = logging.getLogger(__name__)
 
