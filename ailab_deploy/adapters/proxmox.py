@@ -35,7 +35,8 @@ import requests
 from proxmoxer import ProxmoxAPI, ResourceException
 from requests.adapters import HTTPAdapter
 
-from ailab_deploy.adapters.retry import Backoff, Clock, Sleep, poll, retry
+from ailab_deploy.adapters import retry as waits
+from ailab_deploy.adapters.retry import Backoff, Clock, Sleep
 from ailab_deploy.adapters.secrets import mask_secrets
 from ailab_deploy.core.diff import ActualVM
 from ailab_deploy.core.loader import LoadedPlan
@@ -331,18 +332,13 @@ class ProxmoxClient:
     # ---- calls
 
     def call(
-        self,
-        method: str,
-        path: str,
-        params: Mapping[str, Any] | None = None,
-        *,
-        retry_transient: bool = True,
+        self, method: str, path: str, params: Mapping[str, Any] | None = None, *, retry: bool = True
     ) -> Any:
         """One API call with retries for transient failures; ``path`` is below /api2/json."""
         form = _form(params or {})
-        return retry(
+        return waits.retry(
             lambda _: self._call_reaching(method, path, form),
-            delays=self.retry.delays() if retry_transient else (),
+            delays=self.retry.delays() if retry else (),
             retryable=_transient,
             sleep=self.sleep,
             on_retry=lambda error, delay: log.warning("%s; retrying in %.1f s", self.mask(str(error)), delay),
@@ -403,7 +399,7 @@ class ProxmoxClient:
                 return True
             raise TaskFailed(what, upid, exit_status or "no exit status")
 
-        poll(
+        waits.poll(
             stopped,
             timeout=timeout,
             interval=lambda previous: min(previous * 1.5, 1.0) if previous else 0.05,
@@ -453,9 +449,7 @@ class ProxmoxClient:
 
     def agent_ipv4(self, vmid: int) -> list[str]:
         """IPv4 addresses the guest agent reports (raises ProxmoxApiError while it is not up)."""
-        answer = self.call(
-            "GET", f"nodes/{self.node}/qemu/{vmid}/agent/network-get-interfaces", retry_transient=False
-        )
+        answer = self.call("GET", f"nodes/{self.node}/qemu/{vmid}/agent/network-get-interfaces", retry=False)
         addresses = []
         for interface in (answer or {}).get("result", []):
             if interface.get("name") == "lo":

@@ -384,7 +384,7 @@ class Provisioner:
             with gate.slot(storage):
                 try:
                     upid = self.client.call(
-                        "POST", self.client.qemu_path(template.vmid, "clone"), params, retry_transient=False
+                        "POST", self.client.qemu_path(template.vmid, "clone"), params, retry=False
                     )
                 except ProxmoxApiError as error:
                     if "already exists" in error.reason:
