@@ -21,32 +21,48 @@ from typing import TYPE_CHECKING
 
 import paramiko
 
+from ailab_deploy.adapters.retry import Clock, Sleep, poll
+from ailab_deploy.adapters.statedir import known_hosts_path
 from ailab_deploy.core.hostkeys import HostKeyPair
 from ailab_deploy.errors import AilabError
 
 if TYPE_CHECKING:
     from ailab_deploy.adapters.ledger import Ledger
 
-KNOWN_HOSTS_FILENAME = "known_hosts"
 KEY_TYPES = ("ssh-ed25519", "ecdsa-sha2-nistp256", "rsa-sha2-512")
 
 
-def wait_for_port(host: str, port: int, timeout: float, *, what: str) -> None:
+def wait_for_port(
+    host: str,
+    port: int,
+    timeout: float,
+    *,
+    what: str,
+    clock: Clock = time.monotonic,
+    sleep: Sleep = time.sleep,
+) -> None:
     """Poll a TCP connect until it succeeds or ``timeout`` passes."""
-    deadline = time.monotonic() + timeout
-    last = "no answer"
-    while True:
+    last = ["no answer"]
+
+    def connects() -> bool | None:
         try:
             with socket.create_connection((host, port), timeout=min(5.0, max(0.5, timeout))):
-                return
+                return True
         except OSError as error:
-            last = error.strerror or type(error).__name__
-        if time.monotonic() >= deadline:
-            raise AilabError(
-                f"{what}: SSH on {host}:{port} did not answer within {timeout:g} s (last: {last}); "
-                "re-run apply to resume, or use --no-wait-ssh for API-only runs"
-            )
-        time.sleep(1.0)
+            last[0] = error.strerror or type(error).__name__
+            return None
+
+    poll(
+        connects,
+        timeout=timeout,
+        interval=1.0,
+        on_timeout=lambda: AilabError(
+            f"{what}: SSH on {host}:{port} did not answer within {timeout:g} s (last: {last[0]}); "
+            "re-run apply to resume, or use --no-wait-ssh for API-only runs"
+        ),
+        clock=clock,
+        sleep=sleep,
+    )
 
 
 def fetch_host_keys(host: str, port: int, timeout: float = 10.0) -> list[tuple[str, str]]:
@@ -96,7 +112,7 @@ class KnownHosts:
     """The state directory's known_hosts, safe to update from the engine's threads."""
 
     def __init__(self, state_dir: Path) -> None:
-        self.path = state_dir / KNOWN_HOSTS_FILENAME
+        self.path = known_hosts_path(state_dir)
         self._lock = threading.Lock()
 
     def _lines(self) -> list[str]:

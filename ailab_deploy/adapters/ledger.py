@@ -29,8 +29,6 @@ from typing import Any
 from ailab_deploy.adapters.secrets import SecretStore, mask_secrets
 from ailab_deploy.errors import AilabError
 
-STATE_DIRNAME = ".ailab"
-STATE_DIR_ENV = "AILAB_STATE_DIR"
 LEDGER_FILENAME = "ledger.sqlite"
 APPLY_LOCK_FILENAME = "apply.lock"
 BUSY_TIMEOUT_MS = 10_000
@@ -103,14 +101,6 @@ CREATE TABLE IF NOT EXISTS vm_addresses (
 
 class TransitionError(RuntimeError):
     """A step or run was moved along an edge its state machine lacks (a bug in the caller)."""
-
-
-def state_dir_for(plan_path: Path) -> Path:
-    """``.ailab/`` next to the plan file, unless ``AILAB_STATE_DIR`` names another directory."""
-    override = os.environ.get(STATE_DIR_ENV)
-    if override:
-        return Path(override).expanduser().absolute()
-    return plan_path.expanduser().absolute().parent / STATE_DIRNAME
 
 
 def _ensure_state_dir(state_dir: Path) -> None:

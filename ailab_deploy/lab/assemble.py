@@ -13,7 +13,8 @@ from typing import Any
 
 from ailab_deploy.adapters.bandwidth_probe import measure_locally
 from ailab_deploy.adapters.known_hosts import KnownHosts, forget_vm
-from ailab_deploy.adapters.ledger import LEDGER_FILENAME, Ledger, state_dir_for
+from ailab_deploy.adapters.ledger import LEDGER_FILENAME, Ledger
+from ailab_deploy.adapters.statedir import state_dir_for
 from ailab_deploy.errors import LabError
 from ailab_deploy.lab import control
 from ailab_deploy.lab.containers.node import lab_key

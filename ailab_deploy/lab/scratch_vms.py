@@ -1,7 +1,7 @@
 """Scratch lab VMs for Molecule: ``ailab-deploy lab vm create/destroy --name NAME``.
 
 A scratch VM is provisioned exactly like the lab's own VMs, by the same
-:class:`~ailab_deploy.adapters.provision.Provisioner`, from a one-VM plan derived from the
+:class:`~ailab_deploy.pipeline.provision.Provisioner`, from a one-VM plan derived from the
 running lab's plan (``<lab-dir>/vms.lab.yaml``). Each has its own state directory, so its
 ledger manages only it and the lab plan's VMs never see it (nor it them)::
 
@@ -34,19 +34,19 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from ailab_deploy.adapters.known_hosts import KnownHosts
 from ailab_deploy.adapters.ledger import Ledger
-from ailab_deploy.adapters.provision import ApplyOptions, Provisioner
 from ailab_deploy.adapters.proxmox import ProxmoxClient
+from ailab_deploy.adapters.statedir import STATE_DIRNAME
 from ailab_deploy.core.loader import LoadedPlan, load_plan, resolve_plan_path
 from ailab_deploy.core.plan import Plan
 from ailab_deploy.errors import InputError, LabError
 from ailab_deploy.lab import control
 from ailab_deploy.lab.emulator.state import write_atomic
 from ailab_deploy.lab.network_constants import LAB_GATEWAY, LAB_NODE_ADDRESS
+from ailab_deploy.pipeline.provision import ApplyOptions, Provisioner
 
 SCRATCH_DIRNAME = "scratch-vms"
 REGISTRY_FILENAME = "registry.json"
 PLAN_FILENAME = "vms.yaml"
-STATE_DIRNAME = ".ailab"
 VMIDS = range(200, 1000)  # above the lab plan's 100-102, below the template's 9000
 FIRST_ADDRESS = IPv4Address("10.77.0.20")
 LAST_ADDRESS = IPv4Address("10.77.0.99")

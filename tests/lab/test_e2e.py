@@ -1,9 +1,10 @@
 """The one-command path on the lab, as a user runs it, and the rehearsal's life cycle on one lab:
 
-lab up -> up (nothing to a verified lab) -> up again (no API writes, changed=0)
--> lab down -> lab up (a node reboot: VMs, disks and configs kept) -> plan (no changes)
--> up (changed=0, 0 API writes) -> lab reset -> up (verified again; host keys of the VMs it
-re-created replaced, not refused) -> destroy -> lab down --purge, leaving nothing behind.
+lab up -> up (nothing to a verified lab) -> up again, from Python through ``pipeline.up``
+without the CLI (no API writes, changed=0) -> lab down -> lab up (a node reboot: VMs, disks and
+configs kept) -> plan (no changes) -> up (changed=0, 0 API writes) -> lab reset -> up (verified
+again; host keys of the VMs it re-created replaced, not refused) -> destroy -> lab down --purge,
+leaving nothing behind.
 
 The steps share one lab (module scope) and run in order. Slow: the first ``up`` builds
 llama.cpp's server from source. Set ``AILAB_E2E_SUMMARY`` to a file path to keep the first and
@@ -28,6 +29,7 @@ from ailab_deploy.adapters.ledger import Ledger
 from ailab_deploy.core.loader import load_plan
 from ailab_deploy.lab.containers import leftovers
 from ailab_deploy.lab.containers.backend import machines_dir
+from ailab_deploy.pipeline import up as pipeline
 
 from .conftest import ailab_cli as cli
 from .conftest import free_port
@@ -117,12 +119,18 @@ def test_up_from_nothing_to_verified(lab: Rehearsal) -> None:
     assert "http://10.77.0.1:8888" in vendor  # the node's storage, which PVE resolves cicustom in
 
 
-def test_second_up_changes_nothing(lab: Rehearsal) -> None:
-    second, _ = up(lab.plan)
-    lab.runs["second"] = second
-    assert_noop(second, list(lab.runs["first"]["changed"]))
+def test_second_up_from_python_changes_nothing(lab: Rehearsal) -> None:
+    # The same path from Python: pipeline.up returns what it did; nothing is left to change.
+    second = pipeline.up(Path(lab.plan))
+    assert second.api_calls["writes"] == 0, second.api_calls
+    assert second.changed == {name: 0 for name in lab.runs["first"]["changed"]}
+    assert second.verified is not None and second.verified.report.passed and second.passed
+    assert [phase.name for phase in second.phases] == ["validate", "apply", "configure", "verify"]
+    assert all(isinstance(phase.seconds, float) and phase.seconds >= 0 for phase in second.phases)
+    results = {phase.name: phase.result for phase in second.phases}
+    assert results["apply"] == "0 API writes" and results["configure"] == "changed=0", results
     if os.environ.get("AILAB_E2E_SUMMARY"):
-        summary = {"first": lab.runs["first"]["phases"], "second": second["phases"]}
+        summary = {"first": lab.runs["first"]["phases"], "second": second.to_dict()["phases"]}
         Path(os.environ["AILAB_E2E_SUMMARY"]).write_text(json.dumps(summary, indent=2) + "\n")
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from proxmoxer import ResourceException
 
-from ailab_deploy.adapters.provision import ApplyFailed
+from ailab_deploy.pipeline.provision import ApplyFailed
 from tests.lab.provision_fixtures import LAB_OPTIONS, make_engine
 from tests.lab.test_provision import assert_exactly_the_plan, guests
 

@@ -1,4 +1,4 @@
-"""Issue 4, done-when: lab infrastructure, three container VMs from the template, SSH as the
+"""Lab VMs: lab infrastructure, three container VMs from the template, SSH as the
 cloud-init user, systemd running, apt and pip through the proxy, and no trace after down.
 
 Run as root: ``pytest --lab tests/lab/test_vms.py``.

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import unquote
 
+from ailab_deploy.core.units import pve_size_bytes
+
 BOOL_TRUE = {"1", "true", "yes", "on"}
 BOOL_FALSE = {"0", "false", "no", "off"}
 
@@ -216,10 +218,7 @@ SIZE_PATTERN = r"\d+(\.\d+)?[KMGT]?"
 
 
 def parse_size(text: str, default_unit: str = "") -> int:
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)([KMGT]?)", text)
-    if not match:
-        raise ValueError(f"invalid size '{text}'")
-    return int(float(match.group(1)) * _UNITS[match.group(2) or default_unit])
+    return pve_size_bytes(text, default_unit)  # raises UnitError, a ValueError
 
 
 def format_size(size: int) -> str:

@@ -7,7 +7,7 @@ from ailab_deploy.core.loader import load_plan_text
 from ailab_deploy.core.sizing import size_plan
 from ailab_deploy.lab.labplan import LabPlanInputs, local_ca_files, render_lab_plan
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def _inputs(tmp_path: Path) -> LabPlanInputs:

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "apps" / "ailab_kit" / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "apps" / "ailab_kit" / "src"))
 
 from ailab_kit.llm import LLMClient, LLMError
 from ailab_kit.settings import Settings, SettingsError

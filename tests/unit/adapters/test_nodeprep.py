@@ -13,9 +13,9 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from paramiko.common import AUTH_FAILED, AUTH_SUCCESSFUL
 
 from ailab_deploy.adapters.nodeprep import (
+    NodeSession,
     NodeTarget,
     Snippet,
-    _connected_state,
     cicustom_vendor,
     parse_storage_cfg,
     prepare_node,
@@ -28,7 +28,7 @@ from ailab_deploy.adapters.nodeprep import (
 from ailab_deploy.core.loader import load_plan
 from ailab_deploy.errors import AilabError, ConfigError
 
-PLAN = Path(__file__).resolve().parents[2] / "tests" / "plans" / "valid-minimal.yaml"
+PLAN = Path(__file__).resolve().parents[3] / "tests" / "plans" / "valid-minimal.yaml"
 PEM = "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUQ2VydA==\n-----END CERTIFICATE-----"
 
 STORAGE_CFG = """\
@@ -209,7 +209,7 @@ def _target(sshd: _LoopbackSshd, tmp_path: Path, *known: paramiko.PKey) -> NodeT
 def test_ssh_connects_when_the_host_key_is_known_offering_only_the_named_key(
     sshd: _LoopbackSshd, tmp_path: Path
 ) -> None:
-    _connected_state(_target(sshd, tmp_path, sshd.host_key))
+    NodeSession(_target(sshd, tmp_path, sshd.host_key)).close()
     assert sshd.offered == [sshd.allowed.get_base64()]  # no agent or ~/.ssh key offered
 
 

@@ -4,13 +4,13 @@ from typing import Any
 
 import pytest
 
-from ailab_deploy.adapters.backup_job import (
+from ailab_deploy.errors import ProxmoxError
+from ailab_deploy.pipeline.backup_job import (
     DEFAULT_SCHEDULE,
     JOB_COMMENT,
     backup_storage,
     ensure_backup_job,
 )
-from ailab_deploy.errors import ProxmoxError
 
 
 class FakePve:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "apps" / "ailab_kit" / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "apps" / "ailab_kit" / "src"))
 
 pytest.importorskip("sqlalchemy")
 pytest.importorskip("alembic")

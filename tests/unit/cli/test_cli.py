@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.test_broken_plans import run_cli
+from tests.unit.cli.test_broken_plans import run_cli
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def test_validate_accepts_the_shipped_plan(capsys: pytest.CaptureFixture[str]) -> None:

@@ -24,7 +24,7 @@ from ailab_deploy.lab.scratch_vms import (
     render_scratch_plan,
 )
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def _lab_plan_text(tmp_path: Path, *, relative: bool = False) -> str:

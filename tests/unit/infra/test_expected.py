@@ -22,7 +22,7 @@ from tests.infra.expected import (
     postgresql_clients,
     postgresql_settings,
 )
-from tests.unit.test_labplan import _inputs
+from tests.unit.lab.test_labplan import _inputs
 
 net = ipaddress.ip_network
 LAB = net("10.77.0.0/24")

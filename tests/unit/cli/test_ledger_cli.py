@@ -7,7 +7,7 @@ import pytest
 
 from ailab_deploy.adapters.ledger import Ledger
 from ailab_deploy.cli import output
-from tests.unit.test_broken_plans import run_cli
+from tests.unit.cli.test_broken_plans import run_cli
 
 
 @pytest.fixture

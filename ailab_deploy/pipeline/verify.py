@@ -15,15 +15,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ailab_deploy.adapters.configure import plan_addresses, private_key_of
 from ailab_deploy.adapters.inventory import generate_inventory
-from ailab_deploy.adapters.ledger import Ledger, state_dir_for
+from ailab_deploy.adapters.ledger import Ledger
 from ailab_deploy.adapters.runner import project_root
 from ailab_deploy.adapters.smoke import Targets, measure_apps, measure_llm, measure_pgbench
-from ailab_deploy.core.loader import LoadedPlan
+from ailab_deploy.adapters.statedir import state_dir_for
+from ailab_deploy.core.loader import LoadedPlan, private_key_of
 from ailab_deploy.core.report import Report, evaluate_gates, render_markdown
 from ailab_deploy.core.sizing import size_plan
 from ailab_deploy.errors import AilabError
+from ailab_deploy.pipeline.configure import plan_addresses
 
 T = TypeVar("T")
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from ailab_deploy.adapters.inventory import GeneratedInventory, generate_inventory
-from ailab_deploy.adapters.ledger import Ledger, apply_lock, state_dir_for
+from ailab_deploy.adapters.ledger import Ledger, apply_lock
 from ailab_deploy.adapters.runner import PlaybookResult, ProgressCallback, run_playbook
-from ailab_deploy.core.loader import LoadedPlan
+from ailab_deploy.adapters.statedir import state_dir_for
+from ailab_deploy.core.loader import LoadedPlan, private_key_of
 
 
 @dataclass(frozen=True)
@@ -22,13 +22,6 @@ class ConfigureOutcome:
 def plan_addresses(loaded: LoadedPlan) -> dict[str, str]:
     """VM name -> address; the plan's static addresses are what cloud-init configured."""
     return {vm.name: str(vm.ip) for vm in loaded.plan.vms}
-
-
-def private_key_of(loaded: LoadedPlan) -> Path | None:
-    key = loaded.plan.template.ssh_private_key_file
-    if key is None:
-        return None
-    return loaded.resolve(key)
 
 
 def configure(

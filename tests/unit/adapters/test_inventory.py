@@ -15,7 +15,7 @@ from ailab_deploy.core.loader import LoadedPlan, load_plan, load_plan_text
 from ailab_deploy.core.plan import AppSource
 from ailab_deploy.core.sizing import size_plan
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 PLAN = REPO / "tests" / "plans" / "valid-minimal.yaml"
 ADDRESSES = {"postgres": "10.10.0.10", "llm": "10.10.0.11", "apps": "10.10.0.12"}
 

@@ -10,7 +10,6 @@ apply resumes by running it again: what is done diffs to nothing.
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,11 +20,11 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
-from ailab_deploy.adapters.backup_job import ensure_backup_job
 from ailab_deploy.adapters.known_hosts import KnownHosts, fetch_host_keys, forget_vm, wait_for_port
 from ailab_deploy.adapters.ledger import Ledger, Run, apply_lock
 from ailab_deploy.adapters.nodeprep import NodeTarget, prepare_node, storages_from_api, vendor_snippet
 from ailab_deploy.adapters.proxmox import ProxmoxApiError, ProxmoxClient, TaskFailed
+from ailab_deploy.adapters.retry import linear_delays, poll, retry
 from ailab_deploy.core.desired import DesiredVM, desired_vms
 from ailab_deploy.core.diff import (
     ActualVM,
@@ -44,6 +43,7 @@ from ailab_deploy.core.hostkeys import judge_host_keys
 from ailab_deploy.core.loader import LoadedPlan
 from ailab_deploy.core.pveformat import actual_value
 from ailab_deploy.errors import AilabError, ConfigError, ProxmoxError
+from ailab_deploy.pipeline.backup_job import ensure_backup_job
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +85,14 @@ class ApplyReport:
     @property
     def failed(self) -> list[VMResult]:
         return [r for r in self.results if r.error]
+
+
+def _clone_retryable(error: Exception) -> bool:
+    """A clone is tried again after a storage lock timeout or PVE's transient 5xx: in both, PVE
+    answered, so no clone is under way; a lost connection is never retried."""
+    if isinstance(error, ProxmoxApiError):
+        return error.lock_timeout or error.transient
+    return isinstance(error, TaskFailed) and error.lock_timeout
 
 
 class ApplyFailed(AilabError):
@@ -211,7 +219,7 @@ class Provisioner:
     # -------------------------------------------------------------------------------- apply
 
     def apply(self, options: ApplyOptions) -> ApplyReport:
-        started = time.monotonic()
+        started = self.client.clock()
         plan_hash = self.loaded.text_sha256
         with apply_lock(self.state_dir, plan_hash), self.ledger.start_run("apply", plan_hash) as run:
             self._run = run
@@ -237,7 +245,7 @@ class Provisioner:
         """After every VM: the vzdump job follows the managed VMs, unless a VM failed."""
         if not any(r.error for r in results):
             self._ensure_vzdump_job(self.ledger.managed_vmids())
-        report = ApplyReport(run.id, results, self.client.stats.as_dict(), time.monotonic() - started)
+        report = ApplyReport(run.id, results, self.client.stats.as_dict(), self.client.clock() - started)
         if report.failed:
             run.finish("failed")
             raise ApplyFailed(report)
@@ -333,21 +341,30 @@ class Provisioner:
 
     def _rediff(self, desired: DesiredVM, options: ApplyOptions) -> VMPlan:
         """Re-read one VM (waiting, bounded, for a clone or other lock to end) and diff again."""
-        deadline = time.monotonic() + options.clone_timeout
-        while True:
+        last: list[WaitUnlock] = []
+
+        def unlocked() -> VMPlan | None:
             actual = self.read_vm(desired.vmid)
             plan = diff_vm(desired, actual, self.ledger.managed_vmids(), self.client.node)
             wait = plan.first(WaitUnlock)
-            if not isinstance(wait, WaitUnlock):
-                if plan.blocked:
-                    raise AilabError("; ".join(getattr(a, "reason", a.kind) for a in plan.actions))
-                return plan
-            if time.monotonic() >= deadline:
-                raise ProxmoxError(
-                    f"VM {desired.vmid} is still locked ({wait.lock}) after {options.clone_timeout:g} s; "
-                    "re-run apply when the task holding it has finished"
-                )
-            time.sleep(1.0)
+            if isinstance(wait, WaitUnlock):
+                last[:] = [wait]
+                return None
+            if plan.blocked:
+                raise AilabError("; ".join(getattr(a, "reason", a.kind) for a in plan.actions))
+            return plan
+
+        return poll(
+            unlocked,
+            timeout=options.clone_timeout,
+            interval=1.0,
+            on_timeout=lambda: ProxmoxError(
+                f"VM {desired.vmid} is still locked ({last[0].lock}) after {options.clone_timeout:g} s; "
+                "re-run apply when the task holding it has finished"
+            ),
+            clock=self.client.clock,
+            sleep=self.client.sleep,
+        )
 
     # ---- the phases; each returns what it did
 
@@ -363,31 +380,37 @@ class Provisioner:
             "full": True,
             "storage": storage,
         }
-        for attempt in range(1, options.clone_attempts + 1):
+
+        def attempt(number: int) -> str:
             with gate.slot(storage):
                 try:
                     upid = self.client.call(
                         "POST", self.client.qemu_path(template.vmid, "clone"), params, retry=False
                     )
-                    self.client.wait_task(upid, f"clone of {desired.name}", options.clone_timeout)
-                    return f"full clone of {template.vmid} onto {storage} (attempt {attempt})"
                 except ProxmoxApiError as error:
                     if "already exists" in error.reason:
                         return "already cloned (an earlier run started it)"
-                    if not (error.lock_timeout or error.transient) or attempt == options.clone_attempts:
-                        self.ledger.forget_vm(desired.vmid)
-                        raise
-                    contention = error.lock_timeout
-                except TaskFailed as error:
-                    # PVE removes a clone target whose task failed, so nothing is left behind.
-                    if not error.lock_timeout or attempt == options.clone_attempts:
-                        self.ledger.forget_vm(desired.vmid)
-                        raise
-                    contention = True
-            if contention and gate.serialise(storage):
+                    raise
+                # PVE removes a clone target whose task failed, so nothing is left behind.
+                self.client.wait_task(upid, f"clone of {desired.name}", options.clone_timeout)
+                return f"full clone of {template.vmid} onto {storage} (attempt {number})"
+
+        def contended(error: Exception, _delay: float) -> None:
+            lock_timeout = isinstance(error, ProxmoxApiError | TaskFailed) and error.lock_timeout
+            if lock_timeout and gate.serialise(storage):
                 self._event(desired.name, f"lock contention on {storage}: cloning one at a time there")
-            time.sleep(options.lock_backoff * attempt * random.uniform(0.8, 1.2))
-        raise AssertionError("unreachable")
+
+        try:
+            return retry(
+                attempt,
+                delays=linear_delays(options.lock_backoff, options.clone_attempts),
+                retryable=_clone_retryable,
+                sleep=self.client.sleep,
+                on_retry=contended,
+            )
+        except (ProxmoxApiError, TaskFailed):
+            self.ledger.forget_vm(desired.vmid)
+            raise
 
     def _configure(self, desired: DesiredVM) -> str:
         """Read, diff, write with the digest of that read: a concurrent edit makes PVE refuse."""
@@ -429,27 +452,42 @@ class Provisioner:
         return f"snapshot {name}"
 
     def _wait_agent(self, desired: DesiredVM, options: ApplyOptions) -> str:
-        deadline = time.monotonic() + options.agent_timeout
-        last = "no answer yet"
-        while True:
+        last = ["no answer yet"]
+
+        def reported() -> str | None:
             try:
                 addresses = self.client.agent_ipv4(desired.vmid)
-                if desired.ip in addresses:
-                    return f"guest agent reports {desired.ip}"
-                last = f"agent reports {', '.join(addresses) or 'no IPv4 address'}"
             except ProxmoxApiError as error:
-                last = error.reason.strip()
-            if time.monotonic() >= deadline:
-                raise ProxmoxError(
-                    f"the guest agent did not report {desired.ip} within {options.agent_timeout:g} s "
-                    f"(last: {last}); check that qemu-guest-agent is installed and enabled in the template, "
-                    "then run apply again (or raise --agent-timeout)"
-                )
-            time.sleep(min(2.0, max(0.1, deadline - time.monotonic())))
+                last[0] = error.reason.strip()
+                return None
+            if desired.ip in addresses:
+                return f"guest agent reports {desired.ip}"
+            last[0] = f"agent reports {', '.join(addresses) or 'no IPv4 address'}"
+            return None
+
+        return poll(
+            reported,
+            timeout=options.agent_timeout,
+            interval=2.0,
+            on_timeout=lambda: ProxmoxError(
+                f"the guest agent did not report {desired.ip} within {options.agent_timeout:g} s "
+                f"(last: {last[0]}); check that qemu-guest-agent is installed and enabled in the template, "
+                "then run apply again (or raise --agent-timeout)"
+            ),
+            clock=self.client.clock,
+            sleep=self.client.sleep,
+        )
 
     def _ssh(self, desired: DesiredVM, options: ApplyOptions, *, created: bool) -> str:
         """Record, check or (for a VM this run cloned) replace the VM's host keys."""
-        wait_for_port(desired.ip, options.ssh_port, options.ssh_timeout, what=desired.name)
+        wait_for_port(
+            desired.ip,
+            options.ssh_port,
+            options.ssh_timeout,
+            what=desired.name,
+            clock=self.client.clock,
+            sleep=self.client.sleep,
+        )
         keys = fetch_host_keys(desired.ip, options.ssh_port)
         verdict = judge_host_keys(
             self.known_hosts.keys_for(desired.ip),
@@ -578,7 +616,7 @@ class Provisioner:
         return [managed[name] for name in names]
 
     def destroy(self, targets: list[ActualVM], options: ApplyOptions) -> ApplyReport:
-        started = time.monotonic()
+        started = self.client.clock()
         protected = [vm for vm in targets if actual_value(vm.config or {}, "protection") == "1"]
         if protected:
             raise AilabError(

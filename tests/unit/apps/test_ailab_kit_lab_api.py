@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT / "apps" / "ailab_kit" / "src"))
 sys.path.insert(0, str(ROOT / "apps" / "lab_status" / "src"))
 

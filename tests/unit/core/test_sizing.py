@@ -16,7 +16,7 @@ from ailab_deploy.core.sizing import (
 
 KIB = 1024
 GIB = 1024**3
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def test_llama31_8b_kv_cache_is_128_kib_per_token_at_f16() -> None:

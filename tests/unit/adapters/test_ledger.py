@@ -18,9 +18,9 @@ from ailab_deploy.adapters.ledger import (
     Ledger,
     TransitionError,
     apply_lock,
-    state_dir_for,
 )
 from ailab_deploy.adapters.secrets import SecretStore
+from ailab_deploy.adapters.statedir import state_dir_for
 from ailab_deploy.errors import AilabError
 
 PLAN_HASH = "ab" * 32

@@ -13,7 +13,7 @@ import pytest
 
 from ailab_deploy.cli.main import main
 
-BROKEN = sorted((Path(__file__).parent.parent / "plans" / "broken").glob("*.yaml"))
+BROKEN = sorted((Path(__file__).resolve().parents[2] / "plans" / "broken").glob("*.yaml"))
 
 
 def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
@@ -48,7 +48,7 @@ def test_broken_plan_is_rejected_with_its_message(path: Path, capsys: pytest.Cap
 
 
 def test_errors_are_all_reported_at_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    base = (Path(__file__).parent.parent / "plans" / "valid-minimal.yaml").read_text()
+    base = (Path(__file__).resolve().parents[2] / "plans" / "valid-minimal.yaml").read_text()
     broken = base.replace("memory: 4G", "memory: 4X", 1).replace("ip: 10.10.0.12", "ip: 10.10.0.300")
     broken = broken.replace("engine: ollama", "engine: vllm")
     plan = tmp_path / "vms.yaml"
@@ -63,7 +63,7 @@ def test_errors_are_all_reported_at_once(tmp_path: Path, capsys: pytest.CaptureF
 
 
 def test_a_password_in_the_plan_is_never_echoed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    base = (Path(__file__).parent.parent / "plans" / "valid-minimal.yaml").read_text()
+    base = (Path(__file__).resolve().parents[2] / "plans" / "valid-minimal.yaml").read_text()
     plan = tmp_path / "vms.yaml"
     plan.write_text(
         base.replace("    - name: ailab\napps", "    - name: ailab\n      password: s3cr3t-pw\napps")

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from ailab_deploy.adapters import verify
+from ailab_deploy.pipeline import verify
 
 
 def test_the_infra_suite_gets_the_plan_and_the_state_dir(

@@ -28,13 +28,13 @@ from cryptography.x509.oid import NameOID
 from ailab_deploy.adapters.proxmox import (
     ProxmoxApiError,
     ProxmoxClient,
-    RetryPolicy,
     TaskFailed,
     TaskTimeout,
     _form,
     normalise_fingerprint,
     token_secret,
 )
+from ailab_deploy.adapters.retry import Backoff
 from ailab_deploy.core.desired import desired_vms
 from ailab_deploy.core.loader import load_plan_text
 from ailab_deploy.errors import ConfigError, ProxmoxError
@@ -120,7 +120,7 @@ class FakePve:
             token_id="ailab@pve!deploy",
             secret=SECRET,
             timeout=5,
-            retry=RetryPolicy(attempts=4, first_delay=0.01),
+            retry=Backoff(attempts=4, first_delay=0.01),
             sleep=self.sleeps.append,
             **kwargs,
         )
