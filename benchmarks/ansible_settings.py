@@ -17,8 +17,8 @@ import argparse
 import statistics
 from pathlib import Path
 
-from ailab_deploy.adapters.configure import configure
 from ailab_deploy.core.loader import load_plan
+from ailab_deploy.pipeline.configure import configure
 
 
 def main() -> None:

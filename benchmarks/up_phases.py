@@ -68,7 +68,7 @@ def main() -> None:
     finally:
         if not args.keep:
             cli("destroy", "--plan", plan, "--yes")
-            cli("lab", "down", "--lab-dir", str(lab_dir))
+            cli("lab", "down", "--purge", "--lab-dir", str(lab_dir))
 
 
 if __name__ == "__main__":

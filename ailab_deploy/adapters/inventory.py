@@ -25,9 +25,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ailab_deploy.adapters.ledger import state_dir_for
-from ailab_deploy.adapters.nodeprep import dump_yaml, known_hosts_path, read_ca_certificates
+from ailab_deploy.adapters.nodeprep import read_ca_certificates
 from ailab_deploy.adapters.secrets import LLM_API_KEY_SECRET_NAME, SecretStore, database_password_secret_name
+from ailab_deploy.adapters.statedir import known_hosts_path, state_dir_for
+from ailab_deploy.adapters.yaml_dump import dump_yaml
 from ailab_deploy.core.inventory import (
     LLM_API_KEY_VARIABLE,
     AppPackage,

@@ -1,64 +1,68 @@
-"""SSH readiness and host keys: wait for port 22, record keys on first contact, check them after.
+"""SSH readiness and host keys: wait for port 22, fetch a server's keys, keep ``known_hosts``.
 
-``<state>/known_hosts`` is an OpenSSH known_hosts file (Ansible uses it with strict
-checking on). Each entry is preceded by a ``# ailab vmid=N`` comment that binds the
-key to the VM it was first seen on: trust on first use per vmid+ip. A VM rebuilt by
-``destroy`` + ``apply`` is forgotten by destroy, so its new key is accepted; any other
-change of key is refused. Nothing here turns checking off.
-
-Lines without a binding (the Proxmox node's key, appended by hand after comparing it with
-the node's console, or pinned by ``lab up``) belong to :data:`NODE_BINDING` and are kept.
+``<state>/known_hosts`` is a plain OpenSSH known_hosts file (Ansible and pyinfra use it with
+strict checking on): ``ssh-keygen -F/-R`` work on it and a line appended by hand (the node's
+key, after comparing it with the node's console) is kept as written. Which address belongs
+to which VM is recorded in the ledger, not here. Whether a key is trusted is decided in
+:mod:`ailab_deploy.core.hostkeys`; nothing here turns checking off.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import os
 import socket
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import paramiko
 
+from ailab_deploy.adapters.retry import Clock, Sleep, poll
+from ailab_deploy.adapters.statedir import known_hosts_path
+from ailab_deploy.core.hostkeys import HostKeyPair
 from ailab_deploy.errors import AilabError
 
-KNOWN_HOSTS_FILENAME = "known_hosts"
+if TYPE_CHECKING:
+    from ailab_deploy.adapters.ledger import Ledger
+
 KEY_TYPES = ("ssh-ed25519", "ecdsa-sha2-nistp256", "rsa-sha2-512")
-_BINDING = "# ailab vmid="
-NODE_BINDING = 0  # not a valid VMID: keys of the node itself, or added by hand
 
 
-class HostKeyMismatch(AilabError):
-    """A VM presented a host key other than the one recorded for it."""
-
-
-@dataclass(frozen=True)
-class HostKey:
-    vmid: int
-    host: str
-    key_type: str
-    key_base64: str
-
-    def line(self) -> str:
-        return f"{self.host} {self.key_type} {self.key_base64}"
-
-
-def wait_for_port(host: str, port: int, timeout: float, *, what: str) -> None:
+def wait_for_port(
+    host: str,
+    port: int,
+    timeout: float,
+    *,
+    what: str,
+    clock: Clock = time.monotonic,
+    sleep: Sleep = time.sleep,
+) -> None:
     """Poll a TCP connect until it succeeds or ``timeout`` passes."""
-    deadline = time.monotonic() + timeout
-    last = "no answer"
-    while True:
+    last = ["no answer"]
+
+    def connects() -> bool | None:
         try:
             with socket.create_connection((host, port), timeout=min(5.0, max(0.5, timeout))):
-                return
+                return True
         except OSError as error:
-            last = error.strerror or type(error).__name__
-        if time.monotonic() >= deadline:
-            raise AilabError(
-                f"{what}: SSH on {host}:{port} did not answer within {timeout:g} s (last: {last}); "
-                "re-run apply to resume, or use --no-wait-ssh for API-only runs"
-            )
-        time.sleep(1.0)
+            last[0] = error.strerror or type(error).__name__
+            return None
+
+    poll(
+        connects,
+        timeout=timeout,
+        interval=1.0,
+        on_timeout=lambda: AilabError(
+            f"{what}: SSH on {host}:{port} did not answer within {timeout:g} s (last: {last[0]}); "
+            "re-run apply to resume, or use --no-wait-ssh for API-only runs"
+        ),
+        clock=clock,
+        sleep=sleep,
+    )
 
 
 def fetch_host_keys(host: str, port: int, timeout: float = 10.0) -> list[tuple[str, str]]:
@@ -84,68 +88,80 @@ def fetch_host_keys(host: str, port: int, timeout: float = 10.0) -> list[tuple[s
     return found
 
 
+def _host_pattern_matches(pattern: str, host: str) -> bool:
+    """One host field of a known_hosts line (plain, ``[host]:port`` or hashed ``|1|salt|hash``)."""
+    if pattern.startswith("|1|"):
+        try:
+            _, _, salt, digest = pattern.split("|", 3)
+            mac = hmac.new(base64.b64decode(salt), host.encode(), hashlib.sha1).digest()
+        except (ValueError, TypeError):
+            return False
+        return hmac.compare_digest(base64.b64encode(mac).decode(), digest)
+    return pattern == host
+
+
+def _line_hosts(line: str) -> list[str] | None:
+    """The host patterns of a key line; None for blanks, comments and marker lines."""
+    fields = line.split()
+    if len(fields) < 3 or fields[0].startswith("#") or fields[0].startswith("@"):
+        return None
+    return fields[0].split(",")
+
+
 class KnownHosts:
     """The state directory's known_hosts, safe to update from the engine's threads."""
 
     def __init__(self, state_dir: Path) -> None:
-        self.path = state_dir / KNOWN_HOSTS_FILENAME
+        self.path = known_hosts_path(state_dir)
         self._lock = threading.Lock()
 
-    def entries(self) -> list[HostKey]:
-        if not self.path.exists():
-            return []
-        entries: list[HostKey] = []
-        vmid = NODE_BINDING
-        for line in self.path.read_text(encoding="utf-8").splitlines():
-            if line.startswith(_BINDING):
-                vmid = int(line[len(_BINDING) :].split()[0])
-            elif line.strip() and not line.startswith("#"):
-                host, key_type, key_base64 = line.split()[:3]
-                entries.append(HostKey(vmid, host, key_type, key_base64))
-        return entries
+    def _lines(self) -> list[str]:
+        return self.path.read_text(encoding="utf-8").splitlines() if self.path.exists() else []
 
-    def _write(self, entries: list[HostKey]) -> None:
-        lines = []
-        for entry in sorted(entries, key=lambda e: (e.vmid, e.key_type)):
-            lines += [f"{_BINDING}{entry.vmid}", entry.line()]
+    @staticmethod
+    def _matches(line: str, host: str) -> bool:
+        patterns = _line_hosts(line)
+        return patterns is not None and any(_host_pattern_matches(p, host) for p in patterns)
+
+    def keys_for(self, host: str) -> set[HostKeyPair]:
+        """The (type, base64) keys recorded for ``host``."""
+        found = set()
+        for line in self._lines():
+            if self._matches(line, host):
+                fields = line.split()
+                found.add((fields[1], fields[2]))
+        return found
+
+    def _write(self, lines: list[str]) -> None:
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        temporary = self.path.with_suffix(".tmp")
+        temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         temporary.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
         temporary.chmod(0o600)
         temporary.replace(self.path)
 
-    def known(self, vmid: int, host: str) -> bool:
-        return any(e.vmid == vmid and e.host == host for e in self.entries())
-
-    def record_or_check(self, vmid: int, host: str, keys: list[tuple[str, str]]) -> str:
-        """First contact: record ``keys``. Later: every offered key must match. Returns what happened."""
+    def replace(self, host: str, keys: list[HostKeyPair]) -> None:
+        """Trust exactly ``keys`` for ``host`` (like ``ssh-keygen -R`` then appending the new lines)."""
         with self._lock:
-            entries = self.entries()
-            mine = {(e.key_type, e.key_base64) for e in entries if e.vmid == vmid and e.host == host}
-            if mine:
-                recorded_types = {key_type for key_type, _ in mine}
-                for key in keys:
-                    if key[0] in recorded_types and key not in mine:
-                        raise HostKeyMismatch(
-                            f"VM {vmid} at {host} presents a different {key[0]} host key than the one "
-                            f"recorded in {self.path}. If the VM was rebuilt outside ailab-deploy, remove "
-                            "its entry there; otherwise treat this as an attack"
-                        )
-                return "host keys match"
-            # A new VM on this address (or a new address for this VM) replaces older bindings.
-            kept = [e for e in entries if e.vmid != vmid and e.host != host]
-            self._write(kept + [HostKey(vmid, host, t, b) for t, b in keys])
-            return f"recorded {len(keys)} host key(s) (first contact)"
+            kept = [line for line in self._lines() if not self._matches(line, host)]
+            self._write(kept + [f"{host} {key_type} {key_base64}" for key_type, key_base64 in keys])
 
-    def pin_node(self, host: str, keys: list[tuple[str, str]]) -> None:
-        """Trust exactly ``keys`` for the node at ``host``, learnt out of band (never over the network)."""
+    def remove(self, host: str) -> bool:
+        """Drop every line for ``host``; True if there was one."""
         with self._lock:
-            kept = [e for e in self.entries() if not (e.vmid == NODE_BINDING and e.host == host)]
-            self._write(kept + [HostKey(NODE_BINDING, host, t, b) for t, b in keys])
-
-    def forget(self, vmid: int) -> None:
-        with self._lock:
-            entries = self.entries()
-            kept = [e for e in entries if e.vmid != vmid]
-            if len(kept) != len(entries):
+            lines = self._lines()
+            kept = [line for line in lines if not self._matches(line, host)]
+            if len(kept) != len(lines):
                 self._write(kept)
+            return len(kept) != len(lines)
+
+    def pin_node(self, host: str, keys: list[HostKeyPair]) -> None:
+        """Trust exactly ``keys`` for the node at ``host``, learnt out of band (never over the network)."""
+        self.replace(host, keys)
+
+
+def forget_vm(ledger: Ledger, known_hosts: KnownHosts, vmid: int) -> None:
+    """A VM that is gone: its host keys and its place in the ledger."""
+    address = ledger.address_of(vmid)
+    if address is not None:
+        known_hosts.remove(address)
+    ledger.forget_vm(vmid)

@@ -29,8 +29,6 @@ from typing import Any
 from ailab_deploy.adapters.secrets import SecretStore, mask_secrets
 from ailab_deploy.errors import AilabError
 
-STATE_DIRNAME = ".ailab"
-STATE_DIR_ENV = "AILAB_STATE_DIR"
 LEDGER_FILENAME = "ledger.sqlite"
 APPLY_LOCK_FILENAME = "apply.lock"
 BUSY_TIMEOUT_MS = 10_000
@@ -93,19 +91,16 @@ CREATE TABLE IF NOT EXISTS managed_vms (
     name TEXT NOT NULL,
     recorded_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS vm_addresses (
+    vmid INTEGER PRIMARY KEY,
+    address TEXT NOT NULL,
+    recorded_at REAL NOT NULL
+);
 """
 
 
 class TransitionError(RuntimeError):
     """A step or run was moved along an edge its state machine lacks (a bug in the caller)."""
-
-
-def state_dir_for(plan_path: Path) -> Path:
-    """``.ailab/`` next to the plan file, unless ``AILAB_STATE_DIR`` names another directory."""
-    override = os.environ.get(STATE_DIR_ENV)
-    if override:
-        return Path(override).expanduser().absolute()
-    return plan_path.expanduser().absolute().parent / STATE_DIRNAME
 
 
 def _ensure_state_dir(state_dir: Path) -> None:
@@ -254,6 +249,19 @@ class Ledger:
 
     def forget_vm(self, vmid: int) -> None:
         self._execute("DELETE FROM managed_vms WHERE vmid = ?", (vmid,))
+        self._execute("DELETE FROM vm_addresses WHERE vmid = ?", (vmid,))
+
+    def bind_address(self, vmid: int, address: str) -> None:
+        """The address whose host keys in known_hosts belong to ``vmid``."""
+        self._execute(
+            "INSERT INTO vm_addresses (vmid, address, recorded_at) VALUES (?, ?, ?) "
+            "ON CONFLICT(vmid) DO UPDATE SET address = excluded.address, recorded_at = excluded.recorded_at",
+            (vmid, address, time.time()),
+        )
+
+    def address_of(self, vmid: int) -> str | None:
+        row = self._execute("SELECT address FROM vm_addresses WHERE vmid = ?", (vmid,)).fetchone()
+        return None if row is None else str(row["address"])
 
     # ---- reading (for the CLI and verify)
 

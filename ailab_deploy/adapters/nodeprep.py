@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ailab_deploy.adapters.secrets import mask_secrets
+from ailab_deploy.adapters.statedir import known_hosts_path
+from ailab_deploy.adapters.yaml_dump import dump_yaml
 from ailab_deploy.core.desired import VENDOR_SNIPPET_FILENAME
 from ailab_deploy.core.loader import LoadedPlan, resolve_plan_path
 from ailab_deploy.core.plan import Plan
@@ -35,7 +35,6 @@ from ailab_deploy.errors import AilabError, ConfigError
 
 log = logging.getLogger(__name__)
 
-KNOWN_HOSTS_FILENAME = "known_hosts"
 SNIPPETS_STORAGE = "local"
 STORAGE_CFG = "/etc/pve/storage.cfg"
 # Where PVE keeps the built-in ``local`` dir storage; other dir storages name their path in storage.cfg.
@@ -43,33 +42,6 @@ DEFAULT_STORAGE_PATHS = {"local": "/var/lib/vz"}
 _PEM_CERTIFICATE = re.compile(
     r"-----BEGIN CERTIFICATE-----\s+[A-Za-z0-9+/=\s]+?-----END CERTIFICATE-----", re.MULTILINE
 )
-
-
-def known_hosts_path(state_dir: Path) -> Path:
-    """The one known_hosts file the tool trusts: for the node (pyinfra) and the VMs (Ansible)."""
-    return state_dir / KNOWN_HOSTS_FILENAME
-
-
-class _Dumper(yaml.SafeDumper):
-    """Block style, multi-line strings (PEM, pip.conf) as ``|`` literals, no anchors."""
-
-    def ignore_aliases(self, data: Any) -> bool:
-        return True  # a repeated list is written out again: readable, and diffs stay local
-
-
-def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
-    style = "|" if "\n" in value else None
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
-
-
-_Dumper.add_representer(str, _represent_str)
-
-
-def dump_yaml(data: Any) -> str:
-    """Deterministic YAML (sorted keys, block style, ``---`` start); also the inventory writer's."""
-    return yaml.dump(
-        data, Dumper=_Dumper, sort_keys=True, default_flow_style=False, explicit_start=True, width=4096
-    )
 
 
 # ---------------------------------------------------------------------------------- snippets
@@ -93,6 +65,11 @@ class Snippet:
         return bool(re.search(r"://[^/\s:@]+:[^/\s@]+@", self.content))
 
 
+# A proxy that serves one request per connection (tinyproxy, many small ones) drops the rest of
+# apt's pipelined requests and resets the connection, which can cut the response being read.
+APT_THROUGH_PROXY = 'Acquire::http::Pipeline-Depth "0";\nAcquire::Retries "3";\n'
+
+
 def render_vendor_data(http_proxy: str | None, ca_certificates: Sequence[str]) -> str:
     """#cloud-config for the first boot, before Ansible: apt and pip through the proxy, extra CAs trusted.
 
@@ -102,7 +79,7 @@ def render_vendor_data(http_proxy: str | None, ca_certificates: Sequence[str]) -
     if ca_certificates:
         config["ca_certs"] = {"trusted": [pem.strip() + "\n" for pem in ca_certificates]}
     if http_proxy:
-        config["apt"] = {"http_proxy": http_proxy, "https_proxy": http_proxy}
+        config["apt"] = {"http_proxy": http_proxy, "https_proxy": http_proxy, "conf": APT_THROUGH_PROXY}
         pip = f"[global]\nproxy = {http_proxy}\n"
         if ca_certificates:  # pip's own bundle would not contain the added CAs
             pip += "cert = /etc/ssl/certs/ca-certificates.crt\n"
@@ -313,33 +290,68 @@ def _captured_pyinfra_messages() -> Iterator[_Messages]:
         logger.removeHandler(handler)
 
 
-def _connected_state(target: NodeTarget) -> tuple[Any, Any]:
-    from pyinfra.api.config import Config
-    from pyinfra.api.connect import connect_all
-    from pyinfra.api.exceptions import PyinfraError
-    from pyinfra.api.inventory import Inventory
-    from pyinfra.api.state import State
+class NodeSession:
+    """One SSH connection to the node through pyinfra's public API: read facts, queue
+    operations, run them. Node preparation is a small deploy on it that can grow."""
 
-    if not target.known_hosts.is_file():
-        raise ConfigError(target.unknown_host_hint())
-    inventory = Inventory(([(target.host, target.pyinfra_data())], {}))  # type: ignore[no-untyped-call]
-    state = State(inventory, Config(CONNECT_TIMEOUT=target.connect_timeout))  # type: ignore[no-untyped-call]
-    with _captured_pyinfra_messages() as messages:
-        try:
-            connect_all(state)
-        except PyinfraError:
-            reason = " ".join(messages.lines) or "connection failed"
-            if "known_hosts" in reason or "host key" in reason.lower():
-                raise AilabError(target.unknown_host_hint()) from None
-            raise AilabError(f"cannot reach node {target.host} over SSH: {mask_secrets(reason)}") from None
-    host = inventory.get_host(target.host)
-    return state, host
+    def __init__(self, target: NodeTarget) -> None:
+        from pyinfra.api.config import Config
+        from pyinfra.api.connect import connect_all
+        from pyinfra.api.exceptions import PyinfraError
+        from pyinfra.api.inventory import Inventory
+        from pyinfra.api.state import State
+
+        if not target.known_hosts.is_file():
+            raise ConfigError(target.unknown_host_hint())
+        self.target = target
+        self.state = State(
+            Inventory(([(target.host, target.pyinfra_data())], {})),
+            Config(CONNECT_TIMEOUT=target.connect_timeout),
+        )
+        with _captured_pyinfra_messages() as messages:
+            try:
+                connect_all(self.state)
+            except PyinfraError:
+                reason = " ".join(messages.lines) or "connection failed"
+                if "known_hosts" in reason or "host key" in reason.lower():
+                    raise AilabError(target.unknown_host_hint()) from None
+                raise AilabError(
+                    f"cannot reach node {target.host} over SSH: {mask_secrets(reason)}"
+                ) from None
+
+    def fact(self, fact: type[Any], **arguments: Any) -> Any:
+        """One fact of the node, e.g. ``fact(Sha1File, path=...)``."""
+        from pyinfra.api.facts import get_facts
+
+        return next(iter(get_facts(self.state, fact, kwargs=arguments).values()))
+
+    def add(self, operation: Any, **arguments: Any) -> None:
+        """Queue a pyinfra operation (``files.put`` and the like) for :meth:`run`."""
+        from pyinfra.api.operation import add_op
+
+        add_op(self.state, operation, **arguments)
+
+    def run(self) -> None:
+        from pyinfra.api.exceptions import PyinfraError
+        from pyinfra.api.operations import run_ops
+
+        with _captured_pyinfra_messages() as messages:
+            try:
+                run_ops(self.state)
+            except PyinfraError:
+                reason = mask_secrets(" ".join(messages.lines) or "an operation failed")
+                raise AilabError(f"node preparation on {self.target.host} failed: {reason}") from None
+
+    def close(self) -> None:
+        from pyinfra.api.connect import disconnect_all
+
+        disconnect_all(self.state)
 
 
-def _read_storage_cfg(state: Any, host: Any) -> dict[str, StorageInfo] | None:
+def _read_storage_cfg(node: NodeSession) -> dict[str, StorageInfo] | None:
     from pyinfra.facts.files import FileContents
 
-    lines = host.get_fact(FileContents, path=STORAGE_CFG)
+    lines = node.fact(FileContents, path=STORAGE_CFG)
     return None if lines is None else parse_storage_cfg("\n".join(lines))
 
 
@@ -356,16 +368,13 @@ def prepare_node(
     Storage facts come from ``storages`` (e.g. :func:`storages_from_api`) or else from the
     node's storage.cfg. A problem stops before any upload. ``dry_run`` reports what would change.
     """
-    from pyinfra.api.exceptions import PyinfraError
-    from pyinfra.api.operation import add_op
-    from pyinfra.api.operations import run_ops
     from pyinfra.facts.files import Sha1File
     from pyinfra.operations import files
 
-    state, host = _connected_state(target)
+    node = NodeSession(target)
     result = NodePrepResult()
     try:
-        result.storages = _read_storage_cfg(state, host)
+        result.storages = _read_storage_cfg(node)
         known = storages if storages is not None else result.storages
         if plan is not None:
             if known is None:
@@ -390,14 +399,13 @@ def prepare_node(
             uploads.append((f"{directory}/{snippet.filename}", snippet))
         for remote, snippet in uploads:
             # Compared before writing, so the result says changed/unchanged even in a dry run.
-            current = host.get_fact(Sha1File, path=remote)
+            current = node.fact(Sha1File, path=remote)
             if current == _sha1(snippet.content):
                 result.unchanged.append(remote)
                 continue
             result.changed.append(remote)
             if not dry_run:
-                add_op(
-                    state,
+                node.add(
                     files.put,
                     name=f"Upload snippet {snippet.volume}",
                     src=io.StringIO(snippet.content),
@@ -409,12 +417,7 @@ def prepare_node(
                     create_remote_dir=True,
                 )
         if result.changed and not dry_run:
-            with _captured_pyinfra_messages() as messages:
-                try:
-                    run_ops(state)
-                except PyinfraError:
-                    reason = mask_secrets(" ".join(messages.lines) or "an operation failed")
-                    raise AilabError(f"node preparation on {target.host} failed: {reason}") from None
+            node.run()
         log.info(
             "node %s: %d snippet(s) written, %d unchanged",
             target.host,
@@ -423,9 +426,7 @@ def prepare_node(
         )
         return result
     finally:
-        from pyinfra.api.connect import disconnect_all
-
-        disconnect_all(state)
+        node.close()
 
 
 def _sha1(text: str) -> str:

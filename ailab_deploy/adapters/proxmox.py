@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import re
 import stat
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +35,8 @@ import requests
 from proxmoxer import ProxmoxAPI, ResourceException
 from requests.adapters import HTTPAdapter
 
+from ailab_deploy.adapters import retry as waits
+from ailab_deploy.adapters.retry import Backoff, Clock, Sleep
 from ailab_deploy.adapters.secrets import mask_secrets
 from ailab_deploy.core.diff import ActualVM
 from ailab_deploy.core.loader import LoadedPlan
@@ -72,6 +73,15 @@ class ProxmoxApiError(ProxmoxError):
     @property
     def transient(self) -> bool:
         return self.status in TRANSIENT_STATUS and not PERMANENT_500.search(self.reason)
+
+
+class Unreachable(ProxmoxError):
+    """A read could not reach PVE (connection refused, reset, timed out); retrying is safe."""
+
+
+def _transient(error: Exception) -> bool:
+    """Errors a retry can cure: PVE's transient 5xx answers, and reads that did not get through."""
+    return isinstance(error, Unreachable) or (isinstance(error, ProxmoxApiError) and error.transient)
 
 
 class TaskFailed(ProxmoxError):
@@ -213,19 +223,6 @@ def _form(params: Mapping[str, Any]) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------- client
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    attempts: int = 6
-    first_delay: float = 0.5
-    max_delay: float = 8.0
-
-    def delays(self) -> Iterable[float]:
-        delay = self.first_delay
-        for _ in range(self.attempts - 1):
-            yield delay * random.uniform(0.8, 1.2)  # jitter keeps parallel workers apart
-            delay = min(delay * 2, self.max_delay)
-
-
 class ProxmoxClient:
     """One node of one PVE server, reached with an API token."""
 
@@ -240,17 +237,19 @@ class ProxmoxClient:
         fingerprint: str | None = None,
         ca_file: Path | None = None,
         timeout: float = 30.0,
-        retry: RetryPolicy | None = None,
+        retry: Backoff | None = None,
         pool_size: int = 16,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Sleep = time.sleep,
+        clock: Clock = time.monotonic,
     ) -> None:
         user, _, token_name = token_id.partition("!")
         self.node = node
         self.base = f"https://{host}:{port}"
-        self.retry = retry or RetryPolicy()
+        self.retry = retry or Backoff()
         self.stats = CallStats()
         self._secret = secret
-        self._sleep = sleep
+        self.sleep = sleep  # every wait of the client, and of the engine driving it
+        self.clock = clock
         verify: bool | str = str(ca_file) if ca_file else True
         self.api = ProxmoxAPI(
             host,
@@ -337,29 +336,28 @@ class ProxmoxClient:
     ) -> Any:
         """One API call with retries for transient failures; ``path`` is below /api2/json."""
         form = _form(params or {})
-        delays = iter(self.retry.delays() if retry else ())
-        while True:
-            try:
-                return self._call_once(method, path, form)
-            except ProxmoxApiError as error:
-                if not error.transient:
-                    raise
-                failure: ProxmoxError = error
-            except (requests.ConnectionError, requests.Timeout) as error:
-                if isinstance(error, requests.exceptions.SSLError):
-                    raise ProxmoxError(f"TLS check of {self.base} failed: {self.mask(str(error))}") from None
-                if method in WRITE_METHODS:
-                    # The request may have reached PVE; only a fresh read can tell what happened.
-                    raise ProxmoxError(
-                        f"{method} /{path}: connection lost ({type(error).__name__}); "
-                        "re-run the command to resume"
-                    ) from None
-                failure = ProxmoxError(f"{method} /{path}: cannot reach {self.base}: {type(error).__name__}")
-            delay = next(delays, None)
-            if delay is None:
-                raise failure
-            log.warning("%s; retrying in %.1f s", self.mask(str(failure)), delay)
-            self._sleep(delay)
+        return waits.retry(
+            lambda _: self._call_reaching(method, path, form),
+            delays=self.retry.delays() if retry else (),
+            retryable=_transient,
+            sleep=self.sleep,
+            on_retry=lambda error, delay: log.warning("%s; retrying in %.1f s", self.mask(str(error)), delay),
+        )
+
+    def _call_reaching(self, method: str, path: str, form: dict[str, Any]) -> Any:
+        """One request; a lost connection becomes an error that says whether a retry is safe."""
+        try:
+            return self._call_once(method, path, form)
+        except (requests.ConnectionError, requests.Timeout) as error:
+            if isinstance(error, requests.exceptions.SSLError):
+                raise ProxmoxError(f"TLS check of {self.base} failed: {self.mask(str(error))}") from None
+            if method in WRITE_METHODS:
+                # The request may have reached PVE; only a fresh read can tell what happened.
+                raise ProxmoxError(
+                    f"{method} /{path}: connection lost ({type(error).__name__}); "
+                    "re-run the command to resume"
+                ) from None
+            raise Unreachable(f"{method} /{path}: cannot reach {self.base}: {type(error).__name__}") from None
 
     def _call_once(self, method: str, path: str, form: dict[str, Any]) -> Any:
         resource = self.api(path)
@@ -391,19 +389,24 @@ class ProxmoxClient:
         """Poll until the task stops; raise TaskFailed or TaskTimeout. ``None`` means it ran synchronously."""
         if not upid:
             return
-        deadline = time.monotonic() + timeout
-        interval = 0.05
-        while True:
+
+        def stopped() -> bool | None:
             status = self.get(f"nodes/{self.node}/tasks/{upid}/status")
-            if status.get("status") == "stopped":
-                exit_status = str(status.get("exitstatus", ""))
-                if exit_status == "OK" or exit_status.startswith("WARNINGS"):
-                    return
-                raise TaskFailed(what, upid, exit_status or "no exit status")
-            if time.monotonic() >= deadline:
-                raise TaskTimeout(what, upid, timeout)
-            time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
-            interval = min(interval * 1.5, 1.0)
+            if status.get("status") != "stopped":
+                return None
+            exit_status = str(status.get("exitstatus", ""))
+            if exit_status == "OK" or exit_status.startswith("WARNINGS"):
+                return True
+            raise TaskFailed(what, upid, exit_status or "no exit status")
+
+        waits.poll(
+            stopped,
+            timeout=timeout,
+            interval=lambda previous: min(previous * 1.5, 1.0) if previous else 0.05,
+            on_timeout=lambda: TaskTimeout(what, upid, timeout),
+            clock=self.clock,
+            sleep=self.sleep,
+        )
 
     def run_task(self, method: str, path: str, params: Mapping[str, Any], what: str, timeout: float) -> None:
         self.wait_task(self.call(method, path, params), what, timeout)

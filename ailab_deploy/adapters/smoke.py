@@ -17,12 +17,11 @@ from typing import Any
 import requests
 
 from ailab_deploy.adapters.bandwidth_probe import PROBE_SOURCE, parse_probe_output
-from ailab_deploy.adapters.configure import private_key_of
-from ailab_deploy.adapters.known_hosts import KNOWN_HOSTS_FILENAME
 from ailab_deploy.adapters.secrets import LLM_API_KEY_SECRET_NAME, SecretStore, database_password_secret_name
 from ailab_deploy.adapters.ssh import SshSession
+from ailab_deploy.adapters.statedir import known_hosts_path
 from ailab_deploy.core.inventory import SERVED_MODEL_NAME
-from ailab_deploy.core.loader import LoadedPlan
+from ailab_deploy.core.loader import LoadedPlan, private_key_of
 from ailab_deploy.core.plan import VM
 from ailab_deploy.core.report import (
     AppResult,
@@ -83,7 +82,7 @@ class Targets:
         return SshSession(
             str(vm.ip),
             self.loaded.plan.template.admin_user,
-            known_hosts=self.state_dir / KNOWN_HOSTS_FILENAME,
+            known_hosts=known_hosts_path(self.state_dir),
             key_file=private_key_of(self.loaded),
         )
 

@@ -9,10 +9,10 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from ailab_deploy.adapters.configure import configure as run_configure
 from ailab_deploy.adapters.runner import HostTally, PlaybookResult
 from ailab_deploy.cli.output import PlanOption, err, load, out
 from ailab_deploy.errors import AilabError
+from ailab_deploy.pipeline.configure import configure as run_configure
 
 
 def host_table(hosts: dict[str, HostTally], title: str) -> Table:

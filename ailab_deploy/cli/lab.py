@@ -9,6 +9,7 @@ import typer
 
 from ailab_deploy.errors import AilabError
 from ailab_deploy.lab import assemble, control, scratch_vms
+from ailab_deploy.lab.emulator.settings import DEFAULT_PVE_RELEASE
 
 lab_app = typer.Typer(help="The local lab: a Proxmox VE API emulator whose VMs are booting containers.")
 vm_app = typer.Typer(help="Scratch VMs on the running lab, one per name (Molecule's create/destroy).")
@@ -28,7 +29,16 @@ def _print_status(info: dict[str, object], as_json: bool) -> None:
         return
     state = "running" if info["running"] else "stopped"
     typer.echo(f"lab emulator: {state}")
-    for key in ("endpoint", "node", "token_id", "token_secret_path", "fingerprint", "ca_path", "lab_plan"):
+    for key in (
+        "endpoint",
+        "pve_version",
+        "node",
+        "token_id",
+        "token_secret_path",
+        "fingerprint",
+        "ca_path",
+        "lab_plan",
+    ):
         typer.echo(f"  {key}: {info[key]}")
 
 
@@ -36,12 +46,17 @@ def _print_status(info: dict[str, object], as_json: bool) -> None:
 def up(
     api_only: bool = typer.Option(False, "--api-only", help="only the API emulator (null backend)"),
     port: int | None = typer.Option(None, "--port", help="HTTPS port (default 8006)"),
+    pve_version: str = typer.Option(
+        DEFAULT_PVE_RELEASE, "--pve-version", help="the Proxmox VE release to emulate: 9.1 or 8.4"
+    ),
     lab_dir: Path | None = LabDir,
     as_json: bool = typer.Option(False, "--json", help="print the status as JSON"),
 ) -> None:
     """Start the lab (idempotent): bridge, proxy, template image, node, emulator, lab plan."""
     try:
-        info = assemble.up(control.resolve_lab_dir(lab_dir), api_only=api_only, port=port)
+        info = assemble.up(
+            control.resolve_lab_dir(lab_dir), api_only=api_only, port=port, pve_version=pve_version
+        )
     except AilabError as err:
         raise _fail(err) from err
     _print_status(info, as_json)
@@ -61,22 +76,28 @@ def status(
 
 
 @lab_app.command()
-def down(lab_dir: Path | None = LabDir) -> None:
-    """Stop the lab and remove every container, namespace, mount and process it made (idempotent).
-
-    The emulator's state stays in the lab directory."""
+def down(
+    purge: bool = typer.Option(
+        False, "--purge", help="also throw every VM away (as `lab reset`), and their disks"
+    ),
+    lab_dir: Path | None = LabDir,
+) -> None:
+    """Stop the lab as a node powers off (idempotent): guests shut down, every container process,
+    namespace, mount and the bridge go; VMs, their disks and configs stay for the next `lab up`."""
     try:
-        stopped = assemble.down(control.resolve_lab_dir(lab_dir))
+        stopped = assemble.down(control.resolve_lab_dir(lab_dir), purge=purge)
     except AilabError as err:
         raise _fail(err) from err
-    typer.echo("lab stopped" if stopped else "lab emulator was not running; lab infrastructure removed")
+    kept = "VMs and their disks were removed" if purge else "VMs and their disks are kept"
+    stopped_text = "lab stopped" if stopped else "lab emulator was not running; lab infrastructure removed"
+    typer.echo(f"{stopped_text}; {kept}")
 
 
 @lab_app.command()
 def reset(lab_dir: Path | None = LabDir) -> None:
-    """Destroy every lab VM except the template."""
+    """Destroy every lab VM except the template, and forget them on the controller (host keys, ledger)."""
     try:
-        removed = control.reset(control.resolve_lab_dir(lab_dir))
+        removed = assemble.reset(control.resolve_lab_dir(lab_dir))
     except AilabError as err:
         raise _fail(err) from err
     typer.echo(f"removed {len(removed)} VM(s); the template is kept")

@@ -20,6 +20,10 @@ def load(plan_path: Path, *, quiet: bool = False) -> LoadedPlan:
     """Load and check the plan; print its warnings to stderr unless ``quiet``."""
     loaded = load_plan(plan_path)
     if not quiet:
-        for warning in loaded.warnings:
-            err.print(f"[yellow]warning:[/] {warning}", markup=True)
+        print_warnings(loaded)
     return loaded
+
+
+def print_warnings(loaded: LoadedPlan) -> None:
+    for warning in loaded.warnings:
+        err.print(f"[yellow]warning:[/] {warning}", markup=True)

@@ -12,12 +12,13 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from ailab_deploy.adapters.ledger import Ledger, state_dir_for
-from ailab_deploy.adapters.provision import ApplyFailed, ApplyOptions, ApplyReport, Provisioner
+from ailab_deploy.adapters.ledger import Ledger
 from ailab_deploy.adapters.proxmox import ProxmoxClient
+from ailab_deploy.adapters.statedir import state_dir_for
 from ailab_deploy.cli.output import JsonOption, PlanOption, err, load, out
 from ailab_deploy.core.diff import Action, Change, Conflict, Create, Error, Grow, ProvisionPlan, Update
 from ailab_deploy.errors import AilabError
+from ailab_deploy.pipeline.provision import ApplyFailed, ApplyOptions, ApplyReport, Provisioner
 
 ParallelOption = typer.Option(4, "--parallel", min=1, max=64, help="VMs worked on at once.")
 NoWaitSshOption = typer.Option(

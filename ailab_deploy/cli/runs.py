@@ -11,7 +11,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ailab_deploy.adapters.ledger import LEDGER_FILENAME, Ledger, RunDetail, RunSummary, state_dir_for
+from ailab_deploy.adapters.ledger import LEDGER_FILENAME, Ledger, RunDetail, RunSummary
+from ailab_deploy.adapters.statedir import state_dir_for
 from ailab_deploy.cli.output import JsonOption, PlanOption, out
 from ailab_deploy.errors import AilabError
 

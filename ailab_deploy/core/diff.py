@@ -15,7 +15,6 @@ from ailab_deploy.core.desired import DesiredVM, carries_marker
 from ailab_deploy.core.plan import MANAGEMENT_TAG
 from ailab_deploy.core.pveformat import (
     DISK_KEY,
-    GIB,
     actual_value,
     as_text,
     boot_disk,
@@ -25,6 +24,7 @@ from ailab_deploy.core.pveformat import (
     is_cloudinit_drive,
     parse_property_string,
 )
+from ailab_deploy.core.units import GIB
 
 # Keys PVE applies to a running VM at once; any other change waits for a restart.
 # Cloud-init keys are written at once but the guest only reads them when it boots.

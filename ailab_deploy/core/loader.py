@@ -20,7 +20,9 @@ from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from ailab_deploy.core.plan import Plan
-from ailab_deploy.core.validate import Problem, check_plan
+from ailab_deploy.core.problems import Problem
+from ailab_deploy.core.sizing import sizing_findings
+from ailab_deploy.core.validate import check_plan
 from ailab_deploy.errors import PlanError
 
 PathParts = Sequence[str | int]
@@ -62,6 +64,14 @@ class LoadedPlan:
     def where(self, parts: PathParts) -> str:
         """``file:line: path`` prefix for a message about ``parts``."""
         return f"{self.display_name}:{self.line_of(parts)}: {format_path(parts)}"
+
+
+def private_key_of(loaded: LoadedPlan) -> Path | None:
+    """The SSH private key file the plan names for reaching the VMs, resolved next to the plan."""
+    key = loaded.plan.template.ssh_private_key_file
+    if key is None:
+        return None
+    return loaded.resolve(key)
 
 
 def _line_of(tree: Any, parts: PathParts) -> int:
@@ -155,6 +165,8 @@ def load_plan_text(text: str, display_name: str = "vms.yaml", path: Path | None 
             ]
         ) from None
     findings: list[Problem] = check_plan(plan)
+    if not any(p.severity == "error" for p in findings):
+        findings += sizing_findings(plan)  # sizing builds on a plan without errors
     errors = [
         f"{display_name}:{_line_of(tree, p.path)}: {format_path(p.path)}: {p.message}"
         for p in findings

@@ -12,6 +12,8 @@ import re
 from collections.abc import Mapping
 from urllib.parse import quote, unquote
 
+from ailab_deploy.core.units import UnitError, pve_size_bytes
+
 # Values PVE assumes when a key is absent from the config.
 ABSENT_DEFAULTS: Mapping[str, str] = {
     "sockets": "1",
@@ -27,9 +29,6 @@ ABSENT_DEFAULTS: Mapping[str, str] = {
 }
 
 DISK_KEY = re.compile(r"^(scsi|virtio|sata|ide)\d+$")
-_SIZE = re.compile(r"^(\d+(?:\.\d+)?)([KMGT]?)$")
-_UNIT_BYTES = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
-GIB = 1024**3
 
 
 def as_text(value: object) -> str:
@@ -80,10 +79,10 @@ def agent_enabled(value: str) -> bool:
 
 def size_bytes(text: str) -> int | None:
     """``32G`` / ``512M`` / ``1073741824`` -> bytes; None if it is not a size."""
-    match = _SIZE.match(text.strip())
-    if not match:
+    try:
+        return pve_size_bytes(text.strip())
+    except UnitError:
         return None
-    return int(float(match.group(1)) * _UNIT_BYTES[match.group(2)])
 
 
 def canonical(key: str, value: object) -> str:

@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from ailab_deploy.core.plan import VM, Plan
+from ailab_deploy.core.problems import Problem
 from ailab_deploy.core.units import GIB, KIB, MIB, format_bytes
-
-if TYPE_CHECKING:
-    from ailab_deploy.core.validate import Problem
 
 # Llama 3.1 8B: 32 layers, 8 KV heads (GQA), head_dim 128; GGUF sizes in bytes.
 _LLAMA31_8B_WEIGHTS = {
@@ -357,9 +354,7 @@ def size_plan(plan: Plan) -> Sizing:
 
 
 def sizing_findings(plan: Plan) -> list[Problem]:
-    """Sizing warnings as plan problems, pointing at the LLM VM."""
-    from ailab_deploy.core.validate import Problem
-
+    """Sizing warnings as plan problems, pointing at the LLM VM (for a plan without errors)."""
     findings: list[Problem] = []
     for index, vm in enumerate(plan.vms):
         if "llm" in vm.roles:

@@ -4,6 +4,9 @@ Proxmox counts memory in MiB and disks in GiB, both binary, so plain suffixes
 (``K``, ``M``, ``G``, ``T``) and ``KiB``…``TiB`` are binary. Vendors label drives
 in decimal units, so ``KB``…``TB`` are decimal; they are accepted for storage
 capacity, where a "2.18 TB" drive is what the label says.
+
+Proxmox itself writes sizes as a number with an optional binary ``K``/``M``/``G``/``T``
+(``size=32G``); :func:`pve_size_bytes` reads those, for the product and the lab's emulator.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ TIB = KIB**4
 _BINARY = {"K": KIB, "M": MIB, "G": GIB, "T": TIB}
 _DECIMAL = {"K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
 _SIZE = re.compile(r"^\s*(?P<number>\d+(?:\.\d+)?)\s*(?P<unit>[KMGT](?:i?B)?)?\s*$", re.IGNORECASE)
+_PVE_SIZE = re.compile(r"(?P<number>\d+(?:\.\d+)?)(?P<unit>[KMGT]?)")
 
 
 class UnitError(ValueError):
@@ -40,18 +44,30 @@ def parse_size(value: object, *, default_unit: str, what: str) -> int:
             f"{what} {value!r} is not a size: use a number with K, M, G or T "
             f"(binary, e.g. '8G', '8192M') or KB/MB/GB/TB (decimal)"
         )
-    number = float(match["number"])
-    unit = (match["unit"] or default_unit).upper()
-    if unit.endswith("IB"):
-        factor = _BINARY[unit[0]]
-    elif unit.endswith("B"):
-        factor = _DECIMAL[unit[0]]
-    else:
-        factor = _BINARY[unit]
-    size = round(number * factor)
+    size = round(float(match["number"]) * _factor((match["unit"] or default_unit).upper()))
     if size <= 0:
         raise UnitError(f"{what} must be positive, got {value!r}")
     return size
+
+
+def pve_size_bytes(text: str, default_unit: str = "") -> int:
+    """A size as PVE writes it (``32G``, ``512M``, ``1073741824``) in bytes; binary units only,
+    a bare number is in ``default_unit`` (bytes unless given)."""
+    match = _PVE_SIZE.fullmatch(text)
+    if match is None:
+        raise UnitError(f"invalid size '{text}'")
+    return int(float(match["number"]) * _factor(match["unit"] or default_unit))
+
+
+def _factor(unit: str) -> int:
+    """Bytes per unit: ``K``/``KiB`` binary, ``KB`` decimal, ``""`` a byte."""
+    if not unit:
+        return 1
+    if unit.endswith("IB"):
+        return _BINARY[unit[0]]
+    if unit.endswith("B"):
+        return _DECIMAL[unit[0]]
+    return _BINARY[unit]
 
 
 def memory_mib(value: object, *, what: str = "memory") -> int:

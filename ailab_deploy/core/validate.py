@@ -8,26 +8,15 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Literal
 
 from ailab_deploy.core.plan import KNOWN_ROLES, AppSource, Plan
+from ailab_deploy.core.problems import Problem
+from ailab_deploy.core.sizing import known_model
 from ailab_deploy.core.units import GIB, MIB, format_bytes
-
-Severity = Literal["error", "warning"]
-
-
-@dataclass(frozen=True)
-class Problem:
-    path: tuple[str | int, ...]
-    message: str
-    severity: Severity = "error"
 
 
 def check_plan(plan: Plan) -> list[Problem]:
-    """Every cross-field problem of ``plan``, errors and warnings."""
-    from ailab_deploy.core.sizing import sizing_findings  # sizing builds on a checked plan
-
+    """Every cross-field problem of ``plan``, errors and warnings (sizing adds its own: the loader)."""
     problems: list[Problem] = []
     for rule in (
         _unique_vmids,
@@ -44,8 +33,6 @@ def check_plan(plan: Plan) -> list[Problem]:
         _template_keys,
     ):
         problems.extend(rule(plan))
-    if not any(p.severity == "error" for p in problems):
-        problems.extend(sizing_findings(plan))
     return problems
 
 
@@ -242,8 +229,6 @@ def _apps(plan: Plan) -> Iterator[Problem]:
 
 
 def _llm_model_source(plan: Plan) -> Iterator[Problem]:
-    from ailab_deploy.core.sizing import known_model
-
     llm = plan.llm
     if llm.engine == "llamacpp":
         model = llm.llamacpp.model

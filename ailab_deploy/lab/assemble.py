@@ -6,13 +6,16 @@ bridge, proxy, template image and node container, and boots real VMs.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
 
 from ailab_deploy.adapters.bandwidth_probe import measure_locally
-from ailab_deploy.adapters.known_hosts import KnownHosts
-from ailab_deploy.adapters.ledger import state_dir_for
+from ailab_deploy.adapters.known_hosts import KnownHosts, forget_vm
+from ailab_deploy.adapters.ledger import LEDGER_FILENAME, Ledger
+from ailab_deploy.adapters.statedir import state_dir_for
+from ailab_deploy.errors import LabError
 from ailab_deploy.lab import control
 from ailab_deploy.lab.containers.node import lab_key
 from ailab_deploy.lab.labplan import LabPlanInputs, host_facts, local_ca_files, render_lab_plan
@@ -58,8 +61,12 @@ def write_lab_plan(lab_dir: Path, info: dict[str, Any], key: Path, *, node_addre
     return True
 
 
-def up(lab_dir: Path, *, api_only: bool, port: int | None = None) -> dict[str, Any]:
+def up(
+    lab_dir: Path, *, api_only: bool, port: int | None = None, pve_version: str | None = None
+) -> dict[str, Any]:
     backend = "null" if api_only else "containers"
+    if pve_version is not None:
+        control.pve_full_version(pve_version)  # refuse a bad version before building anything
     current = control.status(lab_dir)
     if current["running"] and current["backend"] != backend:
         control.down(lab_dir)  # the backend is chosen at start
@@ -79,7 +86,9 @@ def up(lab_dir: Path, *, api_only: bool, port: int | None = None) -> dict[str, A
             "node": built.node.address if built.node else None,
         }
         node = built.node
-    info = control.up(lab_dir, port=port, backend=backend)
+    info = control.up(lab_dir, port=port, backend=backend, pve_version=pve_version)
+    if not api_only:  # the node has booted: its onboot VMs start, as pve-guests.service does
+        info["startall"] = control.guests_power(lab_dir, "startall")
     key = lab_key(lab_dir)  # the admin key of every lab VM, and the node's root key
     info["lab_plan_written"] = write_lab_plan(lab_dir, info, key, node_address=node.address if node else None)
     if node is not None:  # read from the node's disk, not over the network: nothing to trust blindly
@@ -90,12 +99,58 @@ def up(lab_dir: Path, *, api_only: bool, port: int | None = None) -> dict[str, A
     return info
 
 
-def down(lab_dir: Path) -> bool:
-    """Stop the emulator; tear down the container side if this lab dir brought it up."""
+def down(lab_dir: Path, *, purge: bool = False) -> bool:
+    """Stop the lab as a node shuts down: guests shut down cleanly, their disks and configs stay,
+    and the next ``lab up`` starts the onboot ones again. ``purge`` throws every VM away first
+    (and what the controller recorded about them), leaving only the template."""
+    running = control.status(lab_dir)["running"]
+    if purge:
+        if running:
+            reset(lab_dir)
+        else:
+            _forget_on_controller(lab_dir, _remove_stopped_vms(lab_dir))
+    elif running and control.status(lab_dir)["backend"] != "null":
+        # A hung guest must not keep the lab up: lab_down stops whatever is left.
+        with contextlib.suppress(LabError):
+            control.guests_power(lab_dir, "stopall")
     stopped = control.down(lab_dir)
     from ailab_deploy.lab.containers import lab_down, network
 
     owner = network.owner()
     if owner is None or owner == lab_dir.resolve():
-        lab_down(lab_dir)
+        lab_down(lab_dir, purge=purge)
     return stopped
+
+
+def reset(lab_dir: Path) -> list[int]:
+    """Destroy every VM but the template, and forget them on the controller (host keys, ledger),
+    so the next ``up`` on the lab plan starts clean."""
+    removed = control.reset(lab_dir)
+    _forget_on_controller(lab_dir, removed)
+    return removed
+
+
+def _remove_stopped_vms(lab_dir: Path) -> list[int]:
+    """``purge`` of a lab whose emulator is down: its stored VMs go, the template stays."""
+    from ailab_deploy.lab.emulator.settings import load_settings
+    from ailab_deploy.lab.emulator.state import Store
+
+    if not (lab_dir / "settings.json").exists():
+        return []
+    settings = load_settings(lab_dir)
+    store = Store(settings.state_dir)
+    keep = int((settings.template or {}).get("vmid", 9000))
+    removed = [vmid for vmid in sorted(store.vms) if vmid != keep]
+    for vmid in removed:
+        store.delete_vm(vmid)
+    return removed
+
+
+def _forget_on_controller(lab_dir: Path, vmids: list[int]) -> None:
+    state_dir = state_dir_for(control.LabPaths(lab_dir).plan)
+    if not vmids or not (state_dir / LEDGER_FILENAME).exists():
+        return
+    known_hosts = KnownHosts(state_dir)
+    with Ledger(state_dir) as ledger:
+        for vmid in vmids:
+            forget_vm(ledger, known_hosts, vmid)

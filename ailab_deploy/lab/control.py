@@ -22,15 +22,16 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ailab_deploy.errors import LabError
+from ailab_deploy.errors import InputError, LabError
 
 from .emulator.__main__ import READY_FILE
-from .emulator.settings import SETTINGS_FILE
+from .emulator.settings import DEFAULT_PVE_RELEASE, PVE_VERSIONS, SETTINGS_FILE
 from .emulator.state import write_atomic
 from .emulator.tls import CERT_FILE, FINGERPRINT_FILE
 
@@ -96,7 +97,16 @@ def _write_secret(path: Path) -> None:
     path.chmod(0o600)
 
 
-def ensure_settings(lab_dir: Path, port: int | None = None, backend: str | None = None) -> dict[str, Any]:
+def pve_full_version(release: str) -> str:
+    """'9.1' -> the full version the emulator reports; InputError for a release it does not emulate."""
+    if release not in PVE_VERSIONS:
+        raise InputError(f"--pve-version: '{release}' is not one of {', '.join(PVE_VERSIONS)}")
+    return PVE_VERSIONS[release]
+
+
+def ensure_settings(
+    lab_dir: Path, port: int | None = None, backend: str | None = None, pve_version: str | None = None
+) -> dict[str, Any]:
     """Create or complete settings.json: root@pam with a password, the lab's API token."""
     paths = LabPaths(lab_dir)
     lab_dir.mkdir(parents=True, exist_ok=True)
@@ -123,6 +133,8 @@ def ensure_settings(lab_dir: Path, port: int | None = None, backend: str | None 
     settings.setdefault("port", DEFAULT_PORT)
     if backend is not None:
         settings["backend"] = backend
+    if pve_version is not None:
+        settings["version"] = pve_full_version(pve_version)
     write_atomic(paths.settings, json.dumps(settings, indent=2) + "\n", mode=0o600)
     return settings
 
@@ -181,6 +193,7 @@ def status(lab_dir: Path) -> dict[str, Any]:
         "port": port,
         "node": settings.get("node", "pve"),
         "backend": settings.get("backend", "null"),
+        "pve_version": settings.get("version", PVE_VERSIONS[DEFAULT_PVE_RELEASE]),
         "token_id": TOKEN_ID,
         "token_secret_path": str(paths.token_secret),
         "user": USER_ID,
@@ -194,11 +207,18 @@ def status(lab_dir: Path) -> dict[str, Any]:
 
 
 def up(
-    lab_dir: Path, port: int | None = None, backend: str = "null", timeout: float = 30.0
+    lab_dir: Path,
+    port: int | None = None,
+    backend: str = "null",
+    timeout: float = 30.0,
+    pve_version: str | None = None,
 ) -> dict[str, Any]:
     """Start the emulator in the background unless it already runs. Idempotent."""
     paths = LabPaths(lab_dir)
     current = status(lab_dir)
+    if pve_version is not None and current["pve_version"] != pve_full_version(pve_version):
+        down(lab_dir)  # the PVE version is chosen at start
+        current = status(lab_dir)
     if current["running"] and _probe(current["endpoint"], paths):
         if port is not None and port != current["port"]:
             raise LabError(
@@ -208,7 +228,7 @@ def up(
         return current
     if current["pid"] is not None:
         down(lab_dir)
-    ensure_settings(lab_dir, port, backend)
+    ensure_settings(lab_dir, port, backend, pve_version)
     paths.ready_file.unlink(missing_ok=True)
     with paths.log_file.open("ab") as log:
         process = subprocess.Popen(
@@ -256,22 +276,43 @@ def down(lab_dir: Path, timeout: float = 10.0) -> bool:
     return True
 
 
-def reset(lab_dir: Path) -> list[int]:
-    """Wipe every VM but the template, through the running emulator's admin API."""
+def _request(lab_dir: Path, method: str, path: str, *, admin: bool = False, timeout: float = 30) -> Any:
+    """One call to the running emulator with the lab's token; its ``data``."""
     current = status(lab_dir)
     if not current["running"]:
         raise LabError("the lab emulator is not running: run 'ailab-deploy lab up' first")
     paths = LabPaths(lab_dir)
     secret = paths.token_secret.read_text().strip()
-    base = current["endpoint"].removesuffix("/api2/json")
+    base = current["endpoint"].removesuffix("/api2/json") if admin else current["endpoint"]
     request = urllib.request.Request(
-        f"{base}/_lab/reset",
-        method="POST",
-        headers={"Authorization": f"PVEAPIToken={TOKEN_ID}={secret}"},
+        f"{base}{path}", method=method, headers={"Authorization": f"PVEAPIToken={TOKEN_ID}={secret}"}
     )
     context = ssl.create_default_context(cafile=str(paths.cert))
-    with urllib.request.urlopen(request, context=context, timeout=30) as answer:
-        return list(json.loads(answer.read())["data"]["removed"])
+    try:
+        with urllib.request.urlopen(request, context=context, timeout=timeout) as answer:
+            return json.loads(answer.read())["data"]
+    except (urllib.error.URLError, OSError, ValueError, KeyError) as err:
+        raise LabError(f"the lab emulator did not answer {method} {path}: {err}") from err
+
+
+def reset(lab_dir: Path) -> list[int]:
+    """Wipe every VM but the template, through the running emulator's admin API."""
+    return list(_request(lab_dir, "POST", "/_lab/reset", admin=True)["removed"])
+
+
+def guests_power(lab_dir: Path, action: str, timeout: float = 300.0) -> str:
+    """``startall`` or ``stopall`` on the node, as pve-guests.service does at boot and shutdown;
+    waits (bounded) for the task and returns its exit status."""
+    node = status(lab_dir)["node"]
+    upid = str(_request(lab_dir, "POST", f"/nodes/{node}/{action}"))
+    deadline = time.monotonic() + timeout
+    path = f"/nodes/{node}/tasks/{urllib.parse.quote(upid, safe='')}/status"
+    while time.monotonic() < deadline:
+        task = _request(lab_dir, "GET", path)
+        if task.get("status") == "stopped":
+            return str(task.get("exitstatus"))
+        time.sleep(0.5)
+    raise LabError(f"the lab node's {action} did not finish within {timeout:.0f}s")
 
 
 def _zombie(pid: int) -> bool:

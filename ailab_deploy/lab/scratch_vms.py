@@ -1,7 +1,7 @@
 """Scratch lab VMs for Molecule: ``ailab-deploy lab vm create/destroy --name NAME``.
 
 A scratch VM is provisioned exactly like the lab's own VMs, by the same
-:class:`~ailab_deploy.adapters.provision.Provisioner`, from a one-VM plan derived from the
+:class:`~ailab_deploy.pipeline.provision.Provisioner`, from a one-VM plan derived from the
 running lab's plan (``<lab-dir>/vms.lab.yaml``). Each has its own state directory, so its
 ledger manages only it and the lab plan's VMs never see it (nor it them)::
 
@@ -34,19 +34,19 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from ailab_deploy.adapters.known_hosts import KnownHosts
 from ailab_deploy.adapters.ledger import Ledger
-from ailab_deploy.adapters.provision import ApplyOptions, Provisioner
 from ailab_deploy.adapters.proxmox import ProxmoxClient
+from ailab_deploy.adapters.statedir import STATE_DIRNAME
 from ailab_deploy.core.loader import LoadedPlan, load_plan, resolve_plan_path
 from ailab_deploy.core.plan import Plan
 from ailab_deploy.errors import InputError, LabError
 from ailab_deploy.lab import control
 from ailab_deploy.lab.emulator.state import write_atomic
 from ailab_deploy.lab.network_constants import LAB_GATEWAY, LAB_NODE_ADDRESS
+from ailab_deploy.pipeline.provision import ApplyOptions, Provisioner
 
 SCRATCH_DIRNAME = "scratch-vms"
 REGISTRY_FILENAME = "registry.json"
 PLAN_FILENAME = "vms.yaml"
-STATE_DIRNAME = ".ailab"
 VMIDS = range(200, 1000)  # above the lab plan's 100-102, below the template's 9000
 FIRST_ADDRESS = IPv4Address("10.77.0.20")
 LAST_ADDRESS = IPv4Address("10.77.0.99")
@@ -299,12 +299,10 @@ def _scratch_plan(paths: ScratchPaths, lab_plan: LoadedPlan, name: str, where: A
     return load_plan(path)
 
 
-def _host_key(state_dir: Path, vmid: int) -> str:
-    keys = {
-        entry.key_type: entry.key_base64 for entry in KnownHosts(state_dir).entries() if entry.vmid == vmid
-    }
+def _host_key(state_dir: Path, vmid: int, address: str) -> str:
+    keys = dict(KnownHosts(state_dir).keys_for(address))
     if not keys:
-        raise LabError(f"no host key was recorded for VM {vmid} in {state_dir}")
+        raise LabError(f"no host key was recorded for VM {vmid} at {address} in {state_dir}")
     key_type = "ssh-ed25519" if "ssh-ed25519" in keys else sorted(keys)[0]
     return f"{key_type} {keys[key_type]}"
 
@@ -326,8 +324,7 @@ def create(lab_dir: Path, name: str, *, progress: Callable[[str], None] | None =
         provisioner = Provisioner(loaded, client, ledger, state_dir, progress=progress)
         if provisioner.read_vm(where.vmid) is None:
             # Gone behind our back (lab reset, a lost lab dir): a new clone gets new host keys.
-            ledger.forget_vm(where.vmid)
-            provisioner.known_hosts.forget(where.vmid)
+            provisioner.forget_vm(where.vmid)
         provisioner.apply(ApplyOptions(parallel=1, ssh_port=SSH_PORT))
     template = loaded.plan.template
     assert template.ssh_private_key_file is not None  # the lab plan always names the lab key
@@ -337,7 +334,7 @@ def create(lab_dir: Path, name: str, *, progress: Callable[[str], None] | None =
         user=template.admin_user,
         port=SSH_PORT,
         identity_file=str(loaded.resolve(template.ssh_private_key_file)),
-        host_key=_host_key(state_dir, where.vmid),
+        host_key=_host_key(state_dir, where.vmid, where.ip),
     )
 
 

@@ -24,8 +24,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ailab_deploy.adapters.ledger import state_dir_for
 from ailab_deploy.adapters.secrets import SecretStore
+from ailab_deploy.adapters.statedir import state_dir_for
 from ailab_deploy.lab.containers.backend import machines_dir
 from ailab_deploy.lab.containers.machine import Machine
 from ailab_deploy.lab.control import LabPaths

@@ -2,22 +2,30 @@
 
 Run it against the generated inventory, standalone::
 
-    .venv/bin/pytest tests/infra --ansible-inventory=inventory/generated/hosts.yml \
-        --hosts=ansible://all --sudo
+    AILAB_PLAN=vms.yaml .venv/bin/pytest tests/infra \
+        --ansible-inventory=inventory/generated/hosts.yml --hosts=ansible://all --sudo
 
-or through ``ailab-deploy verify``. Expected values (ports, sources, settings, threads) come
-from the inventory, which the controller generated from the plan and its sizing; none are
-written here. A test that does not apply to a host (its role is not there) is skipped.
+or through ``ailab-deploy verify``, which sets ``AILAB_PLAN`` itself. The values that matter
+(PostgreSQL settings and clients, LLM flags, firewall sources) are worked out from that plan and
+its sizing (tests/infra/expected.py), not read from the inventory the roles were given, so a
+wrong value in the inventory fails here. Connection details and names still come from the
+inventory. A test that does not apply to a host (its role is not there) is skipped.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 import testinfra
 from testinfra.utils.ansible_runner import AnsibleRunner
+
+from ailab_deploy.core.loader import load_plan
+from ailab_deploy.core.plan import VM, Plan
+from tests.infra.expected import plan_vm
 
 
 @pytest.fixture(scope="module")
@@ -54,3 +62,17 @@ def peers(inventory_path: str) -> dict[str, tuple[str, Any]]:
         address = str(variables.get("ailab_private_address") or variables["ansible_host"])
         found[name] = (address, testinfra.get_host(f"ansible://{name}", ansible_inventory=inventory_path))
     return found
+
+
+@pytest.fixture(scope="session")
+def plan() -> Plan:
+    path = os.environ.get("AILAB_PLAN")
+    if not path:
+        pytest.fail("set AILAB_PLAN=<the plan the inventory was generated from>")
+    return load_plan(Path(path)).plan
+
+
+@pytest.fixture(scope="module")
+def vm(plan: Plan, hostvars: dict[str, Any]) -> VM:
+    """This host as the plan declares it."""
+    return plan_vm(plan, hostvars["inventory_hostname"])

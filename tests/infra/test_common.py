@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
+import json
 from typing import Any
 
 import pytest
 
+from ailab_deploy.core.plan import VM, Plan
+from tests.infra.expected import SSH_PORT, accepted_tcp_sources, open_ports
 from tests.infra.probes import connects_from, controller_source_address, in_sources
 
 BASE_PACKAGES = ("ca-certificates", "curl", "nftables", "openssh-server", "sudo", "python3-venv")
@@ -37,59 +41,62 @@ def test_firewall_is_enabled_and_drops_by_default(host: Any) -> None:
     assert "type filter hook input priority filter; policy drop;" in ruleset
 
 
-def test_firewall_opens_each_service_only_to_its_sources(host: Any, hostvars: dict[str, Any]) -> None:
-    ruleset = host.check_output("nft list ruleset")
-    for service in hostvars.get("common_firewall_services", []):
-        assert f"dport {service['port']} accept" in ruleset, service["name"]
-        for source in service["sources"]:
-            assert source.split("/")[0] in ruleset, f"{service['name']}: {source} missing"
+def test_firewall_opens_each_service_only_to_its_sources(host: Any, plan: Plan, vm: VM) -> None:
+    """The ruleset's TCP openings, parsed: exactly the plan's ports, each to exactly its sources."""
+    ruleset = json.loads(host.check_output("nft -j list ruleset"))
+    assert accepted_tcp_sources(ruleset) == open_ports(plan, vm)
 
 
 def test_service_ports_answer_exactly_the_declared_hosts(
-    host: Any, hostvars: dict[str, Any], peers: dict[str, tuple[str, Any]]
+    host: Any, plan: Plan, vm: VM, peers: dict[str, tuple[str, Any]]
 ) -> None:
     """From every other inventory host: allowed sources connect, everyone else is dropped."""
-    me = hostvars["inventory_hostname"]
-    address = peers[me][0]
+    me = vm.name
     checked = 0
-    for service in hostvars.get("common_firewall_services", []):
+    for port, sources in open_ports(plan, vm).items():
         for name, (peer_address, peer) in peers.items():
             if name == me:
                 continue
-            allowed = in_sources(peer_address, service["sources"])
-            reached = connects_from(peer, address, service["port"])
-            assert reached == allowed, f"{name} -> {me}:{service['port']} ({service['name']})"
+            allowed = in_sources(peer_address, [str(source) for source in sources])
+            reached = connects_from(peer, str(vm.ip), port)
+            assert reached == allowed, f"{name} -> {me}:{port}"
             checked += 1
-    if hostvars.get("common_firewall_services") and len(peers) > 1:
+    if len(peers) > 1:
         assert checked > 0
 
 
-def test_the_controller_reaches_only_what_its_address_may(host: Any, hostvars: dict[str, Any]) -> None:
+def test_the_controller_reaches_only_what_its_address_may(host: Any, plan: Plan, vm: VM) -> None:
     import socket
 
-    address = str(hostvars.get("ailab_private_address") or hostvars["ansible_host"])
+    address = str(vm.ip)
     mine = controller_source_address(address)
-    for service in hostvars.get("common_firewall_services", []):
+    for port, sources in open_ports(plan, vm).items():
         try:
-            with socket.create_connection((address, service["port"]), timeout=3):
+            with socket.create_connection((address, port), timeout=3):
                 reached = True
         except OSError:
             reached = False
-        assert reached == in_sources(mine, service["sources"]), f"{mine} -> {address}:{service['port']}"
+        assert reached == in_sources(mine, [str(source) for source in sources]), f"{mine} -> {address}:{port}"
 
 
-def test_tcp_listeners_are_only_sshd_loopback_or_declared(host: Any, hostvars: dict[str, Any]) -> None:
+def test_tcp_listeners_are_only_sshd_loopback_or_declared(host: Any, plan: Plan, vm: VM) -> None:
     """Nothing listens on a public wildcard except sshd; services bind the private address."""
-    private = str(hostvars.get("ailab_private_address") or hostvars["ansible_host"])
-    declared = {service["port"] for service in hostvars.get("common_firewall_services", [])}
+    declared = set(open_ports(plan, vm))
     for listener in host.socket.get_listening_sockets():
         if not listener.startswith("tcp://"):
             continue
         address, _, port_text = listener[len("tcp://") :].rpartition(":")
         address, port = address.strip("[]"), int(port_text)
-        if address.startswith("127.") or address == "::1" or port == 22:
+        if address.startswith("127.") or address == "::1" or port == SSH_PORT:
             continue
-        assert port in declared and address == private, f"unexpected listener {listener}"
+        assert port in declared and _is_address(address, vm.ip), f"unexpected listener {listener}"
+
+
+def _is_address(text: str, address: ipaddress.IPv4Address) -> bool:
+    try:
+        return ipaddress.ip_address(text) == address
+    except ValueError:  # "*", a wildcard
+        return False
 
 
 def test_apt_and_pip_use_the_proxy_when_one_is_set(host: Any, hostvars: dict[str, Any]) -> None:

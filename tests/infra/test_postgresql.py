@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Any
 
 import pytest
+
+from ailab_deploy.core.plan import VM, Plan
+from tests.infra.expected import networks, postgresql_clients, postgresql_settings
 
 UNITS = {"kB": 1, "MB": 1024, "GB": 1024**2, "TB": 1024**3}
 
@@ -31,42 +35,54 @@ def _normal(value: str) -> str:
     return f"{int(match[1]) * UNITS[match[2]]}kB" if match else value.strip().lower()
 
 
+def _hba_network(address: str, netmask: str) -> str:
+    """pg_hba_file_rules gives a mask, not a prefix length (ipaddress reads no IPv6 masks)."""
+    if not netmask:
+        return address
+    return f"{address}/{bin(int(ipaddress.ip_address(netmask))).count('1')}"
+
+
 def test_server_is_enabled_and_running(host: Any, psql: Any) -> None:
     version = psql("SHOW server_version_num")[:2]
     unit = host.service(f"postgresql@{version}-main")
     assert unit.is_enabled and unit.is_running
 
 
-def test_settings_are_the_sizing_values(psql: Any, hostvars: dict[str, Any]) -> None:
-    settings = hostvars["postgresql_settings"]
-    assert settings, "the inventory carries no sizing settings"
-    for name, expected in settings.items():
-        assert _normal(psql(f"SHOW {name}")) == _normal(str(expected)), name
+def test_settings_are_the_sizing_values(psql: Any, plan: Plan, vm: VM) -> None:
+    """Every pgtune value for this VM, from the plan through sizing: what the server runs with."""
+    settings = postgresql_settings(plan, vm)
+    assert "shared_buffers" in settings and "work_mem" in settings
+    shown = {name: psql(f"SHOW {name}") for name in settings}
+    wrong = {
+        name: (shown[name], expected)
+        for name, expected in settings.items()
+        if _normal(shown[name]) != _normal(expected)
+    }
+    assert wrong == {}, "setting: (server, sizing)"
 
 
 def test_no_setting_is_left_waiting_for_a_restart(psql: Any) -> None:
     assert psql("SELECT string_agg(name, ',') FROM pg_settings WHERE pending_restart") == ""
 
 
-def test_listens_on_the_private_address(host: Any, psql: Any, hostvars: dict[str, Any]) -> None:
-    port = hostvars.get("postgresql_port", 5432)
-    assert host.socket(f"tcp://{hostvars['ailab_private_address']}:{port}").is_listening
+def test_listens_on_the_private_address(host: Any, psql: Any, plan: Plan, vm: VM) -> None:
+    port = plan.database.port
+    assert host.socket(f"tcp://{vm.ip}:{port}").is_listening
     assert not host.socket(f"tcp://0.0.0.0:{port}").is_listening
 
 
-def test_pg_hba_lets_only_declared_clients_in_with_scram(psql: Any, hostvars: dict[str, Any]) -> None:
-    clients = set(hostvars["postgresql_client_addresses"])
+def test_pg_hba_lets_only_declared_clients_in_with_scram(psql: Any, plan: Plan) -> None:
     rows = psql(
-        "SELECT type, address, auth_method FROM pg_hba_file_rules "
+        "SELECT type, address, netmask, auth_method FROM pg_hba_file_rules "
         "WHERE type LIKE 'host%' AND address IS NOT NULL AND address NOT IN ('127.0.0.1', '::1')"
     ).splitlines()
     assert rows, "no network rule in pg_hba"
-    addresses = set()
+    addresses = []
     for row in rows:
-        _, address, method = row.split("|")
+        _, address, netmask, method = row.split("|")
         assert method == "scram-sha-256", row
-        addresses.add(address)
-    assert addresses == clients
+        addresses.append(_hba_network(address, netmask))
+    assert networks(addresses) == postgresql_clients(plan)  # the apps VMs, nobody else
     assert (
         psql("SELECT count(*) FROM pg_hba_file_rules WHERE auth_method IN ('trust', 'password', 'md5')")
         == "0"

@@ -6,9 +6,10 @@ from pathlib import Path
 from typing import Any
 
 from ailab_deploy.adapters.ledger import Ledger
-from ailab_deploy.adapters.provision import ApplyOptions, Provisioner
-from ailab_deploy.adapters.proxmox import ProxmoxClient, RetryPolicy
+from ailab_deploy.adapters.proxmox import ProxmoxClient
+from ailab_deploy.adapters.retry import Backoff
 from ailab_deploy.core.loader import load_plan
+from ailab_deploy.pipeline.provision import ApplyOptions, Provisioner
 
 SECRET_ENV = "AILAB_TEST_PVE_TOKEN_SECRET"
 TEST_KEY = (
@@ -136,7 +137,7 @@ class Engine:
 
     def provisioner(self, **client_kwargs: Any) -> Provisioner:
         loaded = load_plan(self.plan_path)
-        client_kwargs.setdefault("retry", RetryPolicy(attempts=6, first_delay=0.05, max_delay=0.2))
+        client_kwargs.setdefault("retry", Backoff(attempts=6, first_delay=0.05, max_delay=0.2))
         client = emulator_client(self.lab, ca_file=Path(self.lab.ca_path), **client_kwargs)
         return Provisioner(
             loaded, client, Ledger(self.state_dir), self.state_dir, progress=self.events.append

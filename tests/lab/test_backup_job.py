@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from ailab_deploy.adapters.backup_job import backup_storage, ensure_backup_job
+from ailab_deploy.pipeline.backup_job import backup_storage, ensure_backup_job
 from tests.lab.provision_fixtures import emulator_client
 
 pytestmark = pytest.mark.lab

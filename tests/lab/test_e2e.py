@@ -1,28 +1,39 @@
-"""The one-command path on the lab, as a user runs it:
+"""The one-command path on the lab, as a user runs it, and the rehearsal's life cycle on one lab:
 
-lab up -> up (nothing to a verified lab) -> assert the report -> up again (no API writes,
-changed=0) -> the LLM refuses requests without its key -> no secret anywhere but its allowed
-places (every VM's whole filesystem, the controller's lab and state directories) -> destroy ->
-lab down, leaving nothing behind.
+lab up -> up (nothing to a verified lab) -> up again, from Python through ``pipeline.up``
+without the CLI (no API writes, changed=0) -> the LLM refuses requests without its key, and no
+secret is anywhere but its allowed places (every VM's whole filesystem, the controller's lab
+and state directories) -> lab down -> lab up (a node reboot: VMs, disks and
+configs kept) -> plan (no changes) -> up (changed=0, 0 API writes) -> lab reset -> up (verified
+again; host keys of the VMs it re-created replaced, not refused) -> destroy -> lab down --purge,
+leaving nothing behind.
 
-Slow: the first ``up`` builds llama.cpp's server from source. Set ``AILAB_E2E_SUMMARY`` to a
-file path to keep both runs' phase timings (CI prints them).
+The steps share one lab (module scope) and run in order. Slow: the first ``up`` builds
+llama.cpp's server from source. Set ``AILAB_E2E_SUMMARY`` to a file path to keep the first and
+no-op runs' phase timings (CI prints them).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from ailab_deploy.adapters.ledger import state_dir_for
+from ailab_deploy.adapters.known_hosts import KnownHosts
+from ailab_deploy.adapters.ledger import Ledger
 from ailab_deploy.adapters.smoke import HTTP_POST, Targets
 from ailab_deploy.core.loader import load_plan
 from ailab_deploy.lab.containers import leftovers
+from ailab_deploy.lab.containers.backend import machines_dir
 from ailab_deploy.lab.secret_scan import held_secrets, scan_lab
+from ailab_deploy.pipeline import up as pipeline
 
 from .conftest import ailab_cli as cli
 from .conftest import free_port
@@ -30,9 +41,44 @@ from .conftest import free_port
 pytestmark = pytest.mark.e2e
 
 
-def up(plan: str) -> dict[str, Any]:
-    summary: dict[str, Any] = json.loads(cli("up", "--plan", plan, "--json", timeout=3600).stdout)
-    return summary
+@dataclass
+class Rehearsal:
+    lab_dir: Path
+    plan: str
+    runs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    first_progress: str = ""  # what the first `up` printed on stderr
+
+    @property
+    def state_dir(self) -> Path:
+        return Path(self.plan).parent / ".ailab"
+
+    def vm_addresses(self) -> dict[str, str]:
+        return {vm.name: str(vm.ip) for vm in load_plan(Path(self.plan)).plan.vms}
+
+    def vmids(self) -> dict[str, int]:
+        return {vm.name: vm.vmid for vm in load_plan(Path(self.plan)).plan.vms}
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rehearsal]:
+    lab_dir = tmp_path_factory.mktemp("e2e") / "lab"
+    port = str(free_port())
+    try:
+        status = json.loads(cli("lab", "up", "--lab-dir", str(lab_dir), "--port", port, "--json").stdout)
+        yield Rehearsal(lab_dir, status["lab_plan"])
+    finally:
+        cli("lab", "down", "--purge", "--lab-dir", str(lab_dir), check=False)
+
+
+def up(plan: str) -> tuple[dict[str, Any], str]:
+    result = cli("up", "--plan", plan, "--json", timeout=3600)
+    summary: dict[str, Any] = json.loads(result.stdout)
+    return summary, result.stderr
+
+
+def planned_actions(plan: str) -> dict[str, set[str]]:
+    planned = json.loads(cli("plan", "--plan", plan, "--json").stdout)
+    return {vm["name"]: {action["action"] for action in vm["actions"]} for vm in planned["vms"]}
 
 
 def assert_verified(report: dict[str, Any]) -> None:
@@ -59,13 +105,48 @@ def assert_verified(report: dict[str, Any]) -> None:
     assert report["passed"] and report["problems"] == []
 
 
-def assert_llm_needs_its_key(plan: Path) -> None:
+def assert_noop(run: dict[str, Any], names: list[str]) -> None:
+    assert run["api_calls"]["writes"] == 0, run["api_calls"]
+    assert run["changed"] == {name: 0 for name in names}, run["changed"]
+    assert run["report"]["passed"]
+
+
+def test_up_from_nothing_to_verified(lab: Rehearsal) -> None:
+    first, progress = up(lab.plan)
+    lab.runs["first"] = first
+    lab.first_progress = progress
+    assert_verified(first["report"])
+    assert first["api_calls"]["writes"] > 0
+    assert all(count > 0 for count in first["changed"].values()), first["changed"]
+    for path in first["report_files"]:
+        assert Path(path).is_file()
+    # Every VM booted with the vendor data node preparation uploaded to the node.
+    vendor = (lab.lab_dir / "storage" / "local" / "snippets" / "ailab-vendor.yaml").read_text()
+    assert "http://10.77.0.1:8888" in vendor  # the node's storage, which PVE resolves cicustom in
+
+
+def test_second_up_from_python_changes_nothing(lab: Rehearsal) -> None:
+    # The same path from Python: pipeline.up returns what it did; nothing is left to change.
+    second = pipeline.up(Path(lab.plan))
+    assert second.api_calls["writes"] == 0, second.api_calls
+    assert second.changed == {name: 0 for name in lab.runs["first"]["changed"]}
+    assert second.verified is not None and second.verified.report.passed and second.passed
+    assert [phase.name for phase in second.phases] == ["validate", "apply", "configure", "verify"]
+    assert all(isinstance(phase.seconds, float) and phase.seconds >= 0 for phase in second.phases)
+    results = {phase.name: phase.result for phase in second.phases}
+    assert results["apply"] == "0 API writes" and results["configure"] == "changed=0", results
+    if os.environ.get("AILAB_E2E_SUMMARY"):
+        summary = {"first": lab.runs["first"]["phases"], "second": second.to_dict()["phases"]}
+        Path(os.environ["AILAB_E2E_SUMMARY"]).write_text(json.dumps(summary, indent=2) + "\n")
+
+
+def test_llm_needs_its_key(lab: Rehearsal) -> None:
     """From the apps VM (the LLM's only client): 401 without the key or with a wrong one, 200 with it."""
-    targets = Targets(load_plan(plan), state_dir_for(plan))
+    targets = Targets(load_plan(Path(lab.plan)), lab.state_dir)
     llm_vm, apps_vm = targets.vm_with_role("llm"), targets.vm_with_role("python_app")
     url = f"http://{llm_vm.ip}:{targets.loaded.plan.llm.port}/completion"
     body = json.dumps({"prompt": "Hello", "n_predict": 1})
-    post = ["python3", "-c", HTTP_POST, url, "120"]
+    post = ["python3", "-c", HTTP_POST, url, "120"]  # the key goes on stdin, never into argv
     with targets.ssh(apps_vm) as session:
         missing = session.run(post, stdin="\n" + body, timeout=180)
         wrong = session.run(post, stdin="not-the-key\n" + body, timeout=180)
@@ -75,56 +156,72 @@ def assert_llm_needs_its_key(plan: Path) -> None:
     assert right.rc == 0 and "content" in json.loads(right.stdout), right.stderr
 
 
-def assert_no_secret_leaked(lab_dir: Path, plan: Path, outputs: list[str]) -> dict[str, dict[str, int]]:
-    """Every secret the controller holds, searched in every VM and on the controller side;
-    returns the files and bytes searched per place."""
-    secrets = held_secrets(lab_dir, plan)
-    kinds = {secret.kind for secret in secrets}
-    assert kinds == {"api-token", "database-password", "llm-api-key"}, kinds
-    result = scan_lab(lab_dir, secrets, plan)
-    coverage = {where: (seen.files, seen.bytes) for where, seen in result.coverage.items()}
-    print(f"secret scan coverage (files, bytes): {coverage}")
+def test_no_secret_outside_its_allowed_places(lab: Rehearsal) -> None:
+    """Every secret the controller holds, searched in every VM's whole filesystem and on the
+    controller side after two converges and verifications; hits are reported by label only."""
+    secrets = held_secrets(lab.lab_dir, Path(lab.plan))
+    assert {secret.kind for secret in secrets} == {"api-token", "database-password", "llm-api-key"}
+    result = scan_lab(lab.lab_dir, secrets, Path(lab.plan))
+    coverage = {where: {"files": seen.files, "bytes": seen.bytes} for where, seen in result.coverage.items()}
+    print(f"secret scan coverage: {coverage}")
     for hit in result.hits:
         print(f"secret scan: {hit}")
-    assert len(result.coverage) >= 4, coverage  # three VMs plus the controller
-    assert all(seen.files > 1000 for where, seen in result.coverage.items() if where != "controller")
+    vms = {where for where in coverage if where.startswith("vm ")}
+    assert len(vms) >= 4, coverage  # three VMs and the node
+    assert all(coverage[where]["files"] > 1000 for where in vms), coverage
     assert [str(hit) for hit in result.violations] == []
-    # Nor in what the CLI printed (labels only, so a failure never prints a secret).
+    outputs = [json.dumps(lab.runs["first"]), lab.first_progress]
     assert [s.label for s in secrets if any(s.value in output for output in outputs)] == []
-    return {where: {"files": seen.files, "bytes": seen.bytes} for where, seen in result.coverage.items()}
+    if os.environ.get("AILAB_E2E_SUMMARY"):
+        summary_file = Path(os.environ["AILAB_E2E_SUMMARY"])
+        summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
+        summary_file.write_text(json.dumps(summary | {"secret_scan": coverage}, indent=2) + "\n")
 
 
-def test_up_from_nothing_to_verified_then_noop_then_destroy(tmp_path: Path) -> None:
-    lab_dir = tmp_path / "lab"
-    port = str(free_port())
-    try:
-        status = json.loads(cli("lab", "up", "--lab-dir", str(lab_dir), "--port", port, "--json").stdout)
-        plan = status["lab_plan"]
+def test_lab_down_and_up_is_a_node_reboot(lab: Rehearsal) -> None:
+    cli("lab", "down", "--lab-dir", str(lab.lab_dir))
+    assert leftovers() == []  # no process, mount, netns, veth, bridge or firewall of the lab
+    disks = {path.name for path in machines_dir(lab.lab_dir).iterdir()}
+    assert {str(vmid) for vmid in lab.vmids().values()} <= disks
 
-        first = up(plan)
-        assert_verified(first["report"])
-        assert first["api_calls"]["writes"] > 0
-        assert all(count > 0 for count in first["changed"].values()), first["changed"]
-        for path in first["report_files"]:
-            assert Path(path).is_file()
-        # Every VM booted with the vendor data node preparation uploaded to the node.
-        vendor = (lab_dir / "storage" / "local" / "snippets" / "ailab-vendor.yaml").read_text()
-        assert "http://10.77.0.1:8888" in vendor  # the node's storage, which PVE resolves cicustom in
+    status = json.loads(cli("lab", "up", "--lab-dir", str(lab.lab_dir), "--json").stdout)
+    assert status["running"] and status["startall"] == "OK"
+    assert planned_actions(lab.plan) == {name: {"no-op"} for name in lab.vmids()}
+    after_reboot, _ = up(lab.plan)
+    assert_noop(after_reboot, list(lab.vmids()))
 
-        second = up(plan)
-        assert second["api_calls"]["writes"] == 0, second["api_calls"]
-        assert second["changed"] == {name: 0 for name in first["changed"]}
-        assert second["report"]["passed"]
 
-        assert_llm_needs_its_key(Path(plan))
-        scanned = assert_no_secret_leaked(lab_dir, Path(plan), [json.dumps(first), json.dumps(second)])
-        summary = {"first": first["phases"], "second": second["phases"], "secret_scan": scanned}
-        if os.environ.get("AILAB_E2E_SUMMARY"):
-            Path(os.environ["AILAB_E2E_SUMMARY"]).write_text(json.dumps(summary, indent=2) + "\n")
+def test_lab_reset_leaves_a_consistent_world(lab: Rehearsal) -> None:
+    known_hosts = KnownHosts(lab.state_dir)
+    before = known_hosts.path.read_text()
+    addresses = lab.vm_addresses()
+    old_keys = {address: known_hosts.keys_for(address) for address in addresses.values()}
+    assert all(old_keys.values())
 
-        cli("destroy", "--plan", plan, "--yes")
-        after = json.loads(cli("plan", "--plan", plan, "--json").stdout)
-        assert {action["action"] for vm in after["vms"] for action in vm["actions"]} == {"create"}
-    finally:
-        cli("lab", "down", "--lab-dir", str(lab_dir), check=False)
-    assert leftovers(lab_dir) == []
+    reset = cli("lab", "reset", "--lab-dir", str(lab.lab_dir))
+    assert int(reset.stdout.split()[1]) == len(addresses)  # "removed N VM(s); ..."
+    assert all(known_hosts.keys_for(address) == set() for address in addresses.values())
+    with Ledger(lab.state_dir) as ledger:
+        assert ledger.managed_vmids() == set()
+    node = ipaddress.ip_address("10.77.0.2")
+    assert known_hosts.keys_for(str(node)), "the node's pinned key survives a reset"
+
+    # A controller whose records lag behind (the VMs rebuilt behind its back, by hand or by an
+    # older version): apply re-creates the VMs itself, so their new keys replace the old ones.
+    known_hosts.path.write_text(before)
+    rebuilt, progress = up(lab.plan)
+    assert_verified(rebuilt["report"])
+    for name, address in addresses.items():
+        assert f"{name}: ssh: replaced" in progress, progress[-3000:]
+        new_keys = known_hosts.keys_for(address)
+        assert new_keys and not new_keys & old_keys[address], f"{name}: old keys still trusted"
+        lookup = ["ssh-keygen", "-F", address, "-f", str(known_hosts.path)]
+        found = subprocess.run(lookup, capture_output=True, check=False)
+        assert found.returncode == 0  # OpenSSH's own lookup finds the new entry
+
+
+def test_destroy_then_purge_leaves_nothing(lab: Rehearsal) -> None:
+    cli("destroy", "--plan", lab.plan, "--yes")
+    assert planned_actions(lab.plan) == {name: {"create"} for name in lab.vmids()}
+    cli("lab", "down", "--purge", "--lab-dir", str(lab.lab_dir))
+    assert leftovers(lab.lab_dir) == []

@@ -111,7 +111,7 @@ def test_writes_with_ticket_need_the_csrf_token(emulator):
 
 def test_proxmoxer_ticket_auth_reads_and_writes(emulator):
     api = emulator.api("ticket")
-    assert api.version.get()["version"].startswith("8.")
+    assert api.version.get()["version"].startswith("9.")
     assert api.nodes(emulator.node).qemu(9000).config.put(description="hello") is None
     assert api.nodes(emulator.node).qemu(9000).config.get()["description"] == "hello"
 

@@ -100,3 +100,34 @@ def test_lab_dir_option_and_reset(tmp_path):
     finally:
         lab("down", "--lab-dir", str(lab_dir), cwd=tmp_path)
     assert not (tmp_path / ".ailab").exists()  # nothing written to the default lab dir
+
+
+def _version(info: dict) -> dict:
+    secret = Path(info["token_secret_path"]).read_text().strip()
+    answer = requests.get(
+        info["endpoint"] + "/version",
+        headers={"Authorization": f"PVEAPIToken={info['token_id']}={secret}"},
+        verify=info["ca_path"],
+        timeout=10,
+    )
+    return answer.json()["data"]
+
+
+def test_pve_version_is_chosen_at_up(tmp_path):
+    lab_dir = tmp_path / "lab"
+    port = str(free_port())
+    env = {**os.environ, "AILAB_LAB_DIR": str(lab_dir)}
+    try:
+        assert lab("up", "--api-only", "--port", port, cwd=tmp_path, env=env).returncode == 0
+        info = json.loads(lab("status", "--json", cwd=tmp_path, env=env).stdout)
+        assert (info["pve_version"], _version(info)["release"]) == ("9.1.3", "9.1")
+        older = lab("up", "--api-only", "--port", port, "--pve-version", "8.4", cwd=tmp_path, env=env)
+        assert older.returncode == 0, older.stderr
+        info = json.loads(lab("status", "--json", cwd=tmp_path, env=env).stdout)
+        assert (info["pve_version"], _version(info)["version"]) == ("8.4.1", "8.4.1")
+        assert json.loads((lab_dir / "settings.json").read_text())["version"] == "8.4.1"
+        bad = lab("up", "--api-only", "--pve-version", "9.0", cwd=tmp_path, env=env)
+        assert bad.returncode == 2 and "Traceback" not in bad.stderr
+        assert "--pve-version: '9.0' is not one of 9.1, 8.4" in bad.stderr + bad.stdout
+    finally:
+        lab("down", cwd=tmp_path, env=env)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+import uuid
 from urllib.parse import quote
 
 import pytest
@@ -32,7 +33,7 @@ def clone(emulator, newid, **kwargs):
 def test_version_and_nodes(emulator):
     api = emulator.api()
     version = api.version.get()
-    assert version["version"] == "8.4.1" and version["release"] == "8.4"
+    assert version["version"] == "9.1.3" and version["release"] == "9.1"
     assert len(version["repoid"]) == 16
     (node,) = api.nodes.get()
     assert node["node"] == emulator.node and node["status"] == "online"
@@ -47,7 +48,7 @@ def test_node_status_reports_the_reference_host(emulator):
     assert (cpu["sockets"], cpu["cores"], cpu["cpus"]) == (2, 36, 72)
     assert isinstance(cpu["mhz"], str)
     assert status["memory"]["total"] == 126 * GIB
-    assert status["pveversion"].startswith("pve-manager/8.4.1/")
+    assert status["pveversion"].startswith("pve-manager/9.1.3/")
 
 
 def test_node_hardware_is_configurable(make_emulator):
@@ -245,6 +246,93 @@ def test_config_changes_on_running_vm_wait_in_pending(emulator):
     assert vm.config.get(current=1)["cores"] == 8
 
 
+# (change on a running VM with the default hotplug=network,disk,usb, applied at once?) from
+# qemu-server's vmconfig_hotplug_pending / vmconfig_update_disk / vmconfig_update_net
+HOTPLUG_CASES = [
+    ({"cores": "4"}, False),
+    ({"memory": "4096"}, False),  # no memory hotplug by default
+    ({"onboot": "1", "tags": "lab"}, True),  # fast-plug keys
+    ({"ipconfig0": "ip=dhcp", "ciuser": "ops"}, True),  # cloud-init keys
+    ({"scsi1": "local-lvm:1"}, True),  # a new disk on a hot-pluggable bus
+    ({"sata1": "local-lvm:1"}, False),  # sata/ide disks cannot be hot-plugged
+    ({"scsi0": "+,cache=writeback"}, False),  # "+": added to the disk's current value
+    ({"scsi0": "+,mbps_rd=100"}, True),  # I/O limits change live
+    ({"net0": "virtio,bridge=vmbr1,tag=5"}, True),  # bridge and tag change live
+    ({"ide2": "none,media=cdrom"}, True),  # a medium change
+    ({"balloon": "0"}, False),  # turning the balloon device off
+    ({"cpuunits": "200"}, True),
+    ({"hotplug": "network,disk,memory"}, False),
+]
+
+
+@pytest.mark.parametrize(("change", "live"), HOTPLUG_CASES)
+def test_running_vm_applies_what_pve_hotplugs(emulator, change, live):
+    vm = clone(emulator, 101)
+    run(emulator, vm.status.start.post())
+    before = vm.config.get(current=1)
+    change = {k: before[k] + v[1:] if v.startswith("+") else v for k, v in change.items()}
+    vm.config.put(**change)
+    current = vm.config.get(current=1)
+    pending = {p["key"] for p in vm.pending.get() if "pending" in p}
+    for key in change:
+        assert (key not in pending) == live, (key, pending)
+        if not live:
+            assert current.get(key) == before.get(key)
+
+
+def test_running_vm_deletes_as_pve_hotplugs(emulator):
+    vm = clone(emulator, 101)
+    vm.config.put(sata1="local-lvm:1", scsi1="local-lvm:1", onboot=1, cores=4)
+    run(emulator, vm.status.start.post())
+    vm.config.put(delete="sata1,scsi1,onboot,cores")
+    marked = {p["key"] for p in vm.pending.get() if p.get("delete")}
+    assert marked == {"sata1", "cores"}  # scsi1 unplugged and onboot (fast-plug) dropped at once
+    current = vm.config.get(current=1)
+    assert "scsi1" not in current and "onboot" not in current and current["cores"] == 4
+
+
+def test_update_semantics_from_qemu_server(emulator):
+    vm = clone(emulator, 101)
+    with pytest.raises(ResourceException) as err:
+        vm.config.put(cores=2, delete="cores")
+    assert err.value.errors == {"delete": "you can't use '-cores' and -delete cores' at the same time"}
+    with pytest.raises(ResourceException) as err:
+        vm.config.put(delete="cores", revert="cores")
+    assert err.value.errors == {"revert": "you can't use '-delete cores' and -revert cores' at the same time"}
+    with pytest.raises(ResourceException) as err:
+        vm.config.put(revert="bogus")
+    assert err.value.errors == {"revert": "unknown option 'bogus'"}
+    with pytest.raises(ResourceException) as err:
+        vm.config.put(name="x", digest="0" * 40)
+    assert (err.value.status_code, err.value.content) == (
+        500,
+        "checksum mismatch (file change by other user?)",
+    )
+    vm.config.put(cdrom="none")  # the alias of ide2, as a CD-ROM
+    assert vm.config.get()["ide2"] == "none,media=cdrom"
+    vm.config.put(vmgenid="1")  # 1 asks for a new generation id
+    assert uuid.UUID(vm.config.get()["vmgenid"]).version == 4
+
+
+def test_boot_order_follows_deleted_and_new_drives(emulator):
+    vm = clone(emulator, 101)
+    vm.config.put(scsi1="local-lvm:1", boot="order=scsi0;scsi1;net0")
+    vm.config.put(delete="scsi1")
+    assert vm.config.get()["boot"] == "order=scsi0;net0"
+    vm.config.put(ide3="none,media=cdrom")  # a new CD drive is marked bootable
+    assert vm.config.get()["boot"] == "order=scsi0;net0;ide3"
+
+
+def test_revert_drops_a_pending_change(emulator):
+    vm = clone(emulator, 101)
+    run(emulator, vm.status.start.post())
+    vm.config.put(cores=6, sockets=2)
+    vm.config.put(revert="cores")
+    pending = {p["key"] for p in vm.pending.get() if "pending" in p}
+    assert "cores" not in pending and "sockets" in pending
+    assert vm.config.get()["cores"] == vm.config.get(current=1)["cores"]
+
+
 def test_cipassword_is_hidden(emulator):
     vm = clone(emulator, 101)
     vm.config.put(cipassword="s3cret", ciuser="ailab")
@@ -400,15 +488,39 @@ def test_task_status_and_log(emulator):
     assert listed[0]["upid"] == upid and listed[0]["status"] == "OK"
 
 
-def test_download_url_import_then_template_from_cloud_image(emulator, tmp_path):
+def test_task_list_filters_as_pve(make_emulator):
+    lab = make_emulator(task_seconds_by_type={"qmstart": 30})
+    api = lab.api()
+    node = api.nodes(lab.node)
+    ok = node.qemu(9000).clone.post(newid=101)
+    run(lab, ok)
+    failed = node.qemu(101).resize.put(disk="scsi0", size="1G")  # shrinking: the task fails
+    assert run(lab, failed, ok=False)["exitstatus"] == "shrinking disks is not supported"
+    running = node.qemu(101).status.start.post()
+    archive = node.tasks.get()  # default source=archive: finished tasks only
+    assert {t["upid"] for t in archive} >= {ok, failed} and running not in {t["upid"] for t in archive}
+    active = node.tasks.get(source="active")
+    assert [(t["upid"], t["status"]) for t in active] == [(running, "RUNNING")]
+    assert {t["upid"] for t in node.tasks.get(errors=1)} == {failed}
+    assert {t["upid"] for t in node.tasks.get(statusfilter="ok", typefilter="qmclone")} == {ok}
+    assert [t["upid"] for t in node.tasks.get(source="all", vmid=101)] == [running, failed]
+    assert node.tasks.get(userfilter="nobody") == []
+    answer = lab.http("GET", f"/nodes/{lab.node}/tasks", params={"limit": 1})
+    assert len(answer.json()["data"]) == 1 and answer.json()["total"] == 2  # the two finished
+    assert node.tasks.get(since=int(time.time()) + 3600) == []
+
+
+def test_download_url_import_then_template_from_cloud_image(make_emulator, tmp_path):
     image = tmp_path / "debian-12-genericcloud-amd64.qcow2"
     header = b"QFI\xfb" + (3).to_bytes(4, "big") + b"\0" * 16 + (2 * GIB).to_bytes(8, "big")
     image.write_bytes(header + b"\0" * 1024)
     digest = hashlib.sha256(image.read_bytes()).hexdigest()
+    url = "https://cloud.debian.org/images/cloud/bookworm/latest/debian-12-genericcloud-amd64.qcow2"
+    emulator = make_emulator(download_map={url: str(image)})
     api = emulator.api()
     storage = api.nodes(emulator.node).storage("local")
     upid = storage("download-url").post(
-        url=image.as_uri(),
+        url=url,
         content="import",
         filename="debian-12.qcow2",
         checksum=digest,
@@ -503,3 +615,144 @@ def test_sshkeys_double_encoding(emulator):
     with pytest.raises(ResourceException) as err:
         vm.config.put(sshkeys=quote("ssh-ed25519 AAAAnotakey", safe=""))
     assert (err.value.status_code, err.value.content) == (500, "SSH public key validation error")
+
+
+def test_reads_common_clients_make_first(make_emulator):
+    lab = make_emulator(version="8.4.1")
+    api = lab.api()
+    assert api.cluster.status.get() == [
+        {
+            "type": "node",
+            "id": f"node/{lab.node}",
+            "name": lab.node,
+            "ip": "127.0.0.1",
+            "level": "",
+            "local": 1,
+            "nodeid": 0,
+            "online": 1,
+        }
+    ]
+    assert api.nodes(lab.node).version.get()["release"] == "8.4"
+    assert api.nodes(lab.node).lxc.get() == []
+    assert api.pools.get() == []
+    bridges = api.nodes(lab.node).network.get(type="bridge")
+    assert [b["iface"] for b in bridges] == ["vmbr0"]
+    privileges = api.access.permissions.get()["/"]
+    assert privileges["VM.Monitor"] == 1 and "VM.GuestAgent.Audit" not in privileges
+
+
+def test_pve9_privileges_and_guest_agent_probes(emulator):
+    api = emulator.api()
+    privileges = api.access.permissions.get(path="/vms/101")
+    assert privileges["VM.GuestAgent.Audit"] == 1 and "VM.Monitor" not in privileges
+    vm = clone(emulator, 101)
+    with pytest.raises(ResourceException) as err:
+        vm.agent.ping.post()
+    assert err.value.content == "VM 101 is not running"
+    run(emulator, vm.status.start.post())
+    vm.config.put(ipconfig0="ip=10.77.0.21/24,gw=10.77.0.1")
+    assert vm.agent.ping.post() == {}
+    assert vm.agent("get-host-name").get() == {"result": {"host-name": vm.config.get()["name"]}}
+    assert vm.agent("get-osinfo").get()["result"]["id"] == "debian"
+
+
+def test_storage_comes_from_a_pve_storage_cfg(emulator):
+    cfg = emulator.lab_dir / "storage.cfg"
+    written = cfg.read_text()  # a new lab writes its storages down in PVE's format
+    assert written.startswith("dir: local\n\tpath ")
+    snippets = emulator.lab_dir / "snippets-store"
+    cfg.write_text(written + f"\ndir: snip\n\tpath {snippets}\n\tcontent snippets\n\tshared 1\n\tnodes pve\n")
+    emulator.restart()
+    api = emulator.api()
+    entry = api.storage("snip").get()
+    assert entry["type"] == "dir" and entry["path"] == str(snippets) and entry["shared"] == 1
+    assert entry["content"] == "snippets" and entry["nodes"] == "pve"
+    assert {s["storage"] for s in api.storage.get(type="dir")} >= {"local", "snip"}
+    listed = {s["storage"]: s for s in api.nodes(emulator.node).storage.get()}
+    assert listed["snip"]["content"] == "snippets"
+    cfg.write_text("dir local\n")
+    with pytest.raises(Exception, match=r"storage.cfg:1: cannot parse 'dir local'"):
+        emulator.restart()
+
+
+def test_content_listing_formats_as_pve_storage(emulator):
+    root = emulator.lab_dir / "storage" / "local"
+    files = {
+        "template/cache/debian-12-standard_12.7-1_amd64.tar.zst": b"t",
+        "template/iso/debian.iso": b"i",
+        "snippets/user-data.yaml": b"s",
+        "dump/vzdump-qemu-101-2026_01_02-03_04_05.vma.zst": b"b",
+        "dump/not-a-backup.txt": b"x",
+    }
+    for name, data in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(data)
+    content = {c["volid"]: c for c in emulator.api().nodes(emulator.node).storage("local").content.get()}
+    assert content["local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst"]["format"] == "tzst"
+    assert content["local:iso/debian.iso"]["format"] == "iso"
+    assert content["local:snippets/user-data.yaml"]["format"] == "snippet"
+    backup = content["local:backup/vzdump-qemu-101-2026_01_02-03_04_05.vma.zst"]
+    assert (backup["format"], backup["subtype"], backup["vmid"], backup["size"]) == (
+        "vma.zst",
+        "qemu",
+        101,
+        1,
+    )
+    assert "local:backup/not-a-backup.txt" not in content
+
+
+def test_disks_name_existing_volumes_or_a_size(emulator):
+    vm = clone(emulator, 101)
+    with pytest.raises(ResourceException) as err:
+        vm.config.put(scsi1="local-lvm:vm-101-disk-9")
+    assert (err.value.status_code, err.value.content) == (
+        500,
+        "volume local-lvm:vm-101-disk-9 does not exist",
+    )
+    with pytest.raises(ResourceException) as err:
+        vm.config.put(ide3="local:iso/missing.iso,media=cdrom")
+    assert err.value.content == "volume local:iso/missing.iso does not exist"
+    iso = emulator.lab_dir / "storage" / "local" / "template" / "iso" / "debian.iso"
+    iso.parent.mkdir(parents=True, exist_ok=True)
+    iso.write_bytes(b"\0" * 2048)
+    vm.config.put(ide3="local:iso/debian.iso,media=cdrom")
+    assert vm.config.get()["ide3"] == "local:iso/debian.iso,media=cdrom,size=2K"  # the size PVE finds
+    vm.config.put(ide2="local-lvm:vm-101-cloudinit,media=cdrom")  # the VM's own cloud-init drive
+
+
+def test_create_names_each_new_disk_as_pve(emulator):
+    node = emulator.api().nodes(emulator.node)
+    run(
+        emulator,
+        node.qemu.post(vmid=103, scsi0="local-lvm:4", efidisk0="local-lvm:1", tpmstate0="local-lvm:1"),
+    )
+    config = node.qemu(103).config.get()
+    assert config["efidisk0"] == "local-lvm:vm-103-disk-0,size=4M"
+    assert config["scsi0"] == "local-lvm:vm-103-disk-1,size=4G"
+    assert config["tpmstate0"] == "local-lvm:vm-103-disk-2,size=4M"
+    assert uuid.UUID(config["vmgenid"]).version == 4  # generated when not given
+    run(emulator, node.qemu.post(vmid=104, vmgenid="1"))
+    assert uuid.UUID(node.qemu(104).config.get()["vmgenid"]).version == 4
+    run(emulator, node.qemu.post(vmid=105, vmgenid="0"))
+    assert node.qemu(105).config.get()["vmgenid"] == "0"
+
+
+def test_pools_from_settings_and_membership_on_create_and_clone(make_emulator):
+    lab = make_emulator(pools=[{"poolid": "lab", "comment": "the lab's VMs"}])
+    api = lab.api()
+    node = api.nodes(lab.node)
+    run(lab, node.qemu(9000).clone.post(newid=101, pool="lab"))
+    run(lab, node.qemu.post(vmid=102, pool="lab"))
+    with pytest.raises(ResourceException) as err:
+        node.qemu(9000).clone.post(newid=103, pool="nosuch")
+    assert (err.value.status_code, err.value.content) == (403, "pool 'nosuch' does not exist")
+    assert api.pools.get() == [{"poolid": "lab", "comment": "the lab's VMs"}]
+    members = api.pools.get(poolid="lab")[0]["members"]
+    assert [(m["id"], m["vmid"], m["type"]) for m in members] == [
+        ("qemu/101", 101, "qemu"),
+        ("qemu/102", 102, "qemu"),
+    ]
+    pooled = {r["vmid"]: r.get("pool") for r in api.cluster.resources.get(type="vm")}
+    assert pooled == {9000: None, 101: "lab", 102: "lab"}
+    run(lab, node.qemu(102).delete())
+    assert [m["vmid"] for m in api.pools.get(poolid="lab")[0]["members"]] == [101]

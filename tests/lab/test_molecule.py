@@ -58,7 +58,7 @@ def lab_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         assert status["running"] and status["backend"] == "containers"
         yield directory
     finally:
-        cli(directory, "lab", "down", "--lab-dir", str(directory), check=False)
+        cli(directory, "lab", "down", "--purge", "--lab-dir", str(directory), check=False)
     assert leftovers(directory) == []
 
 

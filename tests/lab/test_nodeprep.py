@@ -7,6 +7,8 @@ import shutil
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from ailab_deploy.adapters.nodeprep import NodeTarget, Snippet, prepare_node, render_vendor_data
 from ailab_deploy.lab.network_constants import LAB_PROXY_URL
@@ -51,5 +53,13 @@ def test_snippet_upload_is_idempotent_and_lands_in_shared_storage(tmp_path: Path
         stranger.known_hosts.write_text("")
         with pytest.raises(Exception, match="is not in"):  # strict host key checking: no trust on first use
             prepare_node(stranger, [snippet])
+        assert stranger.known_hosts.read_text() == ""  # and nothing learnt
+
+        # A node presenting another key than the recorded one (a man in the middle) is refused.
+        other = ed25519.Ed25519PrivateKey.generate().public_key()
+        openssh = other.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        stranger.known_hosts.write_text(f"{node.address} {openssh.decode()}\n")
+        with pytest.raises(Exception, match="is not in"):
+            prepare_node(stranger, [snippet])
     finally:
-        lab_down(lab_dir)
+        lab_down(lab_dir, purge=True)

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from ailab_deploy.adapters.ledger import apply_lock
 from ailab_deploy.adapters.proxmox import ProxmoxClient
-from ailab_deploy.core.diff import Conflict, Error, Grow, NoOp, Orphan, Update
+from ailab_deploy.core.diff import ActualVM, Conflict, Error, Grow, NoOp, Orphan, Update, diff_vm
 from ailab_deploy.errors import AilabError, ProxmoxError
 from tests.lab.provision_fixtures import (
     LAB_OPTIONS,
@@ -281,3 +281,20 @@ def test_missing_template_is_a_clear_error_or_built_from_the_image(
     second = engine.provisioner()
     assert second.apply(LAB_OPTIONS).api_calls["writes"] == 0
     assert_exactly_the_plan(engine)
+
+
+def test_what_pve_returns_after_a_create_diffs_to_nothing(emulator: Any, tmp_path: Path) -> None:
+    """Round trip: each VM's config as the node answers after apply made it (the raw API answer,
+    with PVE's types and the keys PVE adds) diffs to a no-op against the plan: no perpetual diff."""
+    engine = make_engine(emulator, tmp_path)
+    provisioner = engine.provisioner()
+    assert not provisioner.apply(LAB_OPTIONS).failed
+    node = emulator.api().nodes(emulator.node)
+    for desired in provisioner.desired.values():
+        config = node.qemu(desired.vmid).config.get()
+        assert "digest" in config and isinstance(config["cores"], int)  # PVE's answer, not the plan's strings
+        status = node.qemu(desired.vmid).status.current.get()["status"]
+        actual = ActualVM(
+            desired.vmid, config["name"], emulator.node, "qemu", status, tags=config["tags"], config=config
+        )
+        assert diff_vm(desired, actual, {desired.vmid}, emulator.node).actions == (NoOp(),), desired.name

@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from proxmoxer import ResourceException
 
-from ailab_deploy.adapters.provision import ApplyFailed
+from ailab_deploy.pipeline.provision import ApplyFailed
 from tests.lab.provision_fixtures import LAB_OPTIONS, make_engine
 from tests.lab.test_provision import assert_exactly_the_plan, guests
 
@@ -79,10 +80,19 @@ def test_slow_clone_hits_the_bound_then_resumes(make_emulator: Any, tmp_path: Pa
 
 
 def test_ticket_expiry_does_not_affect_token_auth(emulator: Any, tmp_path: Path) -> None:
-    rule = emulator.add_fault(kind="ticket_expired")
+    # Armed on the listing every run starts with and on the clones: paths the engine really calls.
+    rule = emulator.add_fault(kind="ticket_expired", path=r"^/cluster/resources$|/clone$")
     engine = make_engine(emulator, tmp_path)
-    assert not engine.provisioner().apply(LAB_OPTIONS).failed
-    assert fired(emulator)[rule["id"]] == 0  # the token never goes through ticket checks
+    provisioner = engine.provisioner()
+    assert not provisioner.apply(LAB_OPTIONS).failed
+    called = provisioner.client.stats.by_kind
+    assert called["GET cluster/resources"] > 0 and called["POST nodes/{node}/qemu/{vmid}/clone"] == 3, called
+    assert fired(emulator)[rule["id"]] == 0  # the token passed where the rule stood
+    # The rule is live: a ticket session on the same path is refused, as an expired ticket is.
+    with pytest.raises(ResourceException) as refused:
+        emulator.api("ticket").cluster.resources.get()
+    assert (refused.value.status_code, refused.value.content) == (401, "Authentication failed!")
+    assert fired(emulator)[rule["id"]] == 1
     assert_exactly_the_plan(engine)
 
 

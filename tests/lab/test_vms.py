@@ -1,4 +1,4 @@
-"""Issue 4, done-when: lab infrastructure, three container VMs from the template, SSH as the
+"""Lab VMs: lab infrastructure, three container VMs from the template, SSH as the
 cloud-init user, systemd running, apt and pip through the proxy, and no trace after down.
 
 Run as root: ``pytest --lab tests/lab/test_vms.py``.
@@ -200,6 +200,6 @@ def test_destroy_and_down_leave_no_trace(vm_lab: VMLab) -> None:
         vm_lab.backend.destroy(vmid)
         assert not vm_lab.backend.machine(vmid).dir.exists()
         assert network.netns_name(str(vmid)) not in network.namespaces()
-    lab_down(vm_lab.lab_dir)
+    lab_down(vm_lab.lab_dir, purge=True)
     assert leftovers(vm_lab.lab_dir) == []
     assert not os.path.exists(f"/sys/class/net/{network.BRIDGE}")

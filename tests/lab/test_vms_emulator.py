@@ -83,5 +83,5 @@ def test_three_vms_through_the_api(make_emulator: Callable[..., Any], tmp_path: 
             assert not (lab.lab_dir / "machines" / str(vmid)).exists()
     finally:
         lab.stop()
-        lab_down(lab.lab_dir)
+        lab_down(lab.lab_dir, purge=True)
     assert leftovers(lab.lab_dir) == []

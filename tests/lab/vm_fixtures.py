@@ -100,4 +100,4 @@ def running_vm_lab(tmp: Path) -> Iterator[VMLab]:
             client.close()
         for vmid in (*VMS, TEMPLATE_VMID):
             backend.destroy(vmid)
-        lab_down(lab_dir)
+        lab_down(lab_dir, purge=True)

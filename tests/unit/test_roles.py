@@ -17,7 +17,7 @@ def _load(path: Path) -> dict:
     return yaml.safe_load(path.read_text()) or {}
 
 
-def test_the_issue_roles_exist() -> None:
+def test_the_five_product_roles_exist() -> None:
     assert set(ROLES) >= EXPECTED_ROLES
 
 

@@ -54,11 +54,12 @@ def _kill_containers() -> None:
         wait_gone(everything, timeout=KILL_TIMEOUT)
 
 
-def lab_down(lab_dir: Path | None = None) -> None:
-    """Remove every container, mount, veth, netns, the proxy, firewall and bridge of the lab.
+def lab_down(lab_dir: Path | None = None, *, purge: bool = False) -> None:
+    """Remove every container process, mount, veth, netns, the proxy, firewall and bridge of the lab.
 
-    Idempotent. With ``lab_dir``, its machine dirs (overlay layers) go too; the image cache,
-    the lab key and the node's storage dir stay.
+    Idempotent. The machine dirs (the VMs' disks) stay, as disks do when a node powers off;
+    with ``purge`` and ``lab_dir`` they go too. The image cache, the lab key and the node's
+    storage dir always stay.
     """
     if lab_dir is not None:
         network.check_owner(Path(lab_dir))  # never tear down another lab dir's running lab
@@ -72,7 +73,7 @@ def lab_down(lab_dir: Path | None = None) -> None:
     proxy.proxy_down(lab_dir)
     network.bridge_down()
     network.release()
-    if lab_dir is not None and machines_dir(lab_dir).exists():
+    if purge and lab_dir is not None and machines_dir(lab_dir).exists():
         if any(point.startswith(str(machines_dir(lab_dir))) for _, point, _ in mounts()):
             raise LabError(f"refusing to delete {machines_dir(lab_dir)}: something is mounted there")
         shutil.rmtree(machines_dir(lab_dir))
@@ -80,7 +81,8 @@ def lab_down(lab_dir: Path | None = None) -> None:
 
 
 def leftovers(lab_dir: Path | None = None) -> list[str]:
-    """Everything of the lab that still exists, one description per item ([] when clean)."""
+    """Everything of the lab that still exists, one description per item ([] when clean).
+    With ``lab_dir``, its machine dirs (disks) count too: after ``lab down --purge``."""
     found = [f"process: systemd-nspawn pid {pid}" for pid in processes_matching(is_lab_nspawn)]
     found += [f"process: supervisor pid {pid}" for pid in processes_matching(is_lab_supervisor)]
     found += [f"process: tinyproxy pid {pid}" for pid in processes_matching(proxy.is_lab_proxy)]

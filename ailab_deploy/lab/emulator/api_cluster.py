@@ -34,43 +34,58 @@ def register(emu: Emulator) -> ClusterApi:
     return api
 
 
-JOB_SPEC: dict[str, P] = {
-    "schedule": P(max_length=128),
-    "starttime": P(pattern=r"\d{1,2}:\d{1,2}"),
-    "dow": P(pattern=r"(mon|tue|wed|thu|fri|sat|sun)(,(mon|tue|wed|thu|fri|sat|sun))*"),
-    "enabled": P("boolean"),
-    "storage": P(),
-    "vmid": P(pattern=r"[1-9][0-9]{2,8}([,;\s]+[1-9][0-9]{2,8})*"),
-    "all": P("boolean"),
-    "exclude": P(),
-    "pool": P(),
-    "node": P(),
-    "mode": P(enum=("snapshot", "suspend", "stop")),
-    "compress": P(enum=("0", "1", "gzip", "lzo", "zstd")),
-    "mailto": P(),
-    "mailnotification": P(enum=("always", "failure")),
-    "notification-mode": P(enum=("auto", "legacy-sendmail", "notification-system")),
-    "notes-template": P(max_length=1024),
-    "prune-backups": P(),
-    "protected": P("boolean"),
-    "repeat-missed": P("boolean"),
-    "comment": P(max_length=512),
-    "remove": P("boolean"),
-    "bwlimit": P("integer", minimum=0),
-    "zstd": P("integer", minimum=0),
-    "ionice": P("integer", minimum=0, maximum=8),
-    "fleecing": P(),
-    "performance": P(),
-    "pigz": P("integer"),
-    "lockwait": P("integer", minimum=0),
-    "stopwait": P("integer", minimum=0),
-    "tmpdir": P(),
-    "dumpdir": P(),
-    "script": P(),
-    "maxfiles": P("integer", minimum=1),
-    "quiet": P("boolean"),
-    "stdexcludes": P("boolean"),
-}
+JOB_ID = P(optional=False, pattern=r"\S+", max_length=50)
+
+
+def job_spec(release: str) -> dict[str, P]:
+    """vzdump's options as a backup job takes them (PVE/VZDump.pm confdesc), per PVE release."""
+    spec = {
+        "schedule": P(format="pve-calendar-event", max_length=128),
+        "starttime": P(pattern=r"\d{1,2}:\d{1,2}"),
+        "dow": P(format="pve-day-of-week-list", requires="starttime"),
+        "enabled": P("boolean"),
+        "storage": P(format="pve-storage-id"),
+        "vmid": P(format="pve-vmid-list"),
+        "all": P("boolean"),
+        "exclude": P(format="pve-vmid-list"),
+        "exclude-path": P(),
+        "pool": P(),
+        "node": P(format="pve-node"),
+        "mode": P(enum=("snapshot", "suspend", "stop")),
+        "compress": P(enum=("0", "1", "gzip", "lzo", "zstd")),
+        "mailto": P(format="email-or-username-list"),
+        "mailnotification": P(enum=("always", "failure")),
+        "notification-mode": P(enum=("auto", "legacy-sendmail", "notification-system")),
+        "notes-template": P(max_length=1024, requires="storage"),
+        "pbs-change-detection-mode": P(enum=("legacy", "data", "metadata")),
+        "prune-backups": P(format="prune-backups"),
+        "protected": P("boolean", requires="storage"),
+        "repeat-missed": P("boolean"),
+        "comment": P(max_length=512),
+        "remove": P("boolean"),
+        "bwlimit": P("integer", minimum=0),
+        "zstd": P("integer"),
+        "ionice": P("integer", minimum=0, maximum=8),
+        "fleecing": P(format="backup-fleecing"),
+        "performance": P(format="backup-performance"),
+        "pigz": P("integer"),
+        "lockwait": P("integer", minimum=0),
+        "stop": P("boolean"),
+        "stopwait": P("integer", minimum=0),
+        "tmpdir": P(),
+        "dumpdir": P(),
+        "script": P(),
+        "maxfiles": P("integer", minimum=1),
+        "quiet": P("boolean"),
+        "stdexcludes": P("boolean"),
+    }
+    if release == "8.4":  # dropped in PVE 9 (the notification system decides)
+        spec["notification-policy"] = P(enum=("always", "failure", "never"))
+        spec["notification-target"] = P(format="pve-configid")
+    return spec
+
+
+JOB_SPEC = job_spec("8.4") | job_spec("9.1")  # every option a stored job may hold
 
 
 class ClusterApi:
@@ -80,7 +95,9 @@ class ClusterApi:
         self._vm_cache: tuple[tuple[int, int], bytes] | None = None
 
     def nextid(self, req: Request) -> Any:
-        params = schema.check(req.params, {"vmid": P("integer", minimum=100, maximum=999999999)})
+        params = schema.check(
+            req.params, {"vmid": P("integer", minimum=100, maximum=999999999, format="pve-vmid")}
+        )
         with self.store.lock:
             if "vmid" in params:
                 if params["vmid"] in self.store.vms:
@@ -143,6 +160,9 @@ class ClusterApi:
             for key in ("lock", "tags"):
                 if key in status:
                     item[key] = status[key]
+            pool = self.store.pool_of(vm.vmid)
+            if pool is not None:
+                item["pool"] = pool
             result.append(item)
         return result
 
@@ -166,7 +186,7 @@ class ClusterApi:
                         "status": "available",
                         "plugintype": storage.type,
                         "content": storage.content,
-                        "shared": 0,
+                        "shared": int(storage.shared),
                         "disk": used.get(storage.storage, 0),
                         "maxdisk": storage.total,
                     }
@@ -191,7 +211,7 @@ class ClusterApi:
             return [self._job_view(j) for j in sorted(self.store.jobs.values(), key=lambda j: j["id"])]
 
     def _job_params(self, params: dict[str, str], extra: dict[str, P]) -> dict[str, str]:
-        checked = schema.check(params, {**JOB_SPEC, **extra})
+        checked = schema.check(params, {**job_spec(self.emu.release), **extra})
         values = {k: str(v) for k, v in checked.items() if k not in extra}
         if "starttime" in values or "dow" in values:
             dow = values.pop("dow", "mon,tue,wed,thu,fri,sat,sun")
@@ -204,7 +224,7 @@ class ClusterApi:
         return values
 
     def backup_create(self, req: Request) -> Any:
-        values = self._job_params(req.params, {"id": P(pattern=r"[a-zA-Z][a-zA-Z0-9_\-]+")})
+        values = self._job_params(req.params, {"id": P(format="pve-configid")})
         job_id = req.params.get("id") or f"backup-{str(uuid.uuid4())[:13]}"
         if not any(k in values for k in ("vmid", "all", "pool")) or (
             values.get("all") == "0" and "vmid" not in values and "pool" not in values
@@ -225,12 +245,12 @@ class ClusterApi:
         return job
 
     def backup_get(self, req: Request) -> Any:
-        params = schema.check(req.params, {"id": P(optional=False)})
+        params = schema.check(req.params, {"id": JOB_ID})
         with self.store.lock:
             return self._job_view(self._job(params["id"]))
 
     def backup_update(self, req: Request) -> Any:
-        extra = {"id": P(optional=False), "delete": P(), "digest": P()}
+        extra = {"id": JOB_ID, "delete": P(format="pve-configid-list"), "digest": P(max_length=64)}
         values = self._job_params(req.params, extra)
         with self.store.lock:
             job = self._job(req.params["id"])
@@ -243,7 +263,7 @@ class ClusterApi:
         return None
 
     def backup_delete(self, req: Request) -> Any:
-        params = schema.check(req.params, {"id": P(optional=False)})
+        params = schema.check(req.params, {"id": JOB_ID})
         with self.store.lock:
             self._job(params["id"])
             del self.store.jobs[params["id"]]

@@ -9,9 +9,9 @@ import shutil
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote, unquote
 
-from . import schema
+from . import propstr, schema
 from .apierror import fail, param_error
 from .router import Reply, Request
 from .schema import P
@@ -35,6 +35,52 @@ FILENAME_PATTERNS = {
     "vztmpl": r".+\.tar\.(gz|xz|zst|bz2)",
     "import": r".+\.(qcow2|raw|vmdk|ova)",
 }
+
+
+STORAGE = P(optional=False, format="pve-storage-id")
+_COMPRESSOR = r"gz|lzo|zst|bz2"
+_BACKUP = re.compile(
+    rf"(vzdump-(qemu|lxc|openvz)-(\d+)-(\d{{4}}_\d{{2}}_\d{{2}}-\d{{2}}_\d{{2}}_\d{{2}}))"
+    rf"\.(tgz|(?:tar|vma)(?:\.(?:{_COMPRESSOR}))?)"
+)
+
+
+def file_volume(storage: str, content: str, path: Path) -> dict[str, Any] | None:
+    """One file of a dir storage as pve-storage's get_subdir_files lists it (None: not listed)."""
+    name = path.name
+    item: dict[str, Any] = {"volid": f"{storage}:{content}/{name}", "content": content}
+    if content == "iso":
+        if not re.fullmatch(r".+\.(iso|img)", name, re.IGNORECASE):
+            return None
+        item["format"] = "iso"
+    elif content == "vztmpl":
+        match = re.fullmatch(r".+\.tar\.(gz|xz|zst|bz2)", name)
+        if not match:
+            return None
+        item["format"] = "t" + match.group(1)
+    elif content == "snippets":
+        item["format"] = "snippet"
+    elif content == "import":
+        match = re.fullmatch(r".+\.(ova|ovf|qcow2|raw|vmdk)", name)
+        if not match:
+            return None
+        item["format"] = match.group(1)
+    elif content == "backup":
+        backup = _BACKUP.fullmatch(name)
+        if not backup:
+            return None
+        item["format"] = backup.group(5)
+        item["subtype"] = backup.group(2)
+        item["vmid"] = int(backup.group(3))
+        stamp = time.strptime(backup.group(4), "%Y_%m_%d-%H_%M_%S")
+        item["ctime"] = int(time.mktime(stamp))
+    stat = path.stat()
+    item["size"] = stat.st_size
+    item.setdefault("ctime", int(stat.st_ctime))
+    return item
+
+
+VMID_OPT = P("integer", minimum=100, maximum=999999999, format="pve-vmid")
 
 
 def register(emu: Emulator) -> NodesApi:
@@ -152,7 +198,12 @@ class NodesApi:
                 "aes xsave avx f16c rdrand lahf_lm abm avx2 bmi1 bmi2 erms invpcid",
                 "hvm": "1",
             },
-            "memory": {"total": n["maxmem"], "used": n["mem"], "free": n["maxmem"] - n["mem"]},
+            "memory": {
+                "total": n["maxmem"],
+                "used": n["mem"],
+                "free": n["maxmem"] - n["mem"],
+                "available": n["maxmem"] - n["mem"],
+            },
             "swap": {"total": 8 * GIB, "used": 0, "free": 8 * GIB},
             "ksm": {"shared": 0},
             "rootfs": {
@@ -182,7 +233,7 @@ class NodesApi:
             "storage": storage.storage,
             "type": storage.type,
             "content": storage.content,
-            "shared": 0,
+            "shared": int(storage.shared),
             "active": 1,
             "enabled": 1,
             "total": storage.total,
@@ -195,11 +246,11 @@ class NodesApi:
         params = self._node(
             req,
             {
-                "content": P(),
+                "content": P(format="pve-storage-content-list"),
                 "enabled": P("boolean"),
                 "format": P("boolean"),
-                "storage": P(),
-                "target": P(),
+                "storage": schema.STORAGE,
+                "target": P(format="pve-node"),
             },
         )
         if "storage" in params and self.settings.storage(params["storage"]) is None:
@@ -223,14 +274,17 @@ class NodesApi:
         return storage
 
     def storage_status(self, req: Request) -> Any:
-        params = self._node(req, {"storage": P(optional=False)})
+        params = self._node(req, {"storage": STORAGE})
         storage = self._storage(params["storage"])
         data = self.storage_dict(storage, self.emu.store.storage_used())
         del data["storage"], data["used_fraction"]
         return data
 
     def storage_content(self, req: Request) -> Any:
-        params = self._node(req, {"storage": P(optional=False), "content": P(), "vmid": P("integer")})
+        params = self._node(
+            req,
+            {"storage": STORAGE, "content": P(format="pve-storage-content"), "vmid": VMID_OPT},
+        )
         storage = self._storage(params["storage"])
         result: list[dict[str, Any]] = []
         for volid, size in sorted(self.emu.store.volumes().items()):
@@ -255,17 +309,14 @@ class NodesApi:
                 if not folder.is_dir():
                     continue
                 for path in sorted(folder.iterdir()):
-                    if path.is_file() and not path.name.startswith("."):
-                        stat = path.stat()
-                        result.append(
-                            {
-                                "volid": f"{storage.storage}:{content}/{path.name}",
-                                "content": content,
-                                "format": path.suffix.lstrip(".") or "raw",
-                                "size": stat.st_size,
-                                "ctime": int(stat.st_mtime),
-                            }
-                        )
+                    if not path.is_file() or path.name.startswith("."):
+                        continue
+                    listed = file_volume(storage.storage, content, path)
+                    if listed is None:
+                        continue
+                    if params.get("vmid") is not None and listed.get("vmid") != params["vmid"]:
+                        continue
+                    result.append(listed)
         return result
 
     def resolve_file_volume(self, volid: str) -> tuple[str, Path]:
@@ -283,12 +334,14 @@ class NodesApi:
         params = self._node(
             req,
             {
-                "storage": P(optional=False),
-                "url": P(optional=False, pattern=r"(https?|file)://.*"),
-                "content": P(optional=False, enum=("iso", "vztmpl", "import")),
-                "filename": P(optional=False),
-                "checksum": P(),
-                "checksum-algorithm": P(enum=("md5", "sha1", "sha224", "sha256", "sha384", "sha512")),
+                "storage": STORAGE,
+                "url": P(optional=False, pattern=r"https?://.*"),
+                "content": P(optional=False, enum=("iso", "vztmpl", "import"), format="pve-storage-content"),
+                "filename": P(optional=False, max_length=255),
+                "checksum": P(requires="checksum-algorithm"),
+                "checksum-algorithm": P(
+                    enum=("md5", "sha1", "sha224", "sha256", "sha384", "sha512"), requires="checksum"
+                ),
                 "compression": P(),
                 "verify-certificates": P("boolean"),
             },
@@ -341,12 +394,10 @@ class NodesApi:
             path = Path(mapped)
             if not path.is_absolute():
                 path = self.settings.lab_dir / path
-        elif url.startswith("file://"):
-            path = Path(unquote(urlsplit(url).path))
         else:
             raise TaskFailed(
-                f"lab: will not download '{url}': the lab sends no network traffic; use a "
-                "file:// URL or map the URL to a local file in settings.json 'download_map'"
+                f"lab: will not download '{url}': the lab sends no network traffic; map the URL "
+                "to a local file in settings.json 'download_map'"
             )
         if not path.is_file():
             raise TaskFailed(f"lab: source file '{path}' for '{url}' does not exist")
@@ -354,8 +405,8 @@ class NodesApi:
 
     # --- tasks --------------------------------------------------------------------------------
 
-    def _task(self, req: Request) -> Any:
-        params = self._node(req, {"upid": P(optional=False)})
+    def _task(self, req: Request, spec: dict[str, P] | None = None) -> Any:
+        params = self._node(req, {"upid": P(optional=False), **(spec or {})})
         upid = unquote(params["upid"])
         if not UPID_RE.match(upid):
             raise param_error({"upid": "unable to parse worker upid"})
@@ -368,17 +419,13 @@ class NodesApi:
         return self._task(req).status_dict()
 
     def task_log(self, req: Request) -> Any:
-        params = dict(req.params)
-        start = params.pop("start", "0")
-        limit = params.pop("limit", "50")
-        params.pop("download", None)
-        checked = schema.check(
-            {"start": start, "limit": limit},
-            {"start": P("integer", minimum=0), "limit": P("integer", minimum=0)},
-        )
-        task = self._task(Request(req.method, req.path, params, req.identity))
+        spec = {"start": P("integer", minimum=0), "limit": P("integer", minimum=0), "download": P("boolean")}
+        task = self._task(req, spec)
+        if req.params.get("download") == "1" and ("start" in req.params or "limit" in req.params):
+            raise fail("'download' cannot be used together with 'start' or 'limit' parameters")
         lines = list(task.log) or ["no content"]
-        first, count = checked["start"], checked["limit"]
+        first = int(req.params.get("start", "0"))
+        count = int(req.params.get("limit", "50"))
         chunk = lines[first : first + count] if count else lines[first:]
         data = [{"n": first + i + 1, "t": text} for i, text in enumerate(chunk)]
         return Reply(data, {"total": len(lines)})
@@ -389,33 +436,65 @@ class NodesApi:
             {
                 "start": P("integer", minimum=0),
                 "limit": P("integer", minimum=0),
-                "vmid": P("integer"),
+                "vmid": VMID_OPT,
                 "typefilter": P(),
                 "userfilter": P(),
                 "errors": P("boolean"),
                 "source": P(enum=("archive", "active", "all")),
-                "statusfilter": P(),
+                "statusfilter": P(format="pve-task-status-type-list"),
                 "since": P("integer"),
                 "until": P("integer"),
             },
         )
-        result = []
-        for task in self.emu.tasks.all():
-            if params.get("vmid") is not None and task.id != str(params["vmid"]):
+        # PVE/API2/Tasks.pm node_tasks: filters, then start/limit over the matches; total counts them
+        source = params.get("source", "archive")
+        start, limit = params.get("start", 0), params.get("limit", 50)
+        wanted = {"ok", "warning", "error", "unknown"}
+        if "statusfilter" in params and not params.get("errors"):
+            wanted = {item.lower() for item in propstr.split_list(params["statusfilter"])}
+        elif params.get("errors"):
+            wanted.discard("ok")
+        running = [t for t in self.emu.tasks.all() if t.status == "running"]
+        finished = [t for t in self.emu.tasks.all() if t.status != "running"]
+        candidates = (running if source in ("active", "all") else []) + (
+            finished if source != "active" else []
+        )
+        result: list[dict[str, Any]] = []
+        count = 0
+        for task in candidates:
+            user = params.get("userfilter")
+            if user and user.lower() not in task.user.lower():
                 continue
             if params.get("typefilter") and task.type != params["typefilter"]:
                 continue
-            if params.get("source") == "active" and task.status != "running":
+            if params.get("vmid") and task.id != str(params["vmid"]):
                 continue
-            if params.get("errors") and task.exitstatus in (None, "OK"):
+            if "since" in params and task.starttime < params["since"]:
+                continue
+            if "until" in params and task.starttime > params["until"]:
+                continue
+            if _status_type(task.exitstatus if task.status == "stopped" else None) not in wanted:
+                continue
+            count += 1
+            if count <= start or len(result) >= limit:
                 continue
             item = task.status_dict()
+            item.pop("exitstatus", None)
             if task.status == "stopped":
                 item["status"] = task.exitstatus
                 item["endtime"] = task.endtime
             else:
-                item.pop("status")
+                item["status"] = "RUNNING"
             result.append(item)
-        start = params.get("start", 0)
-        limit = params.get("limit", 50) or len(result)
-        return Reply(result[start : start + limit], {"total": len(result)})
+        return Reply(result, {"total": count})
+
+
+def _status_type(status: str | None) -> str:
+    """PVE's UPID::normalize_status_type."""
+    if not status or status == "unexpected status":
+        return "unknown"
+    if status == "OK":
+        return "ok"
+    if re.fullmatch(r"WARNINGS: \d+", status):
+        return "warning"
+    return "error"

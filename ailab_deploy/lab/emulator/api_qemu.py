@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from ailab_deploy.lab.backend import AgentNotRunning
 
-from . import propstr, schema
+from . import hotplug, propstr, schema
 from .apierror import ApiError, fail, param_error
 from .configfile import VMConfig
 from .router import Request
@@ -24,16 +24,11 @@ if TYPE_CHECKING:
 MIB = 1024**2
 GIB = 1024**3
 
-# keys PVE applies to a running VM at once (fast-plug, cloud-init, default hotplug network,disk,usb)
-HOTPLUG = re.compile(
-    r"^(name|description|onboot|tags|protection|lock|startup|shares|balloon|ciuser|cipassword|"
-    r"citype|ciupgrade|cicustom|sshkeys|nameserver|searchdomain|ipconfig\d+|net\d+|usb\d+|"
-    r"unused\d+|(ide|sata|scsi|virtio)\d+)$"
-)
 BOOT_DRIVES = [f"ide{i}" for i in range(4)] + [f"sata{i}" for i in range(6)]
 BOOT_DRIVES += [f"scsi{i}" for i in range(31)] + [f"virtio{i}" for i in range(16)]
 NEW_DISK = re.compile(r"^(?:([^/:\s]+):)?(\d+(?:\.\d+)?)$")
 SKIPLOCK = P("boolean")
+TEMPLATE_DISKS = (*BOOT_DRIVES, "efidisk0", "tpmstate0")
 
 
 def register(emu: Emulator) -> QemuApi:
@@ -62,6 +57,8 @@ def register(emu: Emulator) -> QemuApi:
     add("GET", base + "/{vmid}/snapshot/{snapname}/config", api.snapshot_config)
     add("POST", base + "/{vmid}/snapshot/{snapname}/rollback", api.snapshot_rollback)
     add("DELETE", base + "/{vmid}/snapshot/{snapname}", api.snapshot_delete)
+    add("POST", "/nodes/{node}/startall", api.start_all)
+    add("POST", "/nodes/{node}/stopall", api.stop_all)
     return api
 
 
@@ -92,7 +89,10 @@ class QemuApi:
 
     def _params(self, req: Request, spec: dict[str, P], config_keys: bool = False) -> dict[str, Any]:
         full = {"node": schema.NODE, "vmid": schema.VMID, **spec}
-        params = schema.check(req.params, full, schema.config_key if config_keys else None)
+        release = self.emu.release
+        params = schema.check(
+            req.params, full, (lambda key: schema.config_key(key, release)) if config_keys else None
+        )
         self.emu.check_node(params["node"])
         return params
 
@@ -112,6 +112,21 @@ class QemuApi:
                 raise param_error({"skiplock": "Only root may use this option."})
             return True
         return False
+
+    def _since_9(self, spec: dict[str, P]) -> dict[str, P]:
+        return {} if self.emu.release == "8.4" else spec
+
+    def _start_spec_since_9(self) -> dict[str, P]:
+        return self._since_9(
+            {
+                "nets-host-mtu": P(pattern=r"net\d+=\d+(,net\d+=\d+)*"),
+                "with-conntrack-state": P("boolean"),
+            }
+        )
+
+    def _check_pool(self, pool: str | None) -> None:
+        if pool and pool not in self.emu.settings.pools:
+            raise ApiError(403, f"pool '{pool}' does not exist\n")
 
     def _task(self, req: Request, task_type: str, vmid: int, work: Any) -> str:
         return self.emu.tasks.start(task_type, str(vmid), req.identity.authuser, work).upid
@@ -233,7 +248,7 @@ class QemuApi:
     # --- config ---------------------------------------------------------------------------------
 
     def get_config(self, req: Request) -> Any:
-        params = self._params(req, {"current": P("boolean"), "snapshot": P()})
+        params = self._params(req, {"current": P("boolean"), "snapshot": schema.SNAPNAME_OPT})
         vm = self._vm(params["vmid"])
         with self.store.lock:
             if params.get("snapshot"):
@@ -269,11 +284,11 @@ class QemuApi:
         return result
 
     _update_spec: ClassVar[dict[str, P]] = {
-        "delete": P(),
-        "revert": P(),
+        "delete": P(format="pve-configid-list"),
+        "revert": P(format="pve-configid-list"),
         "digest": schema.DIGEST,
         "skiplock": SKIPLOCK,
-        "force": P("boolean"),
+        "force": P("boolean", requires="delete"),
     }
 
     def _prepare_update(
@@ -283,43 +298,93 @@ class QemuApi:
         vmid = params["vmid"]
         vm = self._vm(vmid)
         skiplock = self._skiplock(req, params)
-        if params.get("digest") and params["digest"] != vm.digest:
-            raise fail("checksum mismatch (file change by other user?)")
-        self._check_lock(vm, skiplock)
-        deletes = [k for k in re.split(r"[,;\s]+", params.get("delete", "")) if k]
-        reverts = [k for k in re.split(r"[,;\s]+", params.get("revert", "")) if k]
-        for key in deletes:
-            if schema.config_key(key) is None:
-                raise param_error({"delete": f"unknown option '{key}'"})
         meta = {"node", "vmid", "delete", "revert", "digest", "skiplock", "force", "background_delay"}
+        meta.add("import-working-storage")
         updates = {k: _as_str(v) for k, v in params.items() if k not in meta}
-        if not updates and not deletes and not reverts:
-            raise fail("no options specified")
-        for key in set(updates) & set(deletes):
-            raise fail(f"unable to delete '{key}' - option is also in the set list")
         if "sshkeys" in updates:
             try:
                 propstr.validate_ssh_keys(updates["sshkeys"])
             except propstr.SshKeyError as err:
                 raise fail(str(err)) from err
+        if not updates and not params.get("delete") and not params.get("revert"):
+            raise fail("no options specified")
+        if updates.get("cdrom"):  # PVE's alias: cdrom is ide2 with media=cdrom
+            value = updates.pop("cdrom")
+            updates["ide2"] = value if "media=" in value else value + ",media=cdrom"
+        release = self.emu.release
+        reverts = propstr.split_list(params.get("revert", ""))
+        for key in reverts:
+            if schema.config_key(key, release) is None:
+                raise param_error({"revert": f"unknown option '{key}'"})
+            if key in updates:
+                raise param_error({"delete": f"you can't use '-{key}' and -revert {key}' at the same time"})
+        deletes = []
+        for key in propstr.split_list(params.get("delete", "")):
+            key = "ide2" if key == "cdrom" else key
+            if key in updates:
+                raise param_error({"delete": f"you can't use '-{key}' and -delete {key}' at the same time"})
+            if key in reverts:
+                raise param_error(
+                    {"revert": f"you can't use '-delete {key}' and -revert {key}' at the same time"}
+                )
+            if schema.config_key(key, release) is None:
+                raise param_error({"delete": f"unknown option '{key}'"})
+            deletes.append(key)
+        for key, value in updates.items():
+            if propstr.is_drive_key(key):
+                self._check_drive_source(key, value)
+        if updates.get("vmgenid") == "1":
+            updates["vmgenid"] = str(uuid.uuid4())
+        if params.get("digest") and params["digest"] != vm.digest:
+            raise fail("checksum mismatch (file change by other user?)")
+        self._check_lock(vm, skiplock)
+        for key in reverts:  # back to the current value, or a pending-only key goes away
+            if key in vm.conf:
+                updates[key] = vm.conf[key]
+            elif key in vm.pending:
+                deletes.append(key)
         merged = {**vm.merged(), **updates}
         if "balloon" in updates or "memory" in updates:
             balloon = int(merged.get("balloon", 0) or 0)
             if balloon and balloon > propstr.memory_mib(merged.get("memory")):
                 raise fail("balloon value too large (must be smaller than assigned memory)")
-        for key, value in updates.items():
-            if propstr.is_drive_key(key):
-                self._check_drive_source(key, value)
         if "boot" in updates:
-            self._check_boot(updates["boot"], {k: v for k, v in merged.items() if k not in deletes})
+            updates["boot"] = self._check_boot(updates["boot"], vm, updates, deletes)
+        elif "boot" not in deletes:  # deleted devices leave the order, new CD drives join it
+            order = self._boot_order(vm.merged().get("boot"))
+            kept = [device for device in order if device not in deletes]
+            if order:
+                for key, value in sorted(updates.items()):
+                    drive = _drive(key, value) if propstr.is_drive_key(key) else {}
+                    cdrom = propstr.is_cdrom(drive) and not propstr.is_cloudinit(drive)
+                    if cdrom and key not in kept:
+                        kept.append(key)
+            if kept != order:
+                updates["boot"] = "order=" + ";".join(kept) if kept else ""
         return vm, updates, deletes, reverts
 
-    def _check_boot(self, boot: str, conf: dict[str, str]) -> None:
-        if not boot.startswith("order="):
-            return
-        for device in boot[len("order=") :].split(";"):
-            if device and device not in conf:
-                raise param_error({"boot": f"invalid bootorder: device '{device}' does not exist'"})
+    @staticmethod
+    def _boot_order(boot: str | None) -> list[str]:
+        if not boot:
+            return []
+        try:
+            parsed = propstr.parse(boot, propstr.LAYOUTS["pve-qm-boot"], "boot")
+        except propstr.FormatError:
+            return []
+        return propstr.split_list(parsed.get("order", ""))
+
+    def _check_boot(self, boot: str, vm: VMConfig, updates: dict[str, str], deletes: list[str]) -> str:
+        """PVE's update: every device of a new order must exist and stay; stored as order=a;b."""
+        devices = self._boot_order(boot)
+        if not devices:
+            return boot
+        for device in devices:
+            exists = vm.conf.get(device) or vm.pending.get(device) or updates.get(device)
+            if not exists or device in deletes:
+                raise fail(f"invalid bootorder: device '{device}' does not exist'")
+        if "bootdisk" in vm.conf and "bootdisk" not in deletes:
+            deletes.append("bootdisk")  # the legacy setting goes when an order is set
+        return "order=" + ";".join(devices)
 
     def _check_drive_source(self, key: str, value: str) -> None:
         """Syntax and storage checks that PVE makes before forking a worker."""
@@ -383,7 +448,7 @@ class QemuApi:
                 ctx.log(f"{key}: successfully created disk '{drive['file']},media=cdrom'")
             return propstr.render_drive(drive)
         if new is None:
-            return propstr.render_drive(drive)
+            return self._existing_volume(drive)
         storage = new.group(1)
         name = self.store.next_disk_name(storage, vmid)
         if "import-from" in drive:
@@ -393,12 +458,37 @@ class QemuApi:
             if ctx:
                 ctx.log(f"importing disk '{source}' to VM {vmid} ...")
                 ctx.log(f"Successfully imported disk as '{key}:{storage}:{name}'")
+        elif key in ("efidisk0", "tpmstate0"):
+            size = 4 * MIB  # PVE sizes these itself (OVMF vars, TPM state); 4M on thin LVM
+            if ctx:
+                ctx.log(f'  Logical volume "{name}" created.')
         else:
             size = int(float(new.group(2)) * GIB)
             if ctx:
                 ctx.log(f'  Logical volume "{name}" created.')
         drive["file"] = f"{storage}:{name}"
         drive["size"] = propstr.format_size(size)
+        return propstr.render_drive(drive)
+
+    def _existing_volume(self, drive: dict[str, str]) -> str:
+        """qemu-server's create_disks for a named volume: it must exist; its size is the storage's."""
+        file = drive["file"]
+        if file in ("none", "cdrom") or file.startswith("/") or ":" not in file:
+            return propstr.render_drive(drive)
+        if propstr.is_cloudinit(drive):
+            return propstr.render_drive(drive)
+        size = self.store.volumes().get(file)
+        if size is None and self.emu.settings.storage(file.split(":", 1)[0]) is not None:
+            try:
+                _content, path = self.emu.nodes_api.resolve_file_volume(file)
+            except ApiError:
+                path = None
+            if path is not None and path.is_file():
+                size = path.stat().st_size
+        if size is None:
+            raise fail(f"volume {file} does not exist")
+        if size:
+            drive["size"] = propstr.format_size(size)
         return propstr.render_drive(drive)
 
     def _apply_update(
@@ -422,7 +512,7 @@ class QemuApi:
                     if ctx:
                         ctx.warn(message)
                     continue
-                if running and not HOTPLUG.match(key):
+                if running and not hotplug.delete_live(key, vm.conf):
                     marks = [k for k in vm.pending.get("delete", "").split(",") if k]
                     if key not in marks:
                         vm.pending["delete"] = ",".join([*marks, key])
@@ -440,15 +530,26 @@ class QemuApi:
                     value = propstr.ensure_mac(value, vm.conf.get(key) or vm.pending.get(key))
                 if key == "cipassword":
                     value = _hash_password(value)
-                if running and not HOTPLUG.match(key):
+                if running and not hotplug.set_live(key, value, vm.conf):
                     vm.pending[key] = value
                     self._drop_pending_delete(vm, key)
                 else:
                     vm.conf[key] = value
                     vm.pending.pop(key, None)
-            if vm.pending.get("delete") == "":
-                vm.pending.pop("delete")
+            self._cleanup_pending(vm)
             self.store.save_vm(vm)
+
+    @staticmethod
+    def _cleanup_pending(vm: VMConfig) -> None:
+        """PVE's cleanup_pending: drop pending values equal to the current ones, and pending
+        deletes of keys that are not set."""
+        for key in [k for k in vm.pending if k != "delete" and vm.pending[k] == vm.conf.get(k)]:
+            vm.pending.pop(key)
+        marks = [k for k in vm.pending.get("delete", "").split(",") if k and k.lstrip("!") in vm.conf]
+        if marks:
+            vm.pending["delete"] = ",".join(marks)
+        else:
+            vm.pending.pop("delete", None)
 
     @staticmethod
     def _drop_pending_delete(vm: VMConfig, key: str) -> None:
@@ -496,7 +597,11 @@ class QemuApi:
         return None
 
     def post_config(self, req: Request) -> Any:
-        spec = {**self._update_spec, "background_delay": P("integer", minimum=1, maximum=30)}
+        spec = {
+            **self._update_spec,
+            "background_delay": P("integer", minimum=1, maximum=30),
+            "import-working-storage": schema.STORAGE,
+        }
         params = self._params(req, spec, config_keys=True)
         with self.store.lock:
             vm, updates, deletes, reverts = self._prepare_update(req, params)
@@ -517,21 +622,22 @@ class QemuApi:
 
     def create(self, req: Request) -> Any:
         spec = {
-            "storage": P(),
-            "pool": P(),
+            "storage": schema.STORAGE,
+            "pool": P(format="pve-poolid"),
             "start": P("boolean"),
-            "archive": P(),
-            "force": P("boolean"),
-            "unique": P("boolean"),
+            "archive": P(max_length=255),
+            "force": P("boolean", requires="archive"),
+            "unique": P("boolean", requires="archive"),
+            "import-working-storage": schema.STORAGE,
             "bwlimit": P("integer", minimum=0),
             "live-restore": P("boolean"),
+            **({} if self.emu.release == "8.4" else {"ha-managed": P("boolean")}),
         }
         params = self._params(req, spec, config_keys=True)
         vmid = params["vmid"]
         if params.get("archive"):
             raise fail("lab: restoring from an archive is not supported")
-        if params.get("pool"):
-            raise ApiError(403, f"pool '{params['pool']}' does not exist\n")
+        self._check_pool(params.get("pool"))
         conf = {k: _as_str(v) for k, v in params.items() if k not in spec and k not in ("node", "vmid")}
         if "sshkeys" in conf:
             try:
@@ -541,8 +647,6 @@ class QemuApi:
         for key, value in conf.items():
             if propstr.is_drive_key(key):
                 self._check_drive_source(key, value)
-        if "boot" in conf:
-            self._check_boot(conf["boot"], conf)
         balloon = int(conf.get("balloon", 0) or 0)
         if balloon and balloon > propstr.memory_mib(conf.get("memory")):
             raise fail("balloon value too large (must be smaller than assigned memory)")
@@ -554,10 +658,19 @@ class QemuApi:
         def work(ctx: TaskContext) -> None:
             try:
                 final: dict[str, str] = {}
+                with self.store.lock:
+                    holder = self.store.vms.get(vmid)
+                # drives in key order, as create_disks allocates them; each one visible at once so
+                # the next gets the next free name (vm-N-disk-0, -1, ...)
+                for key in sorted(k for k in conf if propstr.is_drive_key(k)):
+                    final[key] = self._allocate(vmid, key, conf[key], ctx)
+                    if holder is not None:
+                        with self.store.lock:
+                            holder.conf[key] = final[key]
                 for key, value in conf.items():
                     if propstr.is_drive_key(key):
-                        value = self._allocate(vmid, key, value, ctx)
-                    elif key == "cipassword":
+                        continue
+                    if key == "cipassword":
                         value = _hash_password(value)
                     elif re.fullmatch(r"net\d+", key):
                         value = propstr.ensure_mac(value)
@@ -565,12 +678,15 @@ class QemuApi:
                 ctx.simulate()
                 final.setdefault("meta", f"creation-qemu={_QEMU},ctime={int(time.time())}")
                 final.setdefault("smbios1", f"uuid={uuid.uuid4()}")
-                final.setdefault("vmgenid", str(uuid.uuid4()))
+                if final.get("vmgenid", "1") == "1":  # PVE generates one unless told 0 or given one
+                    final["vmgenid"] = str(uuid.uuid4())
                 if "boot" not in final and _default_boot(final):
                     final["boot"] = _default_boot(final)
                 self.emu.backend.create(vmid, dict(final))
                 with self.store.lock:
                     self.store.save_vm(VMConfig(vmid=vmid, conf=final))
+                    if params.get("pool"):
+                        self.store.add_to_pool(params["pool"], vmid)
             except BaseException:
                 with self.store.lock:
                     self.store.delete_vm(vmid)
@@ -582,15 +698,15 @@ class QemuApi:
 
     def clone(self, req: Request) -> Any:
         spec = {
-            "newid": P("integer", optional=False, minimum=100, maximum=999999999),
-            "name": P(check=lambda _k, v: propstr.check_dns_name(v)),
-            "description": P(max_length=8192),
-            "pool": P(),
-            "snapname": P(),
-            "storage": P(),
+            "newid": P("integer", optional=False, minimum=100, maximum=999999999, format="pve-vmid"),
+            "name": P(format="dns-name"),
+            "description": P(),
+            "pool": P(format="pve-poolid"),
+            "snapname": schema.SNAPNAME_OPT,
+            "storage": schema.STORAGE,
             "format": P(enum=("raw", "qcow2", "vmdk")),
             "full": P("boolean"),
-            "target": P(),
+            "target": P(format="pve-node"),
             "bwlimit": P("integer", minimum=0),
         }
         params = self._params(req, spec)
@@ -615,8 +731,7 @@ class QemuApi:
             snapname = params.get("snapname")
             if snapname and snapname not in source.snapshots:
                 raise fail(f"snapshot '{snapname}' does not exist")
-            if params.get("pool"):
-                raise ApiError(403, f"pool '{params['pool']}' does not exist\n")
+            self._check_pool(params.get("pool"))
             if params.get("storage") and self.emu.settings.storage(params["storage"]) is None:
                 raise fail(f"storage '{params['storage']}' does not exist")
             base = dict(source.snapshots[snapname]) if snapname else dict(source.conf)
@@ -629,6 +744,8 @@ class QemuApi:
                 self.emu.backend.clone(vmid, newid, dict(conf))
                 with self.store.lock:
                     self.store.save_vm(VMConfig(vmid=newid, conf=conf))
+                    if params.get("pool"):
+                        self.store.add_to_pool(params["pool"], newid)
             except BaseException as err:
                 with self.store.lock:
                     self.store.delete_vm(newid)
@@ -794,7 +911,7 @@ class QemuApi:
         return self._task(req, "resize", vmid, work)
 
     def template(self, req: Request) -> Any:
-        params = self._params(req, {"disk": P()})
+        params = self._params(req, {"disk": P(enum=TEMPLATE_DISKS)})
         vmid = params["vmid"]
         with self.store.lock:
             vm = self._vm(vmid)
@@ -853,13 +970,14 @@ class QemuApi:
         spec = {
             "skiplock": SKIPLOCK,
             "timeout": P("integer", minimum=0),
-            "machine": P(),
-            "migratedfrom": P(),
-            "stateuri": P(),
-            "targetstorage": P(),
+            "machine": P(format=schema.machine_format(self.emu.release)),
+            "migratedfrom": P(format="pve-node"),
+            "stateuri": P(max_length=128),
+            "targetstorage": P(format="storage-pair-list"),
             "force-cpu": P(),
-            "migration_type": P(),
-            "migration_network": P(),
+            "migration_type": P(enum=("secure", "insecure")),
+            "migration_network": P(format="CIDR"),
+            **self._start_spec_since_9(),
         }
         params = self._params(req, spec)
         skiplock = self._skiplock(req, params)
@@ -889,7 +1007,7 @@ class QemuApi:
             "timeout": P("integer", minimum=0),
             "keepActive": P("boolean"),
             "overrule-shutdown": P("boolean"),
-            "migratedfrom": P(),
+            "migratedfrom": P(format="pve-node"),
         }
         params = self._params(req, spec)
         skiplock = self._skiplock(req, params)
@@ -907,6 +1025,71 @@ class QemuApi:
         timeout = float(params.get("timeout", 180))
         work = self._stop_work(params["vmid"], skiplock, timeout)
         return self._task(req, "qmshutdown", params["vmid"], work)
+
+    # --- the node's boot and shutdown (pve-guests.service runs these) -----------------------------
+
+    def _guest_order(self, vms: str | None, *, onboot_only: bool) -> list[int]:
+        """VMs by their ``startup`` order, then vmid, as PVE's startall walks them."""
+        wanted = {int(v) for v in re.split(r"[,;\s]+", vms) if v} if vms else None
+        chosen = []
+        with self.store.lock:
+            for vmid, vm in self.store.vms.items():
+                conf = vm.merged()
+                if vm.is_template or (wanted is not None and vmid not in wanted):
+                    continue
+                if onboot_only and str(conf.get("onboot", "0")) != "1":
+                    continue
+                order = re.search(r"(?:^|,)order=(\d+)", str(conf.get("startup", "")))
+                chosen.append((int(order.group(1)) if order else 1 << 30, vmid))
+        return [vmid for _, vmid in sorted(chosen)]
+
+    def start_all(self, req: Request) -> Any:
+        spec = {
+            "node": schema.NODE,
+            "force": P("boolean"),
+            "vms": P(format="pve-vmid-list"),
+            **self._since_9({"max-workers": P("integer", minimum=1, maximum=64)}),
+        }
+        params = schema.check(req.params, spec)
+        self.emu.check_node(params["node"])
+        vmids = self._guest_order(params.get("vms"), onboot_only=not params.get("force"))
+
+        def work(ctx: TaskContext) -> None:
+            for vmid in vmids:
+                if self.store.is_running(vmid):
+                    continue
+                ctx.log(f"Starting VM {vmid}")
+                try:
+                    self._do_start(ctx, vmid, skiplock=False)
+                except Exception as error:  # PVE goes on with the next guest
+                    ctx.log(f"Starting VM {vmid} failed: {error}")
+
+        return self.emu.tasks.start("startall", "", req.identity.authuser, work).upid
+
+    def stop_all(self, req: Request) -> Any:
+        spec = {
+            "node": schema.NODE,
+            "vms": P(format="pve-vmid-list"),
+            "force-stop": P("boolean"),
+            "timeout": P("integer", minimum=0, maximum=7200),
+            **self._since_9({"max-workers": P("integer", minimum=1, maximum=64)}),
+        }
+        params = schema.check(req.params, spec)
+        self.emu.check_node(params["node"])
+        vmids = list(reversed(self._guest_order(params.get("vms"), onboot_only=False)))
+        timeout = float(params.get("timeout", 180))
+
+        def work(ctx: TaskContext) -> None:
+            for vmid in vmids:
+                if not self.store.is_running(vmid):
+                    continue
+                ctx.log(f"Stopping VM {vmid} (timeout = {timeout:g} seconds)")
+                try:
+                    self._stop_work(vmid, False, timeout)(ctx)
+                except Exception as error:
+                    ctx.log(f"Stopping VM {vmid} failed: {error}")
+
+        return self.emu.tasks.start("stopall", "", req.identity.authuser, work).upid
 
     def reboot(self, req: Request) -> Any:
         params = self._params(req, {"timeout": P("integer", minimum=0)})
@@ -977,14 +1160,14 @@ class QemuApi:
         return result
 
     def snapshot_index(self, req: Request) -> Any:
-        params = self._params(req, {"snapname": P(optional=False)})
+        params = self._params(req, {"snapname": schema.SNAPNAME})
         vm = self._vm(params["vmid"])
         if params["snapname"] not in vm.snapshots:
             raise fail(f"snapshot '{params['snapname']}' does not exist")
         return [{"cmd": "rollback"}, {"cmd": "config"}]
 
     def snapshot_config(self, req: Request) -> Any:
-        params = self._params(req, {"snapname": P(optional=False)})
+        params = self._params(req, {"snapname": schema.SNAPNAME})
         vm = self._vm(params["vmid"])
         snap = vm.snapshots.get(params["snapname"])
         if snap is None:
@@ -993,7 +1176,7 @@ class QemuApi:
 
     def snapshot_create(self, req: Request) -> Any:
         spec = {
-            "snapname": P(optional=False, pattern=r"[a-zA-Z][a-zA-Z0-9_\-]+", max_length=40),
+            "snapname": schema.SNAPNAME,
             "vmstate": P("boolean"),
             "description": P(max_length=8192),
         }
@@ -1048,7 +1231,7 @@ class QemuApi:
         return self._task(req, "qmsnapshot", vmid, guarded)
 
     def snapshot_rollback(self, req: Request) -> Any:
-        params = self._params(req, {"snapname": P(optional=False), "start": P("boolean")})
+        params = self._params(req, {"snapname": schema.SNAPNAME, "start": P("boolean")})
         vmid, name = params["vmid"], params["snapname"]
         self._vm(vmid)
 
@@ -1085,7 +1268,7 @@ class QemuApi:
         return self._task(req, "qmrollback", vmid, work)
 
     def snapshot_delete(self, req: Request) -> Any:
-        params = self._params(req, {"snapname": P(optional=False), "force": P("boolean")})
+        params = self._params(req, {"snapname": schema.SNAPNAME, "force": P("boolean")})
         vmid, name = params["vmid"], params["snapname"]
         self._vm(vmid)
 

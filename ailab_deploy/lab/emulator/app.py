@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 import uuid
@@ -10,15 +11,16 @@ from typing import Any
 
 from ailab_deploy.lab.backend import VMBackend
 
-from . import api_cluster, api_nodes, api_qemu
+from . import api_cluster, api_nodes, api_qemu, api_reads
 from .apierror import ApiError, fail
 from .auth import Authenticator
 from .backends import load_backend
 from .configfile import VMConfig
 from .faults import Faults
 from .router import Router
-from .settings import Settings
+from .settings import Settings, storage_cfg_text
 from .state import Store
+from .storagecfg import STORAGE_CFG
 from .tasks import TaskManager
 
 log = logging.getLogger(__name__)
@@ -44,10 +46,16 @@ class Emulator:
         for storage in settings.storages:
             if storage.path is not None:
                 storage.path.mkdir(parents=True, exist_ok=True)
+        cfg = settings.lab_dir / STORAGE_CFG
+        if not cfg.exists():  # a new lab: its storages written down as PVE's storage.cfg
+            text = storage_cfg_text(settings)
+            cfg.write_text(text)
+            settings.storage_digest = hashlib.sha1(text.encode()).hexdigest()
         self.router = Router()
         self.nodes_api = api_nodes.register(self)
         self.qemu = api_qemu.register(self)
         self.cluster_api = api_cluster.register(self)
+        self.reads_api = api_reads.register(self)
         if self.store.fresh and settings.template:
             self.seed_template()
         self._resume_backend()
@@ -129,6 +137,11 @@ class Emulator:
                 f"hostname lookup '{node}' failed - failed to get address info for: "
                 f"{node}: Name or service not known"
             )
+
+    @property
+    def release(self) -> str:
+        """The PVE release the emulator behaves as ("9.1" or "8.4")."""
+        return ".".join(self.settings.version.split(".")[:2])
 
     def conf_missing(self, vmid: int) -> ApiError:
         return fail(f"Configuration file 'nodes/{self.node}/qemu-server/{vmid}.conf' does not exist")

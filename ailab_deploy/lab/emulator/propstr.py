@@ -11,8 +11,11 @@ import base64
 import ipaddress
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import unquote
+
+from ailab_deploy.core.units import pve_size_bytes
 
 BOOL_TRUE = {"1", "true", "yes", "on"}
 BOOL_FALSE = {"0", "false", "no", "off"}
@@ -24,7 +27,11 @@ class FormatError(ValueError):
 
 @dataclass(frozen=True)
 class Sub:
-    """One key of a property string."""
+    """One parameter, config key or property-string key, as PVE's JSONSchema declares it.
+
+    ``format`` is a named format (see ``FORMATS``; ``-list`` and ``-opt`` suffixes as in PVE)
+    or a dict of sub-keys (a property string). ``alias``/``key_alias`` map a key to another.
+    """
 
     type: str = "string"  # boolean | integer | number | string
     enum: tuple[str, ...] | None = None
@@ -32,33 +39,54 @@ class Sub:
     maximum: float | None = None
     pattern: str | None = None
     default_key: bool = False
+    optional: bool = True
+    format: str | dict[str, Sub] | None = None
+    max_length: int | None = None
+    min_length: int | None = None
+    requires: str | None = None
+    alias: str | None = None
+    key_alias: str | None = None
+    # the emulator's own normaliser after the schema checks: (key, value) -> stored value
+    check: Callable[[str, str], str] | None = None
 
 
-def check_scalar(sub: Sub, value: str) -> str | None:
-    """PVE's per-type checks; returns an error text or None."""
+def is_number(value: str) -> bool:
+    return re.fullmatch(r"[+-]?(\d+\.\d+|\d+\.|\.\d+|\d+)([eE][+-]?\d+)?", value) is not None
+
+
+def check_scalar(sub: Sub, value: str, top: bool = False, path: str = "") -> str | None:
+    """PVE's check_prop for one scalar: the error text, or None.
+
+    ``top``: an API parameter (booleans only as 1/0); inside property strings PVE has already
+    turned on/yes/true and off/no/false into 1/0.
+    """
     if sub.type == "boolean":
-        if value.lower() not in BOOL_TRUE | BOOL_FALSE:
+        if not top and value.lower() in BOOL_TRUE | BOOL_FALSE:
+            value = "1" if value.lower() in BOOL_TRUE else "0"
+        if value not in ("0", "1"):
             return f"type check ('boolean') failed - got '{value}'"
-        return None
-    if sub.type == "integer":
-        if not re.fullmatch(r"[+-]?\d+", value):
-            return f"type check ('integer') failed - got '{value}'"
-        number: float = int(value)
-    elif sub.type == "number":
+    elif sub.type == "integer" and not re.fullmatch(r"[+-]?\d+", value):
+        return f"type check ('integer') failed - got '{value}'"
+    elif sub.type == "number" and not is_number(value):
+        return f"type check ('number') failed - got '{value}'"
+    if sub.format is not None:
         try:
-            number = float(value)
-        except ValueError:
-            return f"type check ('number') failed - got '{value}'"
-    else:
-        if sub.enum is not None and value not in sub.enum:
-            return f"value '{value}' does not have a value in the enumeration '{', '.join(sub.enum)}'"
-        if sub.pattern is not None and not re.fullmatch(sub.pattern, value):
-            return "value does not match the regex pattern"
-        return None
-    if sub.minimum is not None and number < sub.minimum:
-        return f"value must have a minimum value of {_num(sub.minimum)}"
-    if sub.maximum is not None and number > sub.maximum:
-        return f"value must have a maximum value of {_num(sub.maximum)}"
+            check_format(sub.format, value, path)
+        except FormatError as err:
+            return f"invalid format - {err}"
+    if sub.pattern is not None and not re.fullmatch(sub.pattern, value, re.DOTALL):
+        return "value does not match the regex pattern"
+    if sub.max_length is not None and len(value) > sub.max_length:
+        return f"value may only be {sub.max_length} characters long"
+    if sub.min_length is not None and len(value) < sub.min_length:
+        return f"value must be at least {sub.min_length} characters long"
+    if is_number(value):
+        if sub.maximum is not None and float(value) > sub.maximum:
+            return f"value must have a maximum value of {_num(sub.maximum)}"
+        if sub.minimum is not None and float(value) < sub.minimum:
+            return f"value must have a minimum value of {_num(sub.minimum)}"
+    if sub.enum is not None and value not in sub.enum:
+        return f"value '{value}' does not have a value in the enumeration '{', '.join(sub.enum)}'"
     return None
 
 
@@ -66,36 +94,105 @@ def _num(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else str(value)
 
 
+def check_format(fmt: str | dict[str, Sub], value: str, path: str) -> None:
+    """PVE's check_format: a property string, or a named format (``-list``/``-opt`` too)."""
+    if isinstance(fmt, dict):
+        parse(value, fmt, path)
+        return
+    match = re.fullmatch(r"(.*?)(?:-(list|opt))?", fmt)
+    assert match is not None
+    if match.group(1) in LAYOUTS and match.group(2) is None:
+        parse(value, LAYOUTS[match.group(1)], path)
+        return
+    validator = FORMATS[match.group(1)]
+    if match.group(2) == "list":
+        for item in split_list(value):
+            validator(item)
+    elif match.group(2) == "opt":
+        if value:
+            validator(value)
+    else:
+        validator(value)
+
+
+FORMATS: dict[str, Callable[[str], object]] = {}
+LAYOUTS: dict[str, dict[str, Sub]] = {}  # named property-string formats
+
+
+def register_format(name: str, fmt: Callable[[str], object] | dict[str, Sub]) -> None:
+    """A named format: a validator that raises FormatError, or a property-string layout."""
+    if isinstance(fmt, dict):
+        layout = fmt
+        LAYOUTS[name] = layout
+        FORMATS[name] = lambda value: parse(value, layout, "")
+    else:
+        FORMATS[name] = fmt
+
+
+def split_list(text: str) -> list[str]:
+    """PVE's split_list: items separated by commas, semicolons or white space."""
+    if "\0" in text:
+        return text.split("\0")
+    return re.sub(r"[,;]", " ", text).split()
+
+
 def parse(value: str, fmt: dict[str, Sub], path: str) -> dict[str, str]:
-    """Split and check a property string; booleans inside are normalised to 0/1."""
+    """PVE's parse_property_string: split, resolve aliases, check; booleans become 0/1."""
     result: dict[str, str] = {}
     default_key = next((k for k, s in fmt.items() if s.default_key), None)
+    default_seen = False
     for part in value.split(","):
-        if part == "":
+        if re.fullmatch(r"\s*", part):
             continue
-        match = re.fullmatch(r"([^=]+)=(.+)", part)
+        match = re.fullmatch(r"([^=]+)=(.+)", part, re.DOTALL)
         if match:
             key, val = match.group(1), match.group(2)
             if key in result:
                 raise FormatError(f"duplicate key in comma-separated list property: {key}\n")
-            if key not in fmt:
+            sub = fmt.get(key)
+            if sub is not None and sub.alias:
+                if sub.key_alias:
+                    if sub.key_alias in result:
+                        raise FormatError(f"key alias '{sub.key_alias}' is already defined\n")
+                    result[sub.key_alias] = key
+                key = sub.alias
+                sub = fmt.get(key)
+                if key in result:
+                    raise FormatError(f"key '{key}' is already defined (via alias)\n")
+            if sub is None:
                 raise FormatError(f"invalid key in comma-separated list property: {key}\n")
-            if fmt[key].type == "boolean" and val.lower() in BOOL_TRUE | BOOL_FALSE:
+            if sub.type == "boolean" and val.lower() in BOOL_TRUE | BOOL_FALSE:
                 val = "1" if val.lower() in BOOL_TRUE else "0"
             result[key] = val
         elif "=" not in part:
-            if default_key is None:
-                raise FormatError("value without key, but schema does not define a default key\n")
+            if default_seen or default_key is None:
+                if default_key is None:
+                    raise FormatError("value without key, but schema does not define a default key\n")
+                raise FormatError(f"duplicate key in comma-separated list property: {default_key}\n")
+            default_seen = True
             if default_key in result:
                 raise FormatError(f"duplicate key in comma-separated list property: {default_key}\n")
+            if fmt[default_key].type == "boolean" and part.lower() in BOOL_TRUE | BOOL_FALSE:
+                part = "1" if part.lower() in BOOL_TRUE else "0"
             result[default_key] = part
         else:
             raise FormatError("missing key in comma-separated list property\n")
-    errors = {}
-    for key, val in result.items():
-        problem = check_scalar(fmt[key], val)
+    errors: dict[str, str] = {}
+    for key, sub in fmt.items():
+        if sub.alias:
+            continue
+        where = f"{path}.{key}" if path else key
+        if key not in result:
+            if not sub.optional:
+                errors[where] = "property is missing and it is not optional"
+            continue
+        problem = check_scalar(sub, result[key], path=where)
         if problem:
-            errors[f"{path}.{key}"] = problem
+            errors[where] = problem
+        elif sub.requires and sub.requires not in result:
+            errors[f"{path}.{sub.requires}" if path else sub.requires] = (
+                f"missing property required by '{where}'"
+            )
     if errors:
         raise FormatError(sub_errors(errors))
     return result
@@ -121,10 +218,7 @@ SIZE_PATTERN = r"\d+(\.\d+)?[KMGT]?"
 
 
 def parse_size(text: str, default_unit: str = "") -> int:
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)([KMGT]?)", text)
-    if not match:
-        raise ValueError(f"invalid size '{text}'")
-    return int(float(match.group(1)) * _UNITS[match.group(2) or default_unit])
+    return pve_size_bytes(text, default_unit)  # raises UnitError, a ValueError
 
 
 def format_size(size: int) -> str:
@@ -136,78 +230,132 @@ def format_size(size: int) -> str:
     return str(size)
 
 
-# --- drives ------------------------------------------------------------------------------
+# --- drives (qemu-server Drive.pm) -----------------------------------------------------------
 
-_ON_OFF = ("on", "ignore")
-DRIVE_FORMAT: dict[str, Sub] = {
-    "file": Sub(default_key=True),
-    "aio": Sub(enum=("native", "threads", "io_uring")),
-    "backup": Sub("boolean"),
-    "cache": Sub(enum=("none", "writethrough", "writeback", "unsafe", "directsync")),
-    "cyls": Sub("integer"),
-    "detect_zeroes": Sub("boolean"),
-    "discard": Sub(enum=_ON_OFF),
-    "format": Sub(enum=("raw", "cow", "qcow", "qed", "qcow2", "vmdk", "cloop")),
-    "heads": Sub("integer"),
-    "import-from": Sub(),
-    "iops": Sub("integer"),
-    "iops_rd": Sub("integer"),
-    "iops_wr": Sub("integer"),
-    "iothread": Sub("boolean"),
-    "mbps": Sub("number"),
-    "mbps_rd": Sub("number"),
-    "mbps_wr": Sub("number"),
-    "media": Sub(enum=("cdrom", "disk")),
-    "model": Sub(),
-    "product": Sub(),
-    "queues": Sub("integer", minimum=2),
-    "replicate": Sub("boolean"),
-    "rerror": Sub(enum=("ignore", "report", "stop")),
-    "ro": Sub("boolean"),
-    "scsiblock": Sub("boolean"),
-    "secs": Sub("integer"),
-    "serial": Sub(),
-    "shared": Sub("boolean"),
-    "size": Sub(pattern=SIZE_PATTERN),
-    "snapshot": Sub("boolean"),
-    "ssd": Sub("boolean"),
-    "trans": Sub(enum=("none", "lba", "auto")),
-    "vendor": Sub(),
-    "werror": Sub(enum=("enospc", "ignore", "report", "stop")),
-    "wwn": Sub(pattern=r"(?:0x)[0-9a-fA-F]{16}"),
+
+def _drive_common(release: str) -> dict[str, Sub]:
+    """The keys every ide/sata/scsi/virtio drive has."""
+    fmt: dict[str, Sub] = {
+        "file": Sub(default_key=True, optional=False, format="pve-volume-id-or-qm-path"),
+        "volume": Sub(alias="file"),
+        "media": Sub(enum=("cdrom", "disk")),
+        "snapshot": Sub("boolean"),
+        "cache": Sub(enum=("none", "writethrough", "writeback", "unsafe", "directsync")),
+        "format": Sub(enum=("raw", "qcow", "qed", "qcow2", "vmdk", "cloop")),
+        "size": Sub(format="disk-size"),
+        "aio": Sub(enum=("native", "threads", "io_uring")),
+        "discard": Sub(enum=("ignore", "on")),
+        "detect_zeroes": Sub("boolean"),
+        "werror": Sub(enum=("enospc", "ignore", "report", "stop")),
+        "rerror": Sub(enum=("ignore", "report", "stop")),
+        "backup": Sub("boolean"),
+        "replicate": Sub("boolean"),
+        "shared": Sub("boolean"),
+        "serial": Sub(format="urlencoded", max_length=60),
+        "import-from": Sub(format="pve-volume-id-or-absolute-path"),
+    }
+    for rate in ("mbps", "mbps_rd", "mbps_wr"):  # throttling: PVE's 'mbps', 'iops', 'bps' families
+        fmt[rate] = Sub("number")
+        fmt[rate + "_max"] = Sub("number")
+    for limit in ("iops", "bps"):
+        for direction in ("", "_rd", "_wr"):
+            fmt[limit + direction] = Sub("integer")
+            fmt[f"{limit}{direction}_max_length"] = Sub("integer", minimum=1)
+            if direction:
+                fmt[f"{limit}{direction}_length"] = Sub(alias=f"{limit}{direction}_max_length")
+    for iops in ("iops_max", "iops_rd_max", "iops_wr_max"):
+        fmt[iops] = Sub("integer")
+    if release == "8.4":  # legacy geometry keys, dropped in PVE 9
+        fmt.update(
+            cyls=Sub("integer"),
+            heads=Sub("integer"),
+            secs=Sub("integer"),
+            trans=Sub(enum=("none", "lba", "auto")),
+        )
+    return fmt
+
+
+_WWN = Sub(pattern=r"^(0x)[0-9a-fA-F]{16}")
+
+
+def _bus_format(bus: str, release: str) -> dict[str, Sub]:
+    fmt = _drive_common(release)
+    if bus in ("ide", "sata", "scsi"):
+        fmt["ssd"] = Sub("boolean")
+        fmt["wwn"] = _WWN
+    if bus in ("scsi", "virtio"):
+        fmt["iothread"] = Sub("boolean")
+        fmt["ro"] = Sub("boolean")
+    if bus == "ide":
+        fmt["model"] = Sub(format="urlencoded", max_length=120)
+    if bus == "scsi":
+        fmt.update(
+            queues=Sub("integer", minimum=2),
+            scsiblock=Sub("boolean"),
+            product=Sub(pattern=r"[A-Za-z0-9\-_\s]{,16}"),
+            vendor=Sub(pattern=r"[A-Za-z0-9\-_\s]{,8}"),
+        )
+    return fmt
+
+
+def _efi_format(release: str) -> dict[str, Sub]:
+    fmt = {
+        "file": Sub(default_key=True, optional=False, format="pve-volume-id-or-qm-path"),
+        "volume": Sub(alias="file"),
+        "efitype": Sub(enum=("2m", "4m")),
+        "format": Sub(enum=("raw", "qcow", "qed", "qcow2", "vmdk", "cloop")),
+        "import-from": Sub(format="pve-volume-id-or-absolute-path"),
+        "pre-enrolled-keys": Sub("boolean"),
+        "size": Sub(format="disk-size"),
+    }
+    if release != "8.4":
+        fmt["ms-cert"] = Sub(enum=("2011", "2023", "2023w", "2023k"))
+    return fmt
+
+
+def _tpm_format(release: str) -> dict[str, Sub]:
+    fmt = {
+        "file": Sub(default_key=True, optional=False, format="pve-volume-id-or-qm-path"),
+        "volume": Sub(alias="file"),
+        "import-from": Sub(format="pve-volume-id-or-absolute-path"),
+        "size": Sub(format="disk-size"),
+        "version": Sub(enum=("v1.2", "v2.0")),
+    }
+    if release != "8.4":
+        fmt["format"] = Sub(enum=("raw", "qcow", "qed", "qcow2", "vmdk", "cloop"))
+    return fmt
+
+
+RELEASES = ("9.1", "8.4")
+BUSES = ("ide", "sata", "scsi", "virtio")
+DRIVE_FORMATS: dict[tuple[str, str], dict[str, Sub]] = {
+    (bus, release): _bus_format(bus, release) for bus in BUSES for release in RELEASES
 }
-EFI_FORMAT: dict[str, Sub] = {
-    "file": Sub(default_key=True),
-    "efitype": Sub(enum=("2m", "4m")),
-    "format": DRIVE_FORMAT["format"],
-    "import-from": Sub(),
-    "pre-enrolled-keys": Sub("boolean"),
-    "size": DRIVE_FORMAT["size"],
-}
-TPM_FORMAT: dict[str, Sub] = {
-    "file": Sub(default_key=True),
-    "import-from": Sub(),
-    "size": DRIVE_FORMAT["size"],
-    "version": Sub(enum=("v1.2", "v2.0")),
-}
+for _release in RELEASES:
+    DRIVE_FORMATS[("efidisk", _release)] = _efi_format(_release)
+    DRIVE_FORMATS[("tpmstate", _release)] = _tpm_format(_release)
+# Reading stored configs: every key any bus or version allows
+DRIVE_FORMAT: dict[str, Sub] = {}
+for _fmt in DRIVE_FORMATS.values():
+    DRIVE_FORMAT.update(_fmt)
 
 DRIVE_KEY = re.compile(r"^(ide[0-3]|sata[0-5]|scsi(?:[0-9]|[12][0-9]|30)|virtio(?:[0-9]|1[0-5]))$")
-SPECIAL_DRIVES = {"efidisk0": EFI_FORMAT, "tpmstate0": TPM_FORMAT}
+SPECIAL_DRIVES = ("efidisk0", "tpmstate0")
 
 
 def is_drive_key(key: str) -> bool:
     return bool(DRIVE_KEY.match(key)) or key in SPECIAL_DRIVES
 
 
-def drive_format(key: str) -> dict[str, Sub]:
-    return SPECIAL_DRIVES.get(key, DRIVE_FORMAT)
+def drive_format(key: str, release: str | None = None) -> dict[str, Sub]:
+    """The sub-keys of drive ``key`` in a PVE release (None: any release, for stored configs)."""
+    if release is None:
+        return DRIVE_FORMAT
+    return DRIVE_FORMATS[(re.sub(r"\d+$", "", key), release)]
 
 
-def parse_drive(key: str, value: str) -> dict[str, str]:
-    drive = parse(value, drive_format(key), key)
-    if "file" not in drive:
-        raise FormatError(sub_errors({f"{key}.file": "property is missing and it is not optional"}))
-    return drive
+def parse_drive(key: str, value: str, release: str | None = None) -> dict[str, str]:
+    return parse(value, drive_format(key, release), key)
 
 
 def render_drive(drive: dict[str, str]) -> str:
@@ -241,9 +389,9 @@ NET_MODELS = (
     "vmxnet3",
 )
 NET_FORMAT: dict[str, Sub] = {
-    "model": Sub(enum=NET_MODELS, default_key=True),
-    "macaddr": Sub(),
-    "bridge": Sub(pattern=r"[-_.\w\d]+"),
+    "model": Sub(enum=NET_MODELS, default_key=True, optional=False),
+    "macaddr": Sub(format="mac-addr"),
+    "bridge": Sub(format="pve-bridge-id"),
     "firewall": Sub("boolean"),
     "link_down": Sub("boolean"),
     "mtu": Sub("integer", minimum=1, maximum=65520),
@@ -251,8 +399,8 @@ NET_FORMAT: dict[str, Sub] = {
     "rate": Sub("number", minimum=0),
     "tag": Sub("integer", minimum=1, maximum=4094),
     "trunks": Sub(pattern=r"\d+(?:-\d+)?(?:;\d+(?:-\d+)?)*"),
+    **{model: Sub(alias="macaddr", key_alias="model") for model in NET_MODELS},
 }
-_MAC = re.compile(r"^[0-9a-fA-F][02468aceACE](?::[0-9a-fA-F]{2}){5}$")
 MAC_PREFIX = "BC:24:11"
 
 
@@ -261,26 +409,9 @@ def random_mac() -> str:
 
 
 def check_net(key: str, value: str) -> str:
-    """Normalise ``virtio=MAC,bridge=...``; a MAC is generated when missing."""
-    parts = []
-    for part in value.split(","):
-        name, _, rest = part.partition("=")
-        if name in NET_MODELS:
-            parts.append(f"model={name}")
-            if rest:
-                parts.append(f"macaddr={rest}")
-        else:
-            parts.append(part)
-    net = parse(",".join(parts), NET_FORMAT, key)
-    if "model" not in net:
-        raise FormatError(sub_errors({f"{key}.model": "property is missing and it is not optional"}))
+    """Normalise to ``model=MAC,bridge=...`` as PVE stores it; a missing MAC stays missing here."""
+    net = parse(value, NET_FORMAT, key)
     mac = net.pop("macaddr", None)
-    if mac is not None and not _MAC.match(mac):
-        raise FormatError(
-            sub_errors(
-                {f"{key}.macaddr": "invalid format - value does not look like a valid unicast MAC address\n"}
-            )
-        )
     model = net.pop("model")
     first = f"{model}={mac.upper()}" if mac else model
     return render({"model": first, **net}, first="model")
@@ -420,34 +551,29 @@ def check_tags(value: str) -> str:
 
 
 MEMORY_FORMAT = {"current": Sub("integer", minimum=16, default_key=True)}
-AGENT_FORMAT = {
-    "enabled": Sub("boolean", default_key=True),
-    "freeze-fs-on-backup": Sub("boolean"),
-    "fstrim_cloned_disks": Sub("boolean"),
-    "type": Sub(enum=("virtio", "isa")),
-}
-BOOT_FORMAT = {"order": Sub(), "legacy": Sub(pattern=r"[acdn]{1,4}", default_key=True)}
-CPU_FORMAT = {
-    "cputype": Sub(default_key=True),
-    "flags": Sub(pattern=r"[+-][a-zA-Z0-9\-_.]+(;[+-][a-zA-Z0-9\-_.]+)*"),
-    "hidden": Sub("boolean"),
-    "hv-vendor-id": Sub(),
-    "phys-bits": Sub(),
-    "reported-model": Sub(),
-}
-SMBIOS_FORMAT = {k: Sub() for k in ("uuid", "base64", "family", "manufacturer", "product", "serial", "sku")}
-SMBIOS_FORMAT["base64"] = Sub("boolean")
-SMBIOS_FORMAT["version"] = Sub()
 
 
-def check_with(fmt: dict[str, Sub], first: str | None = None):  # type: ignore[no-untyped-def]
-    """A checker for a plain property string (stored as given)."""
+def agent_format(release: str) -> dict[str, Sub]:
+    """PVE 9 renamed freeze-fs-on-backup to freeze-fs (the old name stays an alias)."""
+    fmt = {
+        "enabled": Sub("boolean", default_key=True, optional=False),
+        "fstrim_cloned_disks": Sub("boolean"),
+        "type": Sub(enum=("virtio", "isa")),
+    }
+    if release == "8.4":
+        fmt["freeze-fs-on-backup"] = Sub("boolean")
+    else:
+        fmt.update(
+            {
+                "freeze-fs": Sub("boolean"),
+                "freeze-fs-on-backup": Sub(alias="freeze-fs"),
+                "guest-fsfreeze": Sub(alias="freeze-fs"),
+            }
+        )
+    return fmt
 
-    def checker(key: str, value: str) -> str:
-        parse(value, fmt, key)
-        return value
 
-    return checker
+AGENT_FORMAT = agent_format("8.4") | agent_format("9.1")
 
 
 def agent_enabled(value: str | None) -> bool:

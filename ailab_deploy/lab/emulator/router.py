@@ -40,10 +40,16 @@ Handler = Callable[[Request], Any]
 class Router:
     def __init__(self) -> None:
         self._routes: list[tuple[str, re.Pattern[str], Handler]] = []
+        self._patterns: list[tuple[str, str]] = []
 
     def add(self, method: str, pattern: str, handler: Handler) -> None:
         regex = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", pattern.rstrip("/"))
         self._routes.append((method, re.compile(f"^{regex}/?$"), handler))
+        self._patterns.append((method, pattern))
+
+    def routes(self) -> list[tuple[str, str]]:
+        """(method, path pattern) of every served endpoint, in PVE's path notation."""
+        return list(self._patterns)
 
     def resolve(self, method: str, path: str) -> tuple[Handler, dict[str, str]] | None:
         for route_method, regex, handler in self._routes:

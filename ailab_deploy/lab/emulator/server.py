@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from . import schema
-from .apierror import ApiError, auth_error, fail, not_implemented
+from .apierror import ApiError, auth_error, fail, not_implemented, param_error
 from .app import Emulator
 from .auth import Identity
 from .router import RawJson, Reply, Request
@@ -172,6 +172,8 @@ class Handler(BaseHTTPRequestHandler):
             raise not_implemented(method, rel)
         handler, path_params = resolved
         for key, value in path_params.items():
+            if key in params:  # PVE's HTTP server refuses any parameter the URI already sets
+                raise param_error({key: "duplicate parameter (already defined in URI)"})
             params[key] = unquote(value)
         return handler(Request(method, rel, params, identity, path_params))
 

@@ -7,6 +7,7 @@ the lab directory) so that settings.json itself can be shown and diffed.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,8 @@ from typing import Any
 
 from ailab_deploy.core.units import UnitError, parse_size
 from ailab_deploy.errors import ConfigError
+
+from . import storagecfg
 
 SETTINGS_FILE = "settings.json"
 
@@ -59,6 +62,13 @@ class StorageSettings:
     content: str
     total: int
     path: Path | None = None  # where file content (iso, import, snippets) lives
+    shared: bool = False
+    options: dict[str, str] = field(default_factory=dict)  # the rest of its storage.cfg section
+
+
+# The PVE releases the emulator behaves as, and the full version it reports for each
+PVE_VERSIONS = {"9.1": "9.1.3", "8.4": "8.4.1"}
+DEFAULT_PVE_RELEASE = "9.1"
 
 
 @dataclass
@@ -68,7 +78,7 @@ class Settings:
     listen: str = "127.0.0.1"
     port: int = 8006
     backend: str = "null"
-    version: str = "8.4.1"
+    version: str = PVE_VERSIONS[DEFAULT_PVE_RELEASE]
     hardware: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_HARDWARE))
     storages: list[StorageSettings] = field(default_factory=list)
     users: dict[str, str] = field(default_factory=dict)  # userid -> password
@@ -80,6 +90,8 @@ class Settings:
     download_map: dict[str, str] = field(default_factory=dict)
     faults: list[dict[str, Any]] = field(default_factory=list)
     template: dict[str, Any] | None = field(default_factory=lambda: dict(DEFAULT_TEMPLATE))
+    storage_digest: str = ""
+    pools: dict[str, str] = field(default_factory=dict)  # poolid -> comment (PVE's user.cfg pools)
 
     @property
     def state_dir(self) -> Path:
@@ -124,6 +136,35 @@ def _read_secret(lab_dir: Path, entry: dict[str, Any], inline: str, ref: str, wh
     raise ConfigError(f"settings.json: {what} needs '{inline}' or '{ref}'")
 
 
+def _from_cfg(entry: storagecfg.StorageEntry, lab_dir: Path, sizes: dict[str, int]) -> StorageSettings:
+    props = dict(entry.properties)
+    path = props.pop("path", None)
+    return StorageSettings(
+        storage=entry.storage,
+        type=entry.type,
+        content=props.pop("content", "images,rootdir"),
+        total=sizes.get(entry.storage, _size("100G", entry.storage)),
+        path=Path(path) if path else lab_dir / "storage" / entry.storage,
+        shared=props.pop("shared", "0") == "1",
+        options=props,
+    )
+
+
+def storage_cfg_text(settings: Settings) -> str:
+    """The storages as PVE writes storage.cfg (dir storages with their path)."""
+    entries = []
+    for storage in settings.storages:
+        props: dict[str, str] = {}
+        if storage.type in ("dir", "nfs", "cifs", "btrfs") and storage.path is not None:
+            props["path"] = str(storage.path)
+        props["content"] = storage.content
+        if storage.shared:
+            props["shared"] = "1"
+        props.update(storage.options)
+        entries.append(storagecfg.StorageEntry(storage.type, storage.storage, props))
+    return storagecfg.render(entries)
+
+
 def load_settings(lab_dir: Path) -> Settings:
     """Read ``<lab_dir>/settings.json`` (missing file: all defaults)."""
     lab_dir = lab_dir.resolve()
@@ -151,7 +192,14 @@ def load_settings(lab_dir: Path) -> Settings:
     ):
         if key in raw:
             setattr(settings, key, raw[key])
+    if ".".join(str(settings.version).split(".")[:2]) not in PVE_VERSIONS:
+        raise ConfigError(
+            f"settings.json: version '{settings.version}' is not a PVE release the lab emulates "
+            f"({', '.join(PVE_VERSIONS)})"
+        )
     settings.hardware = {**DEFAULT_HARDWARE, **raw.get("hardware", {})}
+    for entry in raw.get("pools", []):
+        settings.pools[str(entry["poolid"])] = str(entry.get("comment", ""))
     storages: list[StorageSettings] = []
     for entry in raw.get("storages", DEFAULT_STORAGES):
         name = str(entry["storage"])
@@ -165,6 +213,12 @@ def load_settings(lab_dir: Path) -> Settings:
                 path=Path(path_value) if path_value else lab_dir / "storage" / name,
             )
         )
+    cfg_path = lab_dir / storagecfg.STORAGE_CFG
+    if cfg_path.exists():  # the lab's storage.cfg, in PVE's format, says what storage there is
+        text = cfg_path.read_text()
+        sizes = {s.storage: s.total for s in storages}
+        storages = [_from_cfg(entry, lab_dir, sizes) for entry in storagecfg.parse(text, str(cfg_path))]
+        settings.storage_digest = hashlib.sha1(text.encode()).hexdigest()
     settings.storages = storages
     for entry in raw.get("users", []):
         userid = str(entry["userid"])

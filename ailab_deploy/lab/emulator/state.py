@@ -5,6 +5,7 @@ Layout under ``<lab-dir>/state/``::
     qemu-server/<vmid>.conf   each VM in PVE's config file format
     runtime.json              which VMs run and since when
     jobs.json                 /cluster/backup jobs
+    pools.json                pool membership: poolid -> vmids
     tasks/<n>.json            finished and running tasks (status and log)
     authkey                   secret that signs tickets (survives restarts, like PVE's)
 """
@@ -46,6 +47,7 @@ class Store:
         self.vms: dict[int, VMConfig] = {}
         self.runtime: dict[int, float] = {}  # running vmid -> start time
         self.jobs: dict[str, dict[str, Any]] = {}
+        self.pool_members: dict[str, list[int]] = {}
         self.generation = 0  # bumped on every VM change, for cached views
         (self.dir / "qemu-server").mkdir(parents=True, exist_ok=True)
         (self.dir / "tasks").mkdir(parents=True, exist_ok=True)
@@ -67,6 +69,9 @@ class Store:
         jobs = self.dir / "jobs.json"
         if jobs.exists():
             self.jobs = json.loads(jobs.read_text())
+        pools = self.dir / "pools.json"
+        if pools.exists():
+            self.pool_members = {k: [int(v) for v in vs] for k, vs in json.loads(pools.read_text()).items()}
 
     def authkey(self) -> bytes:
         path = self.dir / "authkey"
@@ -89,6 +94,10 @@ class Store:
         with self.lock:
             self.vms.pop(vmid, None)
             self.generation += 1
+            for members in self.pool_members.values():
+                if vmid in members:  # PVE drops a destroyed guest from its pool
+                    members.remove(vmid)
+                    write_atomic(self.dir / "pools.json", json.dumps(self.pool_members, indent=1))
             self.conf_path(vmid).unlink(missing_ok=True)
             if self.runtime.pop(vmid, None) is not None:
                 self.save_runtime()
@@ -105,6 +114,16 @@ class Store:
     def save_runtime(self) -> None:
         data = {"running": {str(k): v for k, v in self.runtime.items()}}
         write_atomic(self.dir / "runtime.json", json.dumps(data))
+
+    def add_to_pool(self, poolid: str, vmid: int) -> None:
+        with self.lock:
+            members = self.pool_members.setdefault(poolid, [])
+            if vmid not in members:
+                members.append(vmid)
+            write_atomic(self.dir / "pools.json", json.dumps(self.pool_members, indent=1))
+
+    def pool_of(self, vmid: int) -> str | None:
+        return next((p for p, members in self.pool_members.items() if vmid in members), None)
 
     def save_jobs(self) -> None:
         with self.lock:

@@ -1,0 +1,24 @@
+"""Where a plan's state lives: ``.ailab/`` next to the plan file, and the files in it that
+several adapters share (the known_hosts file the tool trusts)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+STATE_DIRNAME = ".ailab"
+STATE_DIR_ENV = "AILAB_STATE_DIR"
+KNOWN_HOSTS_FILENAME = "known_hosts"
+
+
+def state_dir_for(plan_path: Path) -> Path:
+    """``.ailab/`` next to the plan file, unless ``AILAB_STATE_DIR`` names another directory."""
+    override = os.environ.get(STATE_DIR_ENV)
+    if override:
+        return Path(override).expanduser().absolute()
+    return plan_path.expanduser().absolute().parent / STATE_DIRNAME
+
+
+def known_hosts_path(state_dir: Path) -> Path:
+    """The one known_hosts file the tool trusts: for the node (pyinfra) and the VMs (Ansible)."""
+    return state_dir / KNOWN_HOSTS_FILENAME

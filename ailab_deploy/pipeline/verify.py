@@ -1,0 +1,130 @@
+"""Verification: testinfra against the inventory, smoke tests that measure, gates, reports.
+
+Reports are written per run as JSON and Markdown under ``<state>/reports/run-<id>/`` and
+linked from the run ledger.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import xml.etree.ElementTree as ElementTree
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ailab_deploy.adapters.inventory import generate_inventory
+from ailab_deploy.adapters.ledger import Ledger
+from ailab_deploy.adapters.runner import project_root
+from ailab_deploy.adapters.smoke import Targets, measure_apps, measure_llm, measure_pgbench
+from ailab_deploy.adapters.statedir import state_dir_for
+from ailab_deploy.core.loader import LoadedPlan, private_key_of
+from ailab_deploy.core.report import Report, evaluate_gates, render_markdown
+from ailab_deploy.core.sizing import size_plan
+from ailab_deploy.errors import AilabError
+from ailab_deploy.pipeline.configure import plan_addresses
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class VerifyOutcome:
+    run_id: int
+    report: Report
+    json_path: Path
+    markdown_path: Path
+    problems: tuple[str, ...]  # measurements that could not be taken
+
+
+def run_testinfra(inventory: Path, state_dir: Path, junit: Path, plan: Path) -> dict[str, Any]:
+    """Run tests/infra with pytest against the generated inventory; outcome counts from JUnit XML.
+
+    The suite also gets the plan: it works out the values that matter from the plan itself.
+    """
+    suite = project_root() / "tests" / "infra"
+    if not suite.is_dir():
+        return {"errors": 1, "detail": f"{suite} is missing"}
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        str(suite),
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        f"--ansible-inventory={inventory}",
+        "--hosts=ansible://all",
+        "--sudo",  # secret files, sshd -T and nft need root; the admin user has passwordless sudo
+        f"--junitxml={junit}",
+    ]
+    env = {
+        "AILAB_STATE_DIR": str(state_dir),
+        "AILAB_PLAN": str(plan.absolute()),
+        "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
+    }
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=1800, check=False)
+    if not junit.is_file():
+        return {"errors": 1, "detail": (result.stdout + result.stderr)[-500:]}
+    suite_node = ElementTree.parse(junit).getroot()
+    if suite_node.tag == "testsuites":
+        suite_node = suite_node[0]
+    counts = {key: int(suite_node.get(key, "0")) for key in ("tests", "failures", "errors", "skipped")}
+    return {
+        "passed": counts["tests"] - counts["failures"] - counts["errors"] - counts["skipped"],
+        "failed": counts["failures"],
+        "errors": counts["errors"],
+        "skipped": counts["skipped"],
+    }
+
+
+def verify(loaded: LoadedPlan, *, infra: bool = True, ledger: Ledger | None = None) -> VerifyOutcome:
+    state = state_dir_for(loaded.path)
+    own_ledger = ledger is None
+    ledger = ledger or Ledger(state)
+    sizing = size_plan(loaded.plan)
+    targets = Targets(loaded, state)
+    problems: list[str] = []
+
+    def attempt(what: str, measure: Callable[[], T]) -> T | None:
+        try:
+            return measure()
+        except (AilabError, ValueError) as error:
+            problems.append(f"{what}: {error}")
+            return None
+
+    try:
+        with ledger.start_run("verify", loaded.text_sha256) as run:
+            reports_dir = state / "reports" / f"run-{run.id}"
+            reports_dir.mkdir(parents=True, exist_ok=True)
+            infra_counts: dict[str, Any] = {}
+            if infra:
+                inventory = generate_inventory(
+                    loaded, plan_addresses(loaded), state_dir=state, private_key_file=private_key_of(loaded)
+                )
+                infra_counts = run_testinfra(
+                    inventory.inventory_path, state, reports_dir / "testinfra.xml", loaded.path
+                )
+            llm_sizing = sizing.llm
+            llm = attempt("llm", lambda: measure_llm(targets, llm_sizing)) if llm_sizing else None
+            pgbench = attempt("pgbench", lambda: measure_pgbench(targets))
+            apps = attempt("apps", lambda: measure_apps(targets)) or ()
+            gates = evaluate_gates(loaded.plan.verify, llm, pgbench, apps)
+            report = Report(loaded.text_sha256, llm, pgbench, apps, gates, infra_counts)
+            json_path = reports_dir / "report.json"
+            markdown_path = reports_dir / "report.md"
+            data = report.to_dict() | {"problems": problems}
+            json_path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+            markdown_path.write_text(
+                render_markdown(report) + "".join(f"\n- problem: {p}" for p in problems), encoding="utf-8"
+            )
+            run.attach_report("json", json_path)
+            run.attach_report("markdown", markdown_path)
+            for problem in problems:
+                run.event(problem, level="error")
+            run.finish("succeeded" if report.passed and not problems else "failed")
+        return VerifyOutcome(run.id, report, json_path, markdown_path, tuple(problems))
+    finally:
+        if own_ledger:
+            ledger.close()
