@@ -32,6 +32,22 @@ def report_table(report: Report) -> Table:
             f"bound {llm.bound_tokens_per_second:.2f} ({llm.bandwidth_gbs:.1f} GB/s)",
             f"ratio {llm.ratio_to_bound:.2f}",
         )
+    if report.cost is not None:
+        cost = report.cost
+        table.add_row(
+            "electricity per 1M tokens",
+            f"{cost.cost_per_million_tokens:.2f} {cost.currency}",
+            f"{cost.joules_per_token:.1f} J/token at {cost.load_watts:g} W",
+            "",
+        )
+    if report.idle is not None:
+        idle = report.idle
+        table.add_row(
+            "electricity idle month",
+            f"{idle.cost_per_month:.2f} {idle.currency}",
+            f"{idle.kwh_per_month:.1f} kWh at {idle.idle_watts:g} W",
+            "",
+        )
     if report.pgbench is not None:
         pg = report.pgbench
         table.add_row("pgbench", f"{pg.tps:.1f} tps, {pg.latency_ms:.2f} ms", f"{pg.failed} failed", "")

@@ -11,7 +11,8 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ailab_deploy.core.plan import Verify
+from ailab_deploy.core.energy import IdleCost, TokenCost, idle_month_cost, token_cost
+from ailab_deploy.core.plan import Host, Verify
 
 
 class MeasurementError(ValueError):
@@ -72,6 +73,8 @@ class Report:
     apps: tuple[AppResult, ...]
     gates: tuple[Gate, ...]
     infra: dict[str, Any] = field(default_factory=dict)  # testinfra outcome counts
+    cost: TokenCost | None = None  # electricity per token at the measured speed
+    idle: IdleCost | None = None  # electricity of an idle month
 
     @property
     def passed(self) -> bool:
@@ -164,6 +167,30 @@ def evaluate_gates(
     return tuple(gates)
 
 
+def electricity(host: Host, llm: LlmResult | None) -> tuple[TokenCost | None, IdleCost]:
+    """The cost of a token at the measured speed (none without a measurement) and of an idle month."""
+    cost = token_cost(host, llm.tokens_per_second, "measured") if llm and llm.tokens_per_second > 0 else None
+    return cost, idle_month_cost(host)
+
+
+def _energy_markdown(report: Report) -> list[str]:
+    if report.cost is None and report.idle is None:
+        return []
+    lines = ["## Electricity", ""]
+    if report.cost is not None:
+        cost = report.cost
+        lines.append(
+            f"At the measured {cost.tokens_per_second:.2f} tokens/s: {cost.joules_per_token:.1f} J per "
+            f"token, {cost.cost_per_million_tokens:.2f} {cost.currency} per 1M tokens."
+        )
+        lines += ["", *(f"- {step}" for step in cost.steps)]
+    if report.idle is not None:
+        idle = report.idle
+        lines += ["", f"Idle for a month: {idle.cost_per_month:.2f} {idle.currency}.", ""]
+        lines += [f"- {step}" for step in idle.steps]
+    return [*lines, ""]
+
+
 def render_markdown(report: Report) -> str:
     lines = [f"# ailab-deploy verification: {'PASSED' if report.passed else 'FAILED'}", ""]
     lines.append(f"Plan hash: `{report.plan_hash[:16]}`")
@@ -184,6 +211,7 @@ def render_markdown(report: Report) -> str:
             f"| measured / bound | {llm.ratio_to_bound:.2f} |",
             "",
         ]
+    lines += _energy_markdown(report)
     if report.pgbench is not None:
         pg = report.pgbench
         lines += [

@@ -21,7 +21,7 @@ from ailab_deploy.adapters.runner import project_root
 from ailab_deploy.adapters.smoke import Targets, measure_apps, measure_llm, measure_pgbench
 from ailab_deploy.adapters.statedir import state_dir_for
 from ailab_deploy.core.loader import LoadedPlan, private_key_of
-from ailab_deploy.core.report import Report, evaluate_gates, render_markdown
+from ailab_deploy.core.report import Report, electricity, evaluate_gates, render_markdown
 from ailab_deploy.core.sizing import size_plan
 from ailab_deploy.errors import AilabError
 from ailab_deploy.pipeline.configure import plan_addresses
@@ -102,7 +102,8 @@ def verify(loaded: LoadedPlan, *, infra: bool = True, ledger: Ledger | None = No
             pgbench = attempt("pgbench", lambda: measure_pgbench(targets))
             apps = attempt("apps", lambda: measure_apps(targets)) or ()
             gates = evaluate_gates(loaded.plan.verify, llm, pgbench, apps)
-            report = Report(loaded.text_sha256, llm, pgbench, apps, gates, infra_counts)
+            cost, idle = electricity(loaded.plan.host, llm)
+            report = Report(loaded.text_sha256, llm, pgbench, apps, gates, infra_counts, cost, idle)
             json_path = reports_dir / "report.json"
             markdown_path = reports_dir / "report.md"
             data = report.to_dict() | {"problems": problems}
