@@ -71,6 +71,7 @@ def print_verify(outcome: VerifyOutcome) -> None:
     for problem in outcome.problems:
         err.print(f"problem: {problem}", markup=False)
     out.print(f"run {outcome.run_id}; reports {outcome.json_path} {outcome.markdown_path}")
+    out.print(f"HTML report: {outcome.html_path}")
 
 
 def register(app: typer.Typer) -> None:

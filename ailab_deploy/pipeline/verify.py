@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from ailab_deploy.core.report import Report, electricity, evaluate_gates, render
 from ailab_deploy.core.sizing import size_plan
 from ailab_deploy.errors import AilabError
 from ailab_deploy.pipeline.configure import plan_addresses
+from ailab_deploy.pipeline.html_report import write_html_report
 
 T = TypeVar("T")
 
@@ -35,6 +37,7 @@ class VerifyOutcome:
     report: Report
     json_path: Path
     markdown_path: Path
+    html_path: Path
     problems: tuple[str, ...]  # measurements that could not be taken
 
 
@@ -79,13 +82,17 @@ def verify(loaded: LoadedPlan, *, infra: bool = True, ledger: Ledger | None = No
     sizing = size_plan(loaded.plan)
     targets = Targets(loaded, state)
     problems: list[str] = []
+    timings: list[dict[str, Any]] = []
 
     def attempt(what: str, measure: Callable[[], T]) -> T | None:
+        started = time.monotonic()
         try:
             return measure()
         except (AilabError, ValueError) as error:
             problems.append(f"{what}: {error}")
             return None
+        finally:
+            timings.append({"phase": what, "seconds": round(time.monotonic() - started, 1)})
 
     try:
         with ledger.start_run("verify", loaded.text_sha256) as run:
@@ -96,7 +103,9 @@ def verify(loaded: LoadedPlan, *, infra: bool = True, ledger: Ledger | None = No
                 inventory = generate_inventory(
                     loaded, plan_addresses(loaded), state_dir=state, private_key_file=private_key_of(loaded)
                 )
+                started = time.monotonic()
                 infra_counts = run_testinfra(inventory.inventory_path, state, reports_dir / "testinfra.xml")
+                timings.append({"phase": "testinfra", "seconds": round(time.monotonic() - started, 1)})
             llm_sizing = sizing.llm
             llm = attempt("llm", lambda: measure_llm(targets, llm_sizing)) if llm_sizing else None
             pgbench = attempt("pgbench", lambda: measure_pgbench(targets))
@@ -106,17 +115,19 @@ def verify(loaded: LoadedPlan, *, infra: bool = True, ledger: Ledger | None = No
             report = Report(loaded.text_sha256, llm, pgbench, apps, gates, infra_counts, cost, idle)
             json_path = reports_dir / "report.json"
             markdown_path = reports_dir / "report.md"
-            data = report.to_dict() | {"problems": problems}
+            data = report.to_dict() | {"problems": problems, "timings": timings}
             json_path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
             markdown_path.write_text(
                 render_markdown(report) + "".join(f"\n- problem: {p}" for p in problems), encoding="utf-8"
             )
             run.attach_report("json", json_path)
             run.attach_report("markdown", markdown_path)
+            html_path = write_html_report(ledger, run.id)
+            run.attach_report("html", html_path)
             for problem in problems:
                 run.event(problem, level="error")
             run.finish("succeeded" if report.passed and not problems else "failed")
-        return VerifyOutcome(run.id, report, json_path, markdown_path, tuple(problems))
+        return VerifyOutcome(run.id, report, json_path, markdown_path, html_path, tuple(problems))
     finally:
         if own_ledger:
             ledger.close()
