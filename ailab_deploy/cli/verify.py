@@ -54,6 +54,14 @@ def report_table(report: Report) -> Table:
     for app in report.apps:
         latency = f"{app.latency_ms:.0f} ms" if app.latency_ms is not None else "-"
         table.add_row(f"app {app.name}", f"HTTP {app.health_status}", latency, app.detail)
+    for check in report.browser:
+        answer = f"answered in {check.answer_ms:.0f} ms" if check.answer_ms is not None else "-"
+        table.add_row(
+            f"browser {check.app}",
+            f"database {check.database_status or '-'}, LLM {check.llm_status or '-'}",
+            f"{answer}, stored #{check.stored_id}" if check.stored_in_log else answer,
+            check.detail or (check.screenshot or ""),
+        )
     if report.infra:
         table.add_row("testinfra", ", ".join(f"{k} {v}" for k, v in sorted(report.infra.items())), "", "")
     for gate in report.gates:
@@ -79,11 +87,16 @@ def register(app: typer.Typer) -> None:
     def verify_command(
         plan: Path = PlanOption,
         no_infra: bool = typer.Option(False, "--no-infra", help="Skip the testinfra suite."),
+        browser: bool | None = typer.Option(
+            None,
+            "--browser/--no-browser",
+            help="Check the Streamlit apps in headless Chromium (default: when chromium is installed).",
+        ),
         as_json: bool = JsonOption,
     ) -> None:
         """Check the VMs with testinfra and measure LLM, PostgreSQL and apps against the gates."""
         loaded = load(plan, quiet=as_json)
-        outcome = verify(loaded, infra=not no_infra)
+        outcome = verify(loaded, infra=not no_infra, browser=browser)
         if as_json:
             out.print_json(json.dumps(outcome.report.to_dict() | {"problems": list(outcome.problems)}))
         else:

@@ -16,13 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ailab_deploy.adapters.browser import Browser, check_streamlit_app, find_browser
 from ailab_deploy.adapters.inventory import generate_inventory
 from ailab_deploy.adapters.ledger import Ledger
 from ailab_deploy.adapters.runner import project_root
 from ailab_deploy.adapters.smoke import Targets, measure_apps, measure_llm, measure_pgbench
 from ailab_deploy.adapters.statedir import state_dir_for
 from ailab_deploy.core.loader import LoadedPlan, private_key_of
-from ailab_deploy.core.report import Report, electricity, evaluate_gates, render_markdown
+from ailab_deploy.core.report import BrowserResult, Report, electricity, evaluate_gates, render_markdown
 from ailab_deploy.core.sizing import size_plan
 from ailab_deploy.errors import AilabError
 from ailab_deploy.pipeline.configure import plan_addresses
@@ -75,7 +76,22 @@ def run_testinfra(inventory: Path, state_dir: Path, junit: Path) -> dict[str, An
     }
 
 
-def verify(loaded: LoadedPlan, *, infra: bool = True, ledger: Ledger | None = None) -> VerifyOutcome:
+def check_apps_in_browser(targets: Targets, browser: Browser, reports_dir: Path) -> tuple[BrowserResult, ...]:
+    """Each Streamlit app of the plan, opened from this machine as an admin would open it."""
+    apps_vm = targets.vm_with_role("python_app")
+    return tuple(
+        check_streamlit_app(
+            browser, app.name, f"http://{apps_vm.ip}:{app.port}/", reports_dir / f"browser-{app.name}.png"
+        )
+        for app in targets.loaded.plan.apps.apps
+        if app.kind == "streamlit"
+    )
+
+
+def verify(
+    loaded: LoadedPlan, *, infra: bool = True, ledger: Ledger | None = None, browser: bool | None = None
+) -> VerifyOutcome:
+    """``browser``: check the Streamlit apps in headless Chromium (None: when Chromium is installed)."""
     state = state_dir_for(loaded.path)
     own_ledger = ledger is None
     ledger = ledger or Ledger(state)
@@ -110,9 +126,21 @@ def verify(loaded: LoadedPlan, *, infra: bool = True, ledger: Ledger | None = No
             llm = attempt("llm", lambda: measure_llm(targets, llm_sizing)) if llm_sizing else None
             pgbench = attempt("pgbench", lambda: measure_pgbench(targets))
             apps = attempt("apps", lambda: measure_apps(targets)) or ()
-            gates = evaluate_gates(loaded.plan.verify, llm, pgbench, apps)
+            found = find_browser() if browser is not False else None
+            browser_checks: tuple[BrowserResult, ...] = ()
+            if found is not None:
+                browser_checks = (
+                    attempt("browser", lambda: check_apps_in_browser(targets, found, reports_dir)) or ()
+                )
+            elif browser:
+                problems.append(
+                    "browser: chromium and chromedriver are not installed (apt: chromium chromium-driver)"
+                )
+            gates = evaluate_gates(loaded.plan.verify, llm, pgbench, apps, browser_checks)
             cost, idle = electricity(loaded.plan.host, llm)
-            report = Report(loaded.text_sha256, llm, pgbench, apps, gates, infra_counts, cost, idle)
+            report = Report(
+                loaded.text_sha256, llm, pgbench, apps, gates, infra_counts, browser_checks, cost, idle
+            )
             json_path = reports_dir / "report.json"
             markdown_path = reports_dir / "report.md"
             data = report.to_dict() | {"problems": problems, "timings": timings}

@@ -115,7 +115,7 @@ def test_verify_report_prices_the_measured_speed() -> None:
     assert cost.joules_per_token == pytest.approx(20.0)  # 250 W / 12.5 tokens/s
     assert cost.cost_per_million_tokens == pytest.approx(20.0 / 3.6 * 0.29)
     assert idle.cost_per_month == pytest.approx(21.1845)
-    markdown = render_markdown(Report("ab" * 32, llm, None, (), (), {}, cost, idle))
+    markdown = render_markdown(Report("ab" * 32, llm, None, (), (), {}, cost=cost, idle=idle))
     assert "## Electricity" in markdown and "12.50 tokens/s" in markdown
     no_llm, _ = electricity(host, None)
     assert no_llm is None
