@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from ailab_deploy.cli import configure, plan_file, provision, runs, up, verify
+from ailab_deploy.cli import configure, plan_file, provision, report, runs, up, verify
 from ailab_deploy.cli.lab import lab_app
 from ailab_deploy.cli.output import err
 from ailab_deploy.errors import AilabError
@@ -25,6 +25,7 @@ provision.register(app)  # plan, apply, destroy, rollback
 runs.register(app)  # runs, runs show
 configure.register(app)  # configure
 verify.register(app)  # verify
+report.register(app)  # report
 up.register(app)  # up
 app.add_typer(lab_app, name="lab", help="The local rehearsal lab (Proxmox emulator and VMs).")
 

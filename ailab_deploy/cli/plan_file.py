@@ -27,6 +27,7 @@ def _sizing_json(sizing: Sizing) -> dict[str, object]:
     return {
         "llm": asdict(sizing.llm) if sizing.llm else None,
         "postgres": asdict(sizing.postgres) if sizing.postgres else None,
+        "idle": asdict(sizing.idle),
     }
 
 
@@ -71,6 +72,13 @@ def sizing(plan: Path = PlanOption, as_json: bool = JsonOption) -> None:
         out.print("[bold]Tokens per second[/] (generation is bound by memory bandwidth)")
         for step in llm.throughput_steps:
             out.print(f"  {step}")
+        cost = llm.cost
+        out.print(
+            f"[bold]Electricity per token[/] at the expected speed: {cost.joules_per_token:.1f} J, "
+            f"{cost.cost_per_million_tokens:.2f} {cost.currency} per 1M tokens"
+        )
+        for step in cost.steps:
+            out.print(f"  {step}", markup=False)
     if result.postgres is not None:
         pg = result.postgres
         table = Table(
@@ -82,6 +90,10 @@ def sizing(plan: Path = PlanOption, as_json: bool = JsonOption) -> None:
         for key, value in pg.settings.items():
             table.add_row(key, value)
         out.print(table)
+    idle = result.idle
+    out.print(f"[bold]Idle server[/]: {idle.cost_per_month:.2f} {idle.currency} per month")
+    for step in idle.steps:
+        out.print(f"  {step}", markup=False)
 
 
 def schema(

@@ -25,7 +25,7 @@ runs_app = typer.Typer(
 _STATUS_STYLE = {"succeeded": "green", "failed": "red", "running": "yellow", "interrupted": "magenta"}
 
 
-def _open(plan: Path) -> Ledger:
+def open_ledger(plan: Path) -> Ledger:
     """The plan's ledger; the plan file itself need not be valid (or exist) to read history."""
     state_dir = state_dir_for(plan)
     if not (state_dir / LEDGER_FILENAME).is_file():
@@ -73,7 +73,7 @@ def list_runs(
     """List the newest runs: command, plan hash, start, duration, status, steps ok/failed."""
     if context.invoked_subcommand is not None:
         return
-    with _open(plan) as ledger:
+    with open_ledger(plan) as ledger:
         summaries = ledger.runs(limit)
     if as_json:
         out.print_json(json.dumps([_summary_json(s) for s in summaries]))
@@ -104,7 +104,7 @@ def show_run(
     """Show one run: steps per VM and phase with timings and errors, events, reports."""
     if plan is None:  # `runs --plan X show ID` puts the option on the group
         plan = context.parent.params["plan"] if context.parent else Path("vms.yaml")
-    with _open(plan) as ledger:
+    with open_ledger(plan) as ledger:
         detail = ledger.run(run_id)
     if as_json:
         out.print_json(json.dumps(_detail_json(detail)))

@@ -189,6 +189,38 @@ class Storage(Model):
     capacity: CapacityBytes = Field(description="Usable capacity")
 
 
+class PowerWatts(Model):
+    """Wall power of the whole server. The defaults estimate a dual-socket Xeon E5-2699 v3 box
+    (Haswell-EP, 145 W TDP per socket per Intel ARK): measure yours with a plug-in meter."""
+
+    idle: float = Field(
+        100.0,
+        gt=0,
+        le=20000,
+        description=(
+            "Watts at the wall while idle. Default 100: two-socket Haswell-EP servers idle around "
+            "80-120 W with a few disks and 8-16 DIMMs (SPECpower_ssj2008 active-idle results of that "
+            "generation are lower, with one disk and few DIMMs)"
+        ),
+    )
+    load: float = Field(
+        250.0,
+        gt=0,
+        le=20000,
+        description=(
+            "Watts at the wall while the LLM generates. Default 250: idle 100 W plus one socket's "
+            "145 W TDP (Intel ARK, E5-2699 v3), since generation runs pinned to one socket"
+        ),
+    )
+
+
+class CostComparison(Model):
+    name: str = Field(min_length=1, max_length=80, description="What you compare with (e.g. a hosted API)")
+    price_per_million_tokens: float = Field(
+        ge=0, description="Its price per million generated tokens, in the plan's currency"
+    )
+
+
 class Host(Model):
     cpu_model: str = Field(description="CPU model, for the record")
     sockets: int = Field(ge=1, le=8, description="CPU sockets")
@@ -214,6 +246,24 @@ class Host(Model):
         2.0, gt=0, description="vCPUs per host thread above which the plan is refused"
     )
     storage: list[Storage] = Field(min_length=1, description="Storage pools on the node")
+    power_watts: PowerWatts = Field(
+        default_factory=PowerWatts, description="Wall power of the server, idle and while generating"
+    )
+    energy_price_per_kwh: float = Field(
+        0.29,
+        ge=0,
+        le=100,
+        description=(
+            "Electricity price per kWh. Default 0.29 EUR: the EU household average, second half of "
+            "2024 (Eurostat, nrg_pc_204), rounded"
+        ),
+    )
+    currency: Annotated[str, matching(r"^[A-Z]{3}$", "a three-letter currency code (EUR, USD)")] = Field(
+        "EUR", description="Currency of the prices (ISO 4217 code)"
+    )
+    cost_comparison: CostComparison | None = Field(
+        None, description="A price per million tokens to compare the lab's own cost with"
+    )
 
 
 class Network(Model):

@@ -11,7 +11,8 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ailab_deploy.core.plan import Verify
+from ailab_deploy.core.energy import IdleCost, TokenCost, idle_month_cost, token_cost
+from ailab_deploy.core.plan import Host, Verify
 
 
 class MeasurementError(ValueError):
@@ -56,6 +57,23 @@ class AppResult:
 
 
 @dataclass(frozen=True)
+class BrowserResult:
+    """A Streamlit app as a person sees it: rendered, statuses ok, a question answered and stored."""
+
+    app: str
+    url: str
+    passed: bool
+    database_status: str = ""
+    llm_status: str = ""
+    answer: str = ""
+    answer_ms: float | None = None  # from submitting the form until the stored answer showed
+    stored_id: int | None = None
+    stored_in_log: bool = False
+    screenshot: str | None = None  # file name, beside the run's reports
+    detail: str = ""  # why it failed
+
+
+@dataclass(frozen=True)
 class Gate:
     name: str
     measured: float
@@ -72,6 +90,9 @@ class Report:
     apps: tuple[AppResult, ...]
     gates: tuple[Gate, ...]
     infra: dict[str, Any] = field(default_factory=dict)  # testinfra outcome counts
+    browser: tuple[BrowserResult, ...] = ()
+    cost: TokenCost | None = None  # electricity per token at the measured speed
+    idle: IdleCost | None = None  # electricity of an idle month
 
     @property
     def passed(self) -> bool:
@@ -146,6 +167,7 @@ def evaluate_gates(
     llm: LlmResult | None,
     pgbench: PgbenchResult | None,
     apps: tuple[AppResult, ...],
+    browser: tuple[BrowserResult, ...] = (),
 ) -> tuple[Gate, ...]:
     """The plan's verify section decides pass or fail; a missing measurement fails its gate."""
     gates = [
@@ -161,7 +183,33 @@ def evaluate_gates(
             gates.append(
                 _gate(f"{app.name} end-to-end ms", app.latency_ms, "<=", thresholds.max_app_latency_ms)
             )
+    for check in browser:
+        gates.append(_gate(f"{check.app} in a browser", 1.0 if check.passed else 0.0, "==", 1.0))
     return tuple(gates)
+
+
+def electricity(host: Host, llm: LlmResult | None) -> tuple[TokenCost | None, IdleCost]:
+    """The cost of a token at the measured speed (none without a measurement) and of an idle month."""
+    cost = token_cost(host, llm.tokens_per_second, "measured") if llm and llm.tokens_per_second > 0 else None
+    return cost, idle_month_cost(host)
+
+
+def _energy_markdown(report: Report) -> list[str]:
+    if report.cost is None and report.idle is None:
+        return []
+    lines = ["## Electricity", ""]
+    if report.cost is not None:
+        cost = report.cost
+        lines.append(
+            f"At the measured {cost.tokens_per_second:.2f} tokens/s: {cost.joules_per_token:.1f} J per "
+            f"token, {cost.cost_per_million_tokens:.2f} {cost.currency} per 1M tokens."
+        )
+        lines += ["", *(f"- {step}" for step in cost.steps)]
+    if report.idle is not None:
+        idle = report.idle
+        lines += ["", f"Idle for a month: {idle.cost_per_month:.2f} {idle.currency}.", ""]
+        lines += [f"- {step}" for step in idle.steps]
+    return [*lines, ""]
 
 
 def render_markdown(report: Report) -> str:
@@ -184,6 +232,7 @@ def render_markdown(report: Report) -> str:
             f"| measured / bound | {llm.ratio_to_bound:.2f} |",
             "",
         ]
+    lines += _energy_markdown(report)
     if report.pgbench is not None:
         pg = report.pgbench
         lines += [
@@ -198,6 +247,17 @@ def render_markdown(report: Report) -> str:
         for app in report.apps:
             latency = f"{app.latency_ms:.0f}" if app.latency_ms is not None else "-"
             lines.append(f"| {app.name} | {app.health_status} | {latency} |")
+        lines.append("")
+    if report.browser:
+        lines += ["## In a browser", "", "| app | database | LLM | answer | stored | screenshot |"]
+        lines.append("|---|---|---|---|---|---|")
+        for check in report.browser:
+            answer = f"{check.answer_ms:.0f} ms" if check.answer_ms is not None else check.detail or "-"
+            stored = f"#{check.stored_id}" if check.stored_in_log else "no"
+            lines.append(
+                f"| {check.app} | {check.database_status or '-'} | {check.llm_status or '-'} | {answer} | "
+                f"{stored} | {check.screenshot or '-'} |"
+            )
         lines.append("")
     if report.infra:
         lines += ["## testinfra", "", ", ".join(f"{k}: {v}" for k, v in sorted(report.infra.items())), ""]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from ailab_deploy.core.energy import IdleCost, TokenCost, idle_month_cost, token_cost
 from ailab_deploy.core.plan import VM, Plan
 from ailab_deploy.core.problems import Problem
 from ailab_deploy.core.units import GIB, KIB, MIB, format_bytes
@@ -96,6 +97,7 @@ class LlmSizing:
     ceiling_tokens_per_second: float
     memory_steps: tuple[str, ...]
     throughput_steps: tuple[str, ...]
+    cost: TokenCost  # electricity per token at the expected speed
     warnings: tuple[str, ...] = field(default=())
 
 
@@ -224,6 +226,7 @@ def size_llm(plan: Plan, vm: VM) -> LlmSizing:
         ceiling_tokens_per_second=ceiling,
         memory_steps=memory_steps,
         throughput_steps=throughput_steps,
+        cost=token_cost(host, expected, "predicted"),
         warnings=tuple(warnings),
     )
 
@@ -342,6 +345,7 @@ def size_postgres(plan: Plan, vm: VM) -> PostgresSizing:
 class Sizing:
     llm: LlmSizing | None
     postgres: PostgresSizing | None
+    idle: IdleCost
 
 
 def size_plan(plan: Plan) -> Sizing:
@@ -350,6 +354,7 @@ def size_plan(plan: Plan) -> Sizing:
     return Sizing(
         llm=size_llm(plan, llm_vms[0]) if llm_vms else None,
         postgres=size_postgres(plan, pg_vms[0]) if pg_vms else None,
+        idle=idle_month_cost(plan.host),
     )
 
 

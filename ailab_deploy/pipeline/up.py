@@ -81,7 +81,12 @@ class UpResult:
             data["changed"] = self.changed
         if self.verified is not None:
             data["report"] = self.verified.report.to_dict() | {"problems": list(self.verified.problems)}
-            data["report_files"] = [str(self.verified.json_path), str(self.verified.markdown_path)]
+            verified = self.verified
+            data["report_files"] = [
+                str(verified.json_path),
+                str(verified.markdown_path),
+                str(verified.html_path),
+            ]
         return data
 
 

@@ -9,22 +9,25 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ailab_deploy.adapters.browser import Browser, check_streamlit_app, find_browser
 from ailab_deploy.adapters.inventory import generate_inventory
 from ailab_deploy.adapters.ledger import Ledger
 from ailab_deploy.adapters.runner import project_root
 from ailab_deploy.adapters.smoke import Targets, measure_apps, measure_llm, measure_pgbench
 from ailab_deploy.adapters.statedir import state_dir_for
 from ailab_deploy.core.loader import LoadedPlan, private_key_of
-from ailab_deploy.core.report import Report, evaluate_gates, render_markdown
+from ailab_deploy.core.report import BrowserResult, Report, electricity, evaluate_gates, render_markdown
 from ailab_deploy.core.sizing import size_plan
 from ailab_deploy.errors import AilabError
 from ailab_deploy.pipeline.configure import plan_addresses
+from ailab_deploy.pipeline.html_report import write_html_report
 
 T = TypeVar("T")
 
@@ -35,6 +38,7 @@ class VerifyOutcome:
     report: Report
     json_path: Path
     markdown_path: Path
+    html_path: Path
     problems: tuple[str, ...]  # measurements that could not be taken
 
 
@@ -79,20 +83,39 @@ def run_testinfra(inventory: Path, state_dir: Path, junit: Path, plan: Path) -> 
     }
 
 
-def verify(loaded: LoadedPlan, *, infra: bool = True, ledger: Ledger | None = None) -> VerifyOutcome:
+def check_apps_in_browser(targets: Targets, browser: Browser, reports_dir: Path) -> tuple[BrowserResult, ...]:
+    """Each Streamlit app of the plan, opened from this machine as an admin would open it."""
+    apps_vm = targets.vm_with_role("python_app")
+    return tuple(
+        check_streamlit_app(
+            browser, app.name, f"http://{apps_vm.ip}:{app.port}/", reports_dir / f"browser-{app.name}.png"
+        )
+        for app in targets.loaded.plan.apps.apps
+        if app.kind == "streamlit"
+    )
+
+
+def verify(
+    loaded: LoadedPlan, *, infra: bool = True, ledger: Ledger | None = None, browser: bool | None = None
+) -> VerifyOutcome:
+    """``browser``: check the Streamlit apps in headless Chromium (None: when Chromium is installed)."""
     state = state_dir_for(loaded.path)
     own_ledger = ledger is None
     ledger = ledger or Ledger(state)
     sizing = size_plan(loaded.plan)
     targets = Targets(loaded, state)
     problems: list[str] = []
+    timings: list[dict[str, Any]] = []
 
     def attempt(what: str, measure: Callable[[], T]) -> T | None:
+        started = time.monotonic()
         try:
             return measure()
         except (AilabError, ValueError) as error:
             problems.append(f"{what}: {error}")
             return None
+        finally:
+            timings.append({"phase": what, "seconds": round(time.monotonic() - started, 1)})
 
     try:
         with ledger.start_run("verify", loaded.text_sha256) as run:
@@ -103,28 +126,45 @@ def verify(loaded: LoadedPlan, *, infra: bool = True, ledger: Ledger | None = No
                 inventory = generate_inventory(
                     loaded, plan_addresses(loaded), state_dir=state, private_key_file=private_key_of(loaded)
                 )
+                started = time.monotonic()
                 infra_counts = run_testinfra(
                     inventory.inventory_path, state, reports_dir / "testinfra.xml", loaded.path
                 )
+                timings.append({"phase": "testinfra", "seconds": round(time.monotonic() - started, 1)})
             llm_sizing = sizing.llm
             llm = attempt("llm", lambda: measure_llm(targets, llm_sizing)) if llm_sizing else None
             pgbench = attempt("pgbench", lambda: measure_pgbench(targets))
             apps = attempt("apps", lambda: measure_apps(targets)) or ()
-            gates = evaluate_gates(loaded.plan.verify, llm, pgbench, apps)
-            report = Report(loaded.text_sha256, llm, pgbench, apps, gates, infra_counts)
+            found = find_browser() if browser is not False else None
+            browser_checks: tuple[BrowserResult, ...] = ()
+            if found is not None:
+                browser_checks = (
+                    attempt("browser", lambda: check_apps_in_browser(targets, found, reports_dir)) or ()
+                )
+            elif browser:
+                problems.append(
+                    "browser: chromium and chromedriver are not installed (apt: chromium chromium-driver)"
+                )
+            gates = evaluate_gates(loaded.plan.verify, llm, pgbench, apps, browser_checks)
+            cost, idle = electricity(loaded.plan.host, llm)
+            report = Report(
+                loaded.text_sha256, llm, pgbench, apps, gates, infra_counts, browser_checks, cost, idle
+            )
             json_path = reports_dir / "report.json"
             markdown_path = reports_dir / "report.md"
-            data = report.to_dict() | {"problems": problems}
+            data = report.to_dict() | {"problems": problems, "timings": timings}
             json_path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
             markdown_path.write_text(
                 render_markdown(report) + "".join(f"\n- problem: {p}" for p in problems), encoding="utf-8"
             )
             run.attach_report("json", json_path)
             run.attach_report("markdown", markdown_path)
+            html_path = write_html_report(ledger, run.id)
+            run.attach_report("html", html_path)
             for problem in problems:
                 run.event(problem, level="error")
             run.finish("succeeded" if report.passed and not problems else "failed")
-        return VerifyOutcome(run.id, report, json_path, markdown_path, tuple(problems))
+        return VerifyOutcome(run.id, report, json_path, markdown_path, html_path, tuple(problems))
     finally:
         if own_ledger:
             ledger.close()

@@ -103,6 +103,11 @@ def assert_verified(report: dict[str, Any]) -> None:
     infra = report["infra"]
     assert infra["passed"] > 20 and infra["failed"] == 0 and infra["errors"] == 0, infra
     assert report["passed"] and report["problems"] == []
+    # The Streamlit page in headless Chromium: rendered, statuses ok, a question answered and stored.
+    (check,) = report["browser"]
+    assert check["app"] == "lab-status" and check["passed"], check
+    assert (check["database_status"], check["llm_status"]) == ("ok", "ok")
+    assert check["answer"] and check["stored_in_log"] and check["stored_id"] > 0
 
 
 def assert_noop(run: dict[str, Any], names: list[str]) -> None:
@@ -120,6 +125,10 @@ def test_up_from_nothing_to_verified(lab: Rehearsal) -> None:
     assert all(count > 0 for count in first["changed"].values()), first["changed"]
     for path in first["report_files"]:
         assert Path(path).is_file()
+    json_report, _, html_report = (Path(path) for path in first["report_files"])
+    screenshot = json_report.parent / first["report"]["browser"][0]["screenshot"]
+    assert screenshot.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    assert html_report.name == "report.html" and "data:image/png;base64," in html_report.read_text()
     # Every VM booted with the vendor data node preparation uploaded to the node.
     vendor = (lab.lab_dir / "storage" / "local" / "snippets" / "ailab-vendor.yaml").read_text()
     assert "http://10.77.0.1:8888" in vendor  # the node's storage, which PVE resolves cicustom in
