@@ -465,5 +465,9 @@ class ProxmoxClient:
     def storages(self, content: str | None = None) -> list[dict[str, Any]]:
         return list(self.get(f"nodes/{self.node}/storage", content=content))
 
+    def storage_config(self, storage: str) -> dict[str, Any]:
+        """The storage's cluster-wide config (type, content, ``path`` of directory storages)."""
+        return dict(self.get(f"storage/{storage}"))
+
     def qemu_path(self, vmid: int, rest: str = "") -> str:
         return f"nodes/{self.node}/qemu/{vmid}" + (f"/{rest}" if rest else "")

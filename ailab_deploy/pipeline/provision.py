@@ -22,7 +22,13 @@ from urllib.parse import urlsplit
 
 from ailab_deploy.adapters.known_hosts import KnownHosts, fetch_host_keys, forget_vm, wait_for_port
 from ailab_deploy.adapters.ledger import Ledger, Run, apply_lock
-from ailab_deploy.adapters.nodeprep import NodeTarget, prepare_node, storages_from_api, vendor_snippet
+from ailab_deploy.adapters.nodeprep import (
+    NodeTarget,
+    StorageInfo,
+    prepare_node,
+    storages_from_api,
+    vendor_snippet,
+)
 from ailab_deploy.adapters.proxmox import ProxmoxApiError, ProxmoxClient, TaskFailed
 from ailab_deploy.adapters.retry import linear_delays, poll, retry
 from ailab_deploy.core.desired import DesiredVM, desired_vms
@@ -263,13 +269,20 @@ class Provisioner:
                 NodeTarget.from_plan(self.loaded, self.state_dir),
                 [snippet],
                 plan=self.plan,
-                storages=storages_from_api(self.client.storages()),
+                storages=self._node_storages(),
             )
             if result.problems:
                 raise ConfigError("; ".join(result.problems))
             return f"{snippet.volume} {'uploaded' if result.changed else 'unchanged'}"
 
         self._step("node", "prepare", prepare)
+
+    def _node_storages(self) -> dict[str, StorageInfo]:
+        """The node's storages with the snippets storage's path from its config (``/storage/{id}``)."""
+        rows = self.client.storages()
+        name = self.plan.proxmox.snippets_storage
+        configs = {name: self.client.storage_config(name)} if any(r.get("storage") == name for r in rows) else {}
+        return storages_from_api(rows, configs)
 
     def _ensure_vzdump_job(self, vmids: set[int]) -> None:
         """The node's vzdump job lists exactly the managed VMs (removed when none are left)."""
