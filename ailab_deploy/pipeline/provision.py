@@ -281,7 +281,9 @@ class Provisioner:
         """The node's storages with the snippets storage's path from its config (``/storage/{id}``)."""
         rows = self.client.storages()
         name = self.plan.proxmox.snippets_storage
-        configs = {name: self.client.storage_config(name)} if any(r.get("storage") == name for r in rows) else {}
+        configs = (
+            {name: self.client.storage_config(name)} if any(r.get("storage") == name for r in rows) else {}
+        )
         return storages_from_api(rows, configs)
 
     def _ensure_vzdump_job(self, vmids: set[int]) -> None:

@@ -42,7 +42,9 @@ def test_a_non_default_snippets_storage_is_found_at_its_configured_path(
     engine = make_engine(lab, tmp_path)
     plan_text = engine.plan_path.read_text()
     engine.plan_path.write_text(
-        plan_text.replace("  prepare_node: false", "  prepare_node: true\n  snippets_storage: cloudinit-files")
+        plan_text.replace(
+            "  prepare_node: false", "  prepare_node: true\n  snippets_storage: cloudinit-files"
+        )
     )
     provisioner = engine.provisioner()
     storages = provisioner._node_storages()

@@ -242,6 +242,29 @@ def test_cli_plan_apply_destroy(emulator: Any, tmp_path: Path) -> None:
     )
 
 
+def test_cli_plan_apply_noop_plan_destroy_on_an_8_4_node(make_emulator: Any, tmp_path: Path) -> None:
+    lab = make_emulator(version="8.4")
+    assert lab.api().version.get()["release"] == "8.4"
+    engine = make_engine(lab, tmp_path)
+    write_lab_plan(lab, engine.plan_path.parent, [lab_vm(i) for i in range(3)], fingerprint=True)
+    env = {**os.environ, SECRET_ENV: lab.token_secret}
+    env.pop("AILAB_STATE_DIR", None)
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "ailab_deploy", *args, "--plan", str(engine.plan_path)]
+        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return done
+
+    assert json.loads(cli("plan", "--json").stdout)["counts"] == {"create": 3}
+    cli("apply", "--no-wait-ssh", "--agent-timeout", "5")
+    assert set(guests(lab)) == {9000, 100, 101, 102}
+    assert json.loads(cli("plan", "--json").stdout)["counts"] == {"no-op": 3}
+    cli("destroy", "--yes")
+    assert set(guests(lab)) == {9000}
+    assert lab.api().cluster.backup.get() == []  # the vzdump job went with the last managed VM
+
+
 def test_key_files_are_read_relative_to_the_plan(emulator: Any, tmp_path: Path) -> None:
     engine = make_engine(emulator, tmp_path)
     text = engine.plan_path.read_text().replace(
