@@ -643,7 +643,7 @@ def test_reads_common_clients_make_first(make_emulator):
 
 def test_pve9_privileges_and_guest_agent_probes(emulator):
     api = emulator.api()
-    privileges = api.access.permissions.get(path="/vms/101")
+    privileges = api.access.permissions.get(path="/vms/101")["/vms/101"]  # {path: privileges}, as PVE
     assert privileges["VM.GuestAgent.Audit"] == 1 and "VM.Monitor" not in privileges
     vm = clone(emulator, 101)
     with pytest.raises(ResourceException) as err:
