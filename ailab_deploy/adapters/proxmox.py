@@ -51,7 +51,7 @@ TRANSIENT_STATUS = frozenset({500, 502, 503, 504, 595, 596, 599})
 PERMANENT_500 = re.compile(
     r"already exists|does not exist|unable to find configuration|not running|already running|"
     r"shrinking|validation error|protection|not allowed|you can't|no such|checksum mismatch|"
-    r"no options specified|is a template|not supported|permission",
+    r"no options specified|is a template|not supported|permission|only root can",
     re.IGNORECASE,
 )
 LOCK_TIMEOUT = re.compile(r"can't lock file .* got timeout|got timeout", re.IGNORECASE)

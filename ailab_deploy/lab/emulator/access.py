@@ -319,6 +319,18 @@ class AccessControl:
         wanted = list(privileges)
         return any(p in held for p in wanted) if any_of else all(p in held for p in wanted)
 
+    def sees_all(self, authid: str, prefix: str, privileges: Iterable[str]) -> bool:
+        """Whether every object below ``prefix`` grants one of ``privileges`` (no entry deeper
+        down, no pools): listings can then skip the per-object checks."""
+        if authid == ROOT:
+            return True
+        held = self.permissions(authid, prefix)
+        if not any(held.get(p) for p in privileges):  # held and propagated
+            return False
+        deeper = any(path.startswith(prefix + "/") for path in self.state.acl)
+        pools = any(path.startswith("/pool") for path in self.state.acl)
+        return not deeper and not pools
+
     def check_vm(
         self, authid: str, vmid: int | str, privileges: Iterable[str], *, any_of: bool = False
     ) -> None:

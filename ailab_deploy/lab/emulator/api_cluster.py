@@ -119,6 +119,15 @@ class ClusterApi:
         if self._vm_cache is None or self._vm_cache[0] != key:
             self._vm_cache = (key, json.dumps(self._vm_resources()).encode())
         encoded = self._vm_cache[1]
+        authid = req.identity.authuser
+        if not self.emu.access.sees_all(authid, "/vms", ["VM.Audit"]):
+            # as PVE: only guests the caller may audit (VM.Audit on /vms/{vmid})
+            visible = [
+                item
+                for item in json.loads(encoded)
+                if self.emu.access.allowed(authid, f"/vms/{item['vmid']}", ["VM.Audit"])
+            ]
+            encoded = json.dumps(visible).encode()
         if wanted == "vm":
             return RawJson(encoded)
         others = self._other_resources(req, None)
