@@ -20,7 +20,7 @@ import hashlib
 import io
 import logging
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -378,12 +378,15 @@ def prepare_node(
     *,
     plan: Plan | None = None,
     storages: Mapping[str, StorageInfo] | None = None,
+    storage_config: Callable[[str], Mapping[str, Any]] | None = None,
     dry_run: bool = False,
 ) -> NodePrepResult:
     """Upload ``snippets`` to the node and, with ``plan``, check its storages' content types.
 
     Storage facts come from ``storages`` (e.g. :func:`storages_from_api`) or else from the
-    node's storage.cfg. A problem stops before any upload. ``dry_run`` reports what would change.
+    node's storage.cfg. A snippets directory comes from the node's storage.cfg, else from
+    ``storage_config`` (``GET /storage/{id}``). A problem stops before any upload. ``dry_run``
+    reports what would change.
     """
     from pyinfra.facts.files import Sha1File
     from pyinfra.operations import files
@@ -403,8 +406,25 @@ def prepare_node(
             )
             if result.problems:
                 return result
+        api = dict(storages or {})
+        for snippet in snippets:
+            on_node = (result.storages or {}).get(snippet.storage)
+            listed = api.get(snippet.storage)
+            if storage_config and listed and not listed.path and not (on_node and on_node.path):
+                api.update(
+                    storages_from_api(
+                        [
+                            {
+                                "storage": snippet.storage,
+                                "type": listed.type,
+                                "content": ",".join(listed.content),
+                            }
+                        ],
+                        {snippet.storage: storage_config(snippet.storage)},
+                    )
+                )
         uploads = [
-            (f"{snippets_directory(snippet.storage, result.storages, storages)}/{snippet.filename}", snippet)
+            (f"{snippets_directory(snippet.storage, result.storages, api)}/{snippet.filename}", snippet)
             for snippet in snippets
         ]
         for remote, snippet in uploads:

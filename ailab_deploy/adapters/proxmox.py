@@ -40,6 +40,7 @@ from ailab_deploy.adapters.retry import Backoff, Clock, Sleep
 from ailab_deploy.adapters.secrets import mask_secrets
 from ailab_deploy.core.diff import ActualVM
 from ailab_deploy.core.loader import LoadedPlan
+from ailab_deploy.core.privileges import denied_hint
 from ailab_deploy.core.pveformat import normalise_tags
 from ailab_deploy.errors import ConfigError, ProxmoxError
 
@@ -73,6 +74,17 @@ class ProxmoxApiError(ProxmoxError):
     @property
     def transient(self) -> bool:
         return self.status in TRANSIENT_STATUS and not PERMANENT_500.search(self.reason)
+
+
+class PermissionDenied(ProxmoxApiError):
+    """A 403: the token lacks a privilege. The message names it, the path and the pveum fix."""
+
+    def __init__(self, method: str, path: str, reason: str) -> None:
+        super().__init__(method, path, 403, reason)
+        self.args = (denied_hint(method, path, reason),)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 class Unreachable(ProxmoxError):
@@ -371,6 +383,8 @@ class ProxmoxClient:
             if method == "DELETE":
                 return resource.delete(**form)
         except ResourceException as error:
+            if int(error.status_code) == 403:
+                raise PermissionDenied(method, path, self.mask(str(error.content or ""))) from None
             raise ProxmoxApiError(
                 method,
                 path,

@@ -24,7 +24,6 @@ from ailab_deploy.adapters.known_hosts import KnownHosts, fetch_host_keys, forge
 from ailab_deploy.adapters.ledger import Ledger, Run, apply_lock
 from ailab_deploy.adapters.nodeprep import (
     NodeTarget,
-    StorageInfo,
     prepare_node,
     storages_from_api,
     vendor_snippet,
@@ -104,7 +103,15 @@ def _clone_retryable(error: Exception) -> bool:
 class ApplyFailed(AilabError):
     def __init__(self, report: ApplyReport) -> None:
         self.report = report
-        lines = [f"{r.name} (VM {r.vmid}): {r.error}" for r in report.failed]
+        # a missing privilege is one line however many VMs met it
+        lines = list(
+            dict.fromkeys(
+                r.error
+                if r.error and "permission denied:" in r.error
+                else f"{r.name} (VM {r.vmid}): {r.error}"
+                for r in report.failed
+            )
+        )
         super().__init__(
             "\n".join(
                 [*lines, f"apply failed (run {report.run_id}); fix the cause and run apply again to resume"]
@@ -269,22 +276,16 @@ class Provisioner:
                 NodeTarget.from_plan(self.loaded, self.state_dir),
                 [snippet],
                 plan=self.plan,
-                storages=self._node_storages(),
+                storages=storages_from_api(self.client.storages()),
+                # only when the node's storage.cfg lacks it: reading /storage/{id} needs
+                # Datastore.Allocate, which the deploy token does not have
+                storage_config=self.client.storage_config,
             )
             if result.problems:
                 raise ConfigError("; ".join(result.problems))
             return f"{snippet.volume} {'uploaded' if result.changed else 'unchanged'}"
 
         self._step("node", "prepare", prepare)
-
-    def _node_storages(self) -> dict[str, StorageInfo]:
-        """The node's storages with the snippets storage's path from its config (``/storage/{id}``)."""
-        rows = self.client.storages()
-        name = self.plan.proxmox.snippets_storage
-        configs = (
-            {name: self.client.storage_config(name)} if any(r.get("storage") == name for r in rows) else {}
-        )
-        return storages_from_api(rows, configs)
 
     def _ensure_vzdump_job(self, vmids: set[int]) -> None:
         """The node's vzdump job lists exactly the managed VMs (removed when none are left)."""

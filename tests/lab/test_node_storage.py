@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from ailab_deploy.adapters.nodeprep import snippets_directory, storage_problems
+from ailab_deploy.adapters.nodeprep import snippets_directory, storage_problems, storages_from_api
+from ailab_deploy.errors import AilabError
 from tests.lab.provision_fixtures import make_engine
 
 pytestmark = pytest.mark.lab
@@ -47,7 +48,11 @@ def test_a_non_default_snippets_storage_is_found_at_its_configured_path(
         )
     )
     provisioner = engine.provisioner()
-    storages = provisioner._node_storages()
+    client = provisioner.client
+    # what node preparation falls back on when the node's storage.cfg does not say: the API
+    storages = storages_from_api(
+        client.storages(), {"cloudinit-files": client.storage_config("cloudinit-files")}
+    )
 
     directory = snippets_directory("cloudinit-files", None, storages)
     assert Path(directory) == tmp_path / "disks" / "ci-snippets" / "snippets"
@@ -57,7 +62,6 @@ def test_a_non_default_snippets_storage_is_found_at_its_configured_path(
         "storage 'local' does not allow snippets (needed for cloud-init snippets); "
         "enable it with `pvesm set local --content backup,import,iso,snippets,vztmpl`"
     ]
-    # Only the snippets storage's own config is read, once
-    kinds = provisioner.client.stats.as_dict()["by_kind"]
-    assert kinds["GET storage/cloudinit-files"] == 1
-    assert not any(k.startswith("GET storage/local") for k in kinds)
+    # the node rows carry no path: without the storage's config there is no directory to use
+    with pytest.raises(AilabError, match="'cloudinit-files' has no directory path for snippets"):
+        snippets_directory("cloudinit-files", None, storages_from_api(client.storages()))
