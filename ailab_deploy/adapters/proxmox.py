@@ -79,9 +79,9 @@ class ProxmoxApiError(ProxmoxError):
 class PermissionDenied(ProxmoxApiError):
     """A 403: the token lacks a privilege. The message names it, the path and the pveum fix."""
 
-    def __init__(self, method: str, path: str, reason: str) -> None:
+    def __init__(self, method: str, path: str, reason: str, params: Mapping[str, Any] | None = None) -> None:
         super().__init__(method, path, 403, reason)
-        self.args = (denied_hint(method, path, reason),)
+        self.args = (denied_hint(method, path, reason, params),)
 
     def __str__(self) -> str:
         return str(self.args[0])
@@ -384,7 +384,7 @@ class ProxmoxClient:
                 return resource.delete(**form)
         except ResourceException as error:
             if int(error.status_code) == 403:
-                raise PermissionDenied(method, path, self.mask(str(error.content or ""))) from None
+                raise PermissionDenied(method, path, self.mask(str(error.content or "")), form) from None
             raise ProxmoxApiError(
                 method,
                 path,

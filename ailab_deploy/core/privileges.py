@@ -15,7 +15,7 @@ takes ``VM.Snapshot`` *or* ``VM.Snapshot.Rollback``; ``download-url`` takes
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from ailab_deploy.core.plan import Plan
@@ -108,7 +108,9 @@ def needs(release: str, features: Iterable[str] | None = None) -> list[Need]:
         raise ValueError(f"unknown feature(s) {', '.join(sorted(unknown))} (known: {', '.join(FEATURES)})")
     by_feature = {
         "core": [*_CORE_COMMON, _AGENT[release]],
-        "template": list(_TEMPLATE),
+        # download-url takes Sys.AccessNetwork on the node or Sys.Audit and Sys.Modify on /,
+        # which the backup job needs anyway
+        "template": [n for n in _TEMPLATE if not ("vzdump" in wanted and n.privilege == "Sys.AccessNetwork")],
         "vzdump": list(_VZDUMP),
         "snapshots": list(_SNAPSHOTS),
     }
@@ -153,7 +155,10 @@ def pveum_commands(
 _UNNAMED = {
     "POST /nodes/{node}/qemu/{vmid}/clone": ("VM.Allocate", "/vms/{newid}"),
     "POST /nodes/{node}/qemu": ("VM.Allocate", "/vms/{vmid}"),
-    "POST /nodes/{node}/storage/{storage}/download-url": ("Sys.AccessNetwork", "/nodes/{node}"),
+    "POST /nodes/{node}/storage/{storage}/download-url": (
+        "Sys.AccessNetwork",
+        "/nodes/{node} (or Sys.Audit and Sys.Modify on /)",
+    ),
 }
 _DENIED = re.compile(r"Permission check failed \((?P<path>[^,)]+), (?P<privs>[^)]+)\)")
 
@@ -168,7 +173,18 @@ def _shape(path: str) -> str:
     return re.sub(r"/qemu/\d+", "/qemu/{vmid}", path)
 
 
-def denied_hint(method: str, path: str, reason: str, release: str = DEFAULT_RELEASE) -> str:
+def grant_command(privilege: str) -> str:
+    """The pveum command that adds ``privilege`` to the deploy role (granted on ``/``)."""
+    return f"`pveum role modify {ROLE} --append 1 --privs {privilege}`"
+
+
+def denied_hint(
+    method: str,
+    path: str,
+    reason: str,
+    params: Mapping[str, object] | None = None,
+    release: str = DEFAULT_RELEASE,
+) -> str:
     """One line for a 403: the privilege, the path, and the pveum command that grants it."""
     match = _DENIED.search(reason)
     if match:
@@ -177,11 +193,17 @@ def denied_hint(method: str, path: str, reason: str, release: str = DEFAULT_RELE
     else:  # an 'or' check or a code-level refusal: PVE names nothing; the list knows the call
         privilege, where = _UNNAMED.get(f"{method} {_shape(path)}", ("?", "?"))
         missing = [privilege]
+        node = re.match(r"/?nodes/([^/]+)", path)
+        values = {
+            **{k: str(v) for k, v in (params or {}).items()},
+            **({"node": node.group(1)} if node else {}),
+        }
+        where = re.sub(r"\{(\w+)\}", lambda m: values.get(m.group(1), m.group(0)), where)
     known = set(privileges(release))
     grant = next((p for p in missing if p in known), missing[0])
     either = f" (one of {', '.join(missing)})" if len(missing) > 1 else ""
     return (
         f"{method} /{path.strip('/')}: permission denied: {grant}{either} on {where} is missing; "
-        f"grant it with `pveum role modify {ROLE} --append 1 --privs {grant}` "
+        f"grant it with {grant_command(grant)} "
         f"(PVE: {reason.strip()})"
     )

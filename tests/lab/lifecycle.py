@@ -61,12 +61,25 @@ def _snapshot(options: ApplyOptions) -> ApplyOptions:
 
 
 def life_cycle(
-    lab: Any, tmp_path: Path, recorder: Recorder | None = None
+    lab: Any,
+    tmp_path: Path,
+    recorder: Recorder | None = None,
+    token: tuple[str, str] | None = None,
+    *,
+    vzdump: bool = True,
 ) -> list[tuple[str, Callable[[], Any]]]:
     """(command, run it) in order: the template build and first apply, a no-op re-apply, a change
     with a snapshot, the rollback, the destroy. Each builds a fresh engine, as each CLI run would."""
-    engine: Engine = make_engine(lab, tmp_path)
-    write_lab_plan(lab, engine.plan_path.parent, [lab_vm(i) for i in range(3)], image_url=IMAGE_URL)
+    engine: Engine = make_engine(lab, tmp_path, token=token)
+    token_id = token[0] if token else None
+    write_lab_plan(
+        lab,
+        engine.plan_path.parent,
+        [lab_vm(i) for i in range(3)],
+        image_url=IMAGE_URL,
+        token_id=token_id,
+        vzdump=vzdump,
+    )
 
     def provisioner() -> Provisioner:
         made = engine.provisioner()
@@ -74,7 +87,12 @@ def life_cycle(
 
     def changed_apply() -> Any:
         write_lab_plan(
-            lab, engine.plan_path.parent, [lab_vm(0, memory="3G"), lab_vm(1), lab_vm(2)], image_url=IMAGE_URL
+            lab,
+            engine.plan_path.parent,
+            [lab_vm(0, memory="3G"), lab_vm(1), lab_vm(2)],
+            image_url=IMAGE_URL,
+            token_id=token_id,
+            vzdump=vzdump,
         )
         return provisioner().apply(_snapshot(LAB_OPTIONS))
 

@@ -94,7 +94,7 @@ class AccessApi:
         return row
 
     def users(self, req: Request) -> Any:
-        params = schema.check(req.params, {"enabled": P("boolean"), "full": P("boolean", default=0)})
+        params = schema.check(req.params, {"enabled": P("boolean"), "full": P("boolean")})
         caller = req.identity.authuser
         everyone = self.access.allowed(caller, "/access/groups", ["User.Modify", "Sys.Audit"], any_of=True)
         rows = []
@@ -114,7 +114,7 @@ class AccessApi:
                 "userid": USERID,
                 "comment": P(max_length=2048),
                 "email": P(format="email-opt", max_length=254),
-                "enable": P("boolean", default=1),
+                "enable": P("boolean"),
                 "expire": P("integer", minimum=0),
                 "firstname": P(max_length=1024),
                 "lastname": P(max_length=1024),
@@ -197,7 +197,7 @@ class AccessApi:
 
     def create_token(self, req: Request) -> Any:
         params, tokenid = self._token_params(
-            req, {"comment": P(), "expire": P("integer", minimum=0), "privsep": P("boolean", default=1)}
+            req, {"comment": P(), "expire": P("integer", minimum=0), "privsep": P("boolean")}
         )
         with self.access.lock:
             if tokenid in self.access.state.tokens:
@@ -331,7 +331,7 @@ class AccessApi:
                 "users": P(format="pve-userid-list"),
                 "groups": P(format="pve-groupid-list"),
                 "tokens": P(format="pve-tokenid-list"),
-                "propagate": P("boolean", default=1),
+                "propagate": P("boolean"),
                 "delete": P("boolean"),
             },
         )

@@ -1,0 +1,119 @@
+"""The deploy token with exactly the listed privileges runs the whole life cycle; without any
+one of them, a named command fails with PVE's refusal turned into one line with the fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ailab_deploy.adapters.proxmox import PermissionDenied
+from ailab_deploy.core import privileges as catalogue
+from ailab_deploy.errors import AilabError
+from ailab_deploy.lab.deploy_token import ensure_deploy_token
+from ailab_deploy.pipeline.provision import ApplyFailed
+from tests.lab.lifecycle import lab_settings, life_cycle
+from tests.lab.provision_fixtures import emulator_client
+
+pytestmark = pytest.mark.lab
+
+# For each privilege: the first command of the life cycle that fails without it, and what its
+# one-line error says (PVE's path; where PVE's refusal names nothing, what the list knows).
+FIRST_FAILURE = {
+    "VM.Audit": ("apply", "VM.Audit on /vms/10"),  # invisible VMs: the first read of a new clone
+    "VM.Allocate": ("apply", "VM.Allocate on /vms/9000"),  # the template is created
+    "VM.Clone": ("apply", "VM.Clone on /vms/9000"),
+    "VM.Config.CPU": ("apply", "VM.Config.CPU on /vms/9000"),  # the template gets cores and CPU type
+    "VM.Config.Memory": ("apply", "VM.Config.Memory on /vms/9000"),  # and its memory
+    "VM.Config.Disk": ("apply", "VM.Config.Disk on /vms/9000"),  # the template's boot order
+    "VM.Config.Network": ("apply", "VM.Config.Network on /vms/9000"),  # the template's NIC
+    "VM.Config.Options": ("apply", "VM.Config.Options on /vms/9000"),  # the template's name
+    "VM.PowerMgmt": ("apply", "VM.PowerMgmt on /vms/10"),
+    "VM.GuestAgent.Audit": (
+        "apply",
+        "VM.GuestAgent.Audit (one of VM.GuestAgent.Audit, VM.GuestAgent.Unrestricted) on /vms/10",
+    ),
+    "VM.Monitor": ("apply", "VM.Monitor on /vms/10"),
+    "Datastore.AllocateSpace": ("apply", "Datastore.AllocateSpace on /storage/local"),  # not listed
+    "SDN.Use": ("apply", "SDN.Use on /sdn/zones/localnetwork/vmbr0"),
+    "Datastore.AllocateTemplate": ("apply", "Datastore.AllocateTemplate on /storage/local"),
+    "Sys.AccessNetwork": ("apply", "Sys.AccessNetwork on /nodes/pve"),
+    "VM.Config.HWType": ("apply", "VM.Config.HWType on /vms/9000"),
+    # download-url takes Sys.AccessNetwork on the node, or these two on /: the error names both ways
+    "Sys.Audit": ("apply", "or Sys.Audit and Sys.Modify on /"),
+    "Sys.Modify": ("apply", "or Sys.Audit and Sys.Modify on /"),
+    "Datastore.Allocate": ("apply", "Datastore.Allocate on /storage/"),
+    "VM.Snapshot": ("apply --snapshot (memory change)", "VM.Snapshot on /vms/100"),
+}
+
+
+def deploy_token(
+    lab: Any, release: str, tmp_path: Path, without: tuple[str, ...] = (), features: list[str] | None = None
+) -> tuple[str, str]:
+    root = emulator_client(lab, ca_file=Path(lab.ca_path))  # the lab's housekeeping token
+    secret_file = tmp_path / "deploy-token"
+    tokenid = ensure_deploy_token(root, release, features, secret_file, without=without)
+    return tokenid, secret_file.read_text().strip()
+
+
+def _denied(error: BaseException) -> str:
+    """The one-line refusal, from a raised PermissionDenied or inside an apply report."""
+    if isinstance(error, AilabError) and not isinstance(error, (ApplyFailed, PermissionDenied)):
+        return str(error)  # a check of the product's own that names the privilege
+    if isinstance(error, ApplyFailed):
+        lines = [line for line in str(error).splitlines() if "permission denied:" in line]
+        assert len(lines) == 1, str(error)  # one line however many VMs met it
+        return lines[0]
+    assert isinstance(error, PermissionDenied), repr(error)
+    return str(error)
+
+
+@pytest.mark.parametrize("release", catalogue.RELEASES)
+def test_the_listed_privileges_run_the_whole_life_cycle(
+    make_emulator: Any, tmp_path: Path, release: str
+) -> None:
+    lab = make_emulator(version=release, **lab_settings(tmp_path))
+    token = deploy_token(lab, release, tmp_path)
+    assert token[0] == "ailab@pve!deploy"
+    # the role on / propagates: the token holds exactly the list on every path, here a VM's
+    held = lab.api().access.permissions.get(userid=token[0], path="/vms/100")["/vms/100"]
+    assert set(held) == set(catalogue.privileges(release))
+    for _command, run in life_cycle(lab, tmp_path, token=token):
+        run()
+    assert {int(r["vmid"]) for r in lab.api().cluster.resources.get(type="vm")} == {9000}
+
+
+WITHOUT_BACKUP_JOB = ["core", "template", "snapshots"]
+CASES = [(release, None, p) for release in catalogue.RELEASES for p in catalogue.privileges(release)] + [
+    # without the backup job's Sys.Audit and Sys.Modify on /, download-url needs Sys.AccessNetwork
+    (release, WITHOUT_BACKUP_JOB, "Sys.AccessNetwork")
+    for release in catalogue.RELEASES
+]
+
+
+@pytest.mark.parametrize(
+    ("release", "features", "privilege"),
+    CASES,
+    ids=[f"{r}-{'some' if f else 'all'}-{p}" for r, f, p in CASES],
+)
+def test_each_listed_privilege_is_needed(
+    make_emulator: Any, tmp_path: Path, release: str, features: list[str] | None, privilege: str
+) -> None:
+    assert privilege in catalogue.privileges(release, features)
+    lab = make_emulator(version=release, **lab_settings(tmp_path))
+    token = deploy_token(lab, release, tmp_path, without=(privilege,), features=features)
+    failed: tuple[str, str] | None = None
+    for command, run in life_cycle(lab, tmp_path, token=token, vzdump=features is None):
+        try:
+            run()
+        except Exception as error:  # the first failing command, whatever it raised
+            failed = (command, _denied(error))
+            break
+    assert failed is not None, f"the whole life cycle passed without {privilege}"
+    command, line = failed
+    expected_command, says = FIRST_FAILURE[privilege]
+    assert command == expected_command, line
+    assert says in line, line
+    assert "`pveum role modify AilabDeploy --append 1 --privs " in line, line  # and how to grant it
+    assert "\n" not in line
