@@ -153,6 +153,7 @@ class AccessApi:
         self._existing_user(userid)
         row = self._user_row(userid, full=False)
         row.pop("userid")
+        row.pop("realm-type")  # only in the list's rows
         row["groups"] = list(self.access.state.users[userid].get("groups", []))
         row["tokens"] = {
             split_authid(t)[1]: {"privsep": int(d.get("privsep", 1)), "expire": 0}
