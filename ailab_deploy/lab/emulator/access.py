@@ -107,10 +107,10 @@ def builtin_roles(release: str) -> dict[str, frozenset[str]]:
     roles: dict[str, set[str]] = {"NoAccess": set(), "PVEAdmin": set(), "PVEAuditor": set()}
     for category, (root, admin, user, audit) in PRIVILEGE_GROUPS[release].items():
         valid |= {*root, *admin, *user, *audit}
-        roles.setdefault(f"PVE{category}Admin", set()).update(*admin, *user, *audit)
-        roles["PVEAdmin"].update(*admin, *user, *audit)
+        roles.setdefault(f"PVE{category}Admin", set()).update(admin, user, audit)
+        roles["PVEAdmin"].update(admin, user, audit)
         if tuple(user):
-            roles.setdefault(f"PVE{category}User", set()).update(*user, *audit)
+            roles.setdefault(f"PVE{category}User", set()).update(user, audit)
         roles["PVEAuditor"].update(audit)
     roles["PVEAdmin"].discard("Mapping.Modify")  # only Administrator and PVEMappingAdmin have it
     roles["PVETemplateUser"] = {"VM.Clone", "VM.Audit"}
