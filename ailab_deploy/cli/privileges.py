@@ -19,8 +19,12 @@ def privileges(
     plan: Path = PlanOption,
     pve_version: str = VersionOption,
     explain: bool = typer.Option(False, "--explain", help="Say what each privilege is for."),
+    markdown: bool = typer.Option(False, "--markdown", help="Print SETUP.md's section (all releases)."),
 ) -> None:
     """Print the pveum commands for the role, user and token the plan's features need."""
+    if markdown:
+        out.print(catalogue.setup_markdown(), markup=False, soft_wrap=True, highlight=False)
+        return
     if pve_version not in catalogue.RELEASES:
         raise InputError(f"--pve-version {pve_version}: not one of {', '.join(catalogue.RELEASES)}")
     features = catalogue.plan_features(load(plan, quiet=True).plan)
