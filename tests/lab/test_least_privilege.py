@@ -3,16 +3,22 @@ one of them, a named command fails with PVE's refusal turned into one line with 
 
 from __future__ import annotations
 
+import json
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
-from ailab_deploy.adapters.proxmox import PermissionDenied
+from ailab_deploy.adapters.proxmox import PermissionDenied, ProxmoxClient
 from ailab_deploy.core import privileges as catalogue
+from ailab_deploy.core.loader import load_plan
 from ailab_deploy.errors import AilabError
 from ailab_deploy.lab.deploy_token import ensure_deploy_token
 from ailab_deploy.pipeline.provision import ApplyFailed
+from tests.lab.conftest import ailab_cli, free_port
 from tests.lab.lifecycle import lab_settings, life_cycle
 from tests.lab.provision_fixtures import emulator_client
 
@@ -117,3 +123,63 @@ def test_each_listed_privilege_is_needed(
     assert says in line, line
     assert "`pveum role modify AilabDeploy --append 1 --privs " in line, line  # and how to grant it
     assert "\n" not in line
+
+
+def test_lab_up_deploys_with_the_least_privilege_token(tmp_path: Path) -> None:
+    """`lab up` makes the role, user and token; the lab plan deploys with it; a privilege taken
+    away stops apply with one line and exit 1, and the same apply resumes once it is back."""
+    lab_dir = tmp_path / "lab"
+    env = {**os.environ, "AILAB_LAB_DIR": str(lab_dir)}
+    env.pop("AILAB_LAB_TOKEN_SECRET", None)
+    try:
+        info = json.loads(
+            ailab_cli(
+                "lab",
+                "up",
+                "--api-only",
+                "--pve-version",
+                "8.4",
+                "--port",
+                str(free_port()),
+                "--json",
+                env=env,
+            ).stdout
+        )
+        plan = yaml.safe_load(Path(info["lab_plan"]).read_text())
+        assert plan["proxmox"]["token_id"] == "ailab@pve!deploy" == info["deploy_token_id"]
+        secret = Path(plan["proxmox"]["token_secret_file"])
+        assert secret == Path(info["deploy_token_secret_path"])
+        assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+        root = ProxmoxClient(
+            host=info["host"],
+            port=info["port"],
+            node=info["node"],
+            token_id=info["token_id"],
+            secret=Path(info["token_secret_path"]).read_text().strip(),
+            fingerprint=info["fingerprint"],
+        )
+        features = catalogue.plan_features(load_plan(Path(info["lab_plan"])).plan)
+        wanted = set(catalogue.privileges("8.4", features))
+        held = root.call("GET", "access/permissions", {"userid": "ailab@pve!deploy", "path": "/"})["/"]
+        assert set(held) == wanted and "VM.Monitor" in wanted  # 8.4's guest-agent privilege
+        tokens = root.get("access/users/ailab@pve/token")
+        assert [(t["tokenid"], t["privsep"]) for t in tokens] == [("deploy", 1)]
+
+        root.call(
+            "PUT", "access/roles/AilabDeploy", {"privs": ",".join(sorted(wanted - {"VM.Config.Options"}))}
+        )
+        refused = ailab_cli("apply", "--plan", info["lab_plan"], "--no-wait-ssh", check=False, env=env)
+        assert refused.returncode == 1, refused.stderr
+        errors = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
+        denied = [line for line in errors if "permission denied" in line]  # once, though 3 VMs met it
+        assert len(denied) == 1, refused.stderr
+        assert "VM.Config.Options on /vms/" in denied[0]
+        assert "`pveum role modify AilabDeploy --append 1 --privs VM.Config.Options`" in denied[0]
+
+        root.call("PUT", "access/roles/AilabDeploy", {"privs": ",".join(sorted(wanted))})
+        resumed = ailab_cli("apply", "--plan", info["lab_plan"], "--no-wait-ssh", env=env)
+        assert "permission denied" not in resumed.stderr
+        again = json.loads(ailab_cli("plan", "--plan", info["lab_plan"], "--json", env=env).stdout)
+        assert set(again["counts"]) == {"no-op"}
+    finally:
+        ailab_cli("lab", "down", "--purge", env=env, check=False)
