@@ -16,8 +16,8 @@ from ailab_deploy.adapters.known_hosts import KnownHosts, forget_vm
 from ailab_deploy.adapters.ledger import LEDGER_FILENAME, Ledger
 from ailab_deploy.adapters.proxmox import ProxmoxClient
 from ailab_deploy.adapters.statedir import state_dir_for
-from ailab_deploy.core import privileges
 from ailab_deploy.core.loader import load_plan
+from ailab_deploy.core.privileges import plan_features, privileges
 from ailab_deploy.errors import LabError
 from ailab_deploy.lab import control
 from ailab_deploy.lab.containers.node import lab_key
@@ -69,7 +69,7 @@ def ensure_lab_deploy_token(lab_dir: Path, info: dict[str, Any]) -> list[str]:
     """The role, user and privilege-separated token the lab plan deploys with, holding exactly
     the privileges of the plan's features; made with root@pam's housekeeping token."""
     release = ".".join(str(info["pve_version"]).split(".")[:2])
-    features = privileges.plan_features(load_plan(Path(info["lab_plan"])).plan)
+    features = plan_features(load_plan(Path(info["lab_plan"])).plan)
     root = ProxmoxClient(
         host=str(info["host"]),
         port=int(info["port"]),
@@ -79,7 +79,7 @@ def ensure_lab_deploy_token(lab_dir: Path, info: dict[str, Any]) -> list[str]:
         fingerprint=str(info["fingerprint"]),
     )
     ensure_deploy_token(root, release, features, Path(info["deploy_token_secret_path"]))
-    return privileges.privileges(release, features)
+    return privileges(release, features)
 
 
 def up(

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ailab_deploy.core import privileges
+from ailab_deploy.core.privileges import TOKEN_NAME, USER
 from ailab_deploy.errors import InputError, LabError
 
 from .emulator.__main__ import READY_FILE
@@ -39,7 +39,7 @@ from .emulator.tls import CERT_FILE, FINGERPRINT_FILE
 DEFAULT_LAB_DIR = Path(".ailab/lab")
 DEFAULT_PORT = 8006
 TOKEN_ID = "root@pam!ailab"  # the lab's housekeeping token
-DEPLOY_TOKEN_ID = f"{privileges.USER}!{privileges.TOKEN_NAME}"  # what the lab plan deploys with
+DEPLOY_TOKEN_ID = f"{USER}!{TOKEN_NAME}"  # what the lab plan deploys with
 USER_ID = "root@pam"
 
 

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
-from ailab_deploy.core import privileges as catalogue
+from ailab_deploy.core.privileges import ROLE, TOKEN_NAME, USER, privileges
 from ailab_deploy.lab.emulator.state import write_atomic
 
 
@@ -23,14 +23,14 @@ def ensure_deploy_token(
     secret_file: Path,
     *,
     without: Iterable[str] = (),
-    user: str = catalogue.USER,
-    token: str = catalogue.TOKEN_NAME,
+    user: str = USER,
+    token: str = TOKEN_NAME,
 ) -> str:
     """Create or bring up to date the role, user and token; the token's secret goes to the 0600
     ``secret_file``. ``without`` leaves privileges out (the tests' one-privilege-less role).
     Returns the token id."""
-    role = catalogue.ROLE
-    wanted = [p for p in catalogue.privileges(release, features) if p not in set(without)]
+    role = ROLE
+    wanted = [p for p in privileges(release, features) if p not in set(without)]
     roles = {r["roleid"] for r in api.call("GET", "access/roles")}
     if role in roles:
         api.call("PUT", f"access/roles/{role}", {"privs": ",".join(wanted)})

@@ -108,9 +108,10 @@ class ApplyFailed(AilabError):
         # a missing privilege is one line however many VMs met it
         lines: dict[str, str] = {}
         for r in report.failed:
-            denied = re.search(r"permission denied: (\S+)", r.error or "")
+            error = r.error or ""
+            denied = re.search(r"permission denied: (\S+)", error)
             key = denied.group(1) if denied else r.name
-            lines.setdefault(key, r.error if denied else f"{r.name} (VM {r.vmid}): {r.error}")
+            lines.setdefault(key, error if denied else f"{r.name} (VM {r.vmid}): {error}")
         super().__init__(
             "\n".join(
                 [

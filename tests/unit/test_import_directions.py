@@ -35,6 +35,12 @@ LAB_REACHES_INTO = {
     ("lab.scratch_vms", "core.loader"),
     ("lab.scratch_vms", "core.plan"),
     ("lab.scratch_vms", "pipeline.provision"),
+    # the lab deploys as a user would: the token it makes holds the one list of privileges
+    ("lab.assemble", "adapters.proxmox"),
+    ("lab.assemble", "core.loader"),
+    ("lab.assemble", "core.privileges"),
+    ("lab.control", "core.privileges"),
+    ("lab.deploy_token", "core.privileges"),
 }
 
 

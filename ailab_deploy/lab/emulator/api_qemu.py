@@ -722,6 +722,7 @@ class QemuApi:
         drives = {k: v for k, v in conf.items() if propstr.is_drive_key(k)}
         codeperms.drive_storage(access, authid, vmid, drives, params.get("storage"))
         codeperms.config_keys(access, authid, vmid, conf)
+        codeperms.serial_ports(access, authid, vmid, conf)
         if "tags" in conf:
             codeperms.tags(access, authid, vmid)
         codeperms.bridges(access, authid, conf)
@@ -741,6 +742,7 @@ class QemuApi:
         codeperms.drive_keys(access, authid, vmid, drives)
         codeperms.drive_storage(access, authid, vmid, drives, None)
         codeperms.config_keys(access, authid, vmid, [k for k in updates if k not in drives])
+        codeperms.serial_ports(access, authid, vmid, updates)
         if "tags" in updates:
             codeperms.tags(access, authid, vmid)
         codeperms.bridges(access, authid, {k: v for k, v in updates.items() if re.fullmatch(r"net\d+", k)})

@@ -65,6 +65,17 @@ def config_keys(access: AccessControl, authid: str, vmid: int, keys: Iterable[st
             raise fail(f"only root can set '{key}' config")
 
 
+def serial_ports(access: AccessControl, authid: str, vmid: int, conf: Mapping[str, str]) -> None:
+    """check_vm_create_serial_perm: a serial socket needs VM.Config.HWType; a host device, root."""
+    if authid == ROOT:
+        return
+    for key, value in sorted(conf.items()):
+        if re.fullmatch(r"serial\d+", key):
+            if value != "socket":
+                raise fail(f"only root can set '{key}' config for real devices")
+            access.check_vm(authid, vmid, ["VM.Config.HWType"])
+
+
 def tags(access: AccessControl, authid: str, vmid: int) -> None:
     """assert_tag_permissions, for the lab's unprivileged tags: VM.Config.Options."""
     if authid != ROOT:
