@@ -209,7 +209,10 @@ def test_fingerprint_pinning(emulator: Any) -> None:
         client(wrong).cluster_vms()
 
 
-def test_cli_plan_apply_destroy(emulator: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize("release", ["9.1", "8.4"])
+def test_cli_plan_apply_destroy(make_emulator: Any, tmp_path: Path, release: str) -> None:
+    emulator = make_emulator(version=release)
+    assert emulator.api().version.get()["release"] == release
     engine = make_engine(emulator, tmp_path)
     # the plan pins the emulator's certificate (as the lab plan does) instead of naming a CA
     write_lab_plan(emulator, engine.plan_path.parent, [lab_vm(i) for i in range(3)], fingerprint=True)
@@ -225,6 +228,7 @@ def test_cli_plan_apply_destroy(emulator: Any, tmp_path: Path) -> None:
     assert json.loads(planned.stdout)["counts"] == {"create": 3}
     applied = cli("apply", "--no-wait-ssh", "--agent-timeout", "5")
     assert applied.returncode == 0, applied.stderr
+    assert json.loads(cli("plan", "--json").stdout)["counts"] == {"no-op": 3}
     reapplied = cli("apply", "--no-wait-ssh")
     assert "0 writes" in reapplied.stdout
     refused = cli("destroy")
@@ -232,6 +236,9 @@ def test_cli_plan_apply_destroy(emulator: Any, tmp_path: Path) -> None:
     destroyed = cli("destroy", "--vm", "apps", "--yes")
     assert destroyed.returncode == 0, destroyed.stderr
     assert set(guests(emulator)) == {9000, 100, 101}
+    assert cli("destroy", "--yes").returncode == 0
+    assert set(guests(emulator)) == {9000}
+    assert emulator.api().cluster.backup.get() == []  # the backup job went with the last managed VM
 
     del env[SECRET_ENV]
     missing = cli("plan")
@@ -240,29 +247,6 @@ def test_cli_plan_apply_destroy(emulator: Any, tmp_path: Path) -> None:
         f"vms.yaml:7: proxmox.token_secret_env: environment variable {SECRET_ENV} is not set"
         in missing.stderr
     )
-
-
-def test_cli_plan_apply_noop_plan_destroy_on_an_8_4_node(make_emulator: Any, tmp_path: Path) -> None:
-    lab = make_emulator(version="8.4")
-    assert lab.api().version.get()["release"] == "8.4"
-    engine = make_engine(lab, tmp_path)
-    write_lab_plan(lab, engine.plan_path.parent, [lab_vm(i) for i in range(3)], fingerprint=True)
-    env = {**os.environ, SECRET_ENV: lab.token_secret}
-    env.pop("AILAB_STATE_DIR", None)
-
-    def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        command = [sys.executable, "-m", "ailab_deploy", *args, "--plan", str(engine.plan_path)]
-        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
-        assert done.returncode == 0, done.stderr
-        return done
-
-    assert json.loads(cli("plan", "--json").stdout)["counts"] == {"create": 3}
-    cli("apply", "--no-wait-ssh", "--agent-timeout", "5")
-    assert set(guests(lab)) == {9000, 100, 101, 102}
-    assert json.loads(cli("plan", "--json").stdout)["counts"] == {"no-op": 3}
-    cli("destroy", "--yes")
-    assert set(guests(lab)) == {9000}
-    assert lab.api().cluster.backup.get() == []  # the vzdump job went with the last managed VM
 
 
 def test_key_files_are_read_relative_to_the_plan(emulator: Any, tmp_path: Path) -> None:

@@ -32,54 +32,28 @@ ROOT = "root@pam"
 # Privilege groups per category: (root-only, admin, user, audit), as AccessControl.pm lists them.
 # 9.1 (pve-access-control 9.0.x) dropped VM.Monitor for the VM.GuestAgent.* privileges and added
 # VM.Replicate; 8.4 (pve-access-control 8.2.x) still has VM.Monitor.
+_VM_ADMIN = [
+    "VM.Config.Disk",
+    "VM.Config.CPU",
+    "VM.Config.Memory",
+    "VM.Config.Network",
+    "VM.Config.HWType",
+    "VM.Config.Options",
+    "VM.Allocate",
+    "VM.Clone",
+    "VM.Migrate",
+    "VM.Snapshot",
+    "VM.Snapshot.Rollback",
+]
+_VM_USER = ["VM.Config.CDROM", "VM.Config.Cloudinit", "VM.Console", "VM.Backup", "VM.PowerMgmt"]
+_GUEST_AGENT_USER = ["VM.GuestAgent.FileRead", "VM.GuestAgent.FileSystemMgmt", "VM.GuestAgent.FileWrite"]
 _VM_9 = (
     (),
-    [
-        "VM.Config.Disk",
-        "VM.Config.CPU",
-        "VM.Config.Memory",
-        "VM.Config.Network",
-        "VM.Config.HWType",
-        "VM.Config.Options",
-        "VM.Allocate",
-        "VM.Clone",
-        "VM.GuestAgent.Unrestricted",
-        "VM.Migrate",
-        "VM.Replicate",
-        "VM.Snapshot",
-        "VM.Snapshot.Rollback",
-    ],
-    [
-        "VM.Config.CDROM",
-        "VM.Config.Cloudinit",
-        "VM.Console",
-        "VM.Backup",
-        "VM.GuestAgent.FileRead",
-        "VM.GuestAgent.FileSystemMgmt",
-        "VM.GuestAgent.FileWrite",
-        "VM.PowerMgmt",
-    ],
+    [*_VM_ADMIN, "VM.GuestAgent.Unrestricted", "VM.Replicate"],
+    [*_VM_USER, *_GUEST_AGENT_USER],
     ("VM.Audit", "VM.GuestAgent.Audit"),
 )
-_VM_8 = (
-    (),
-    [
-        "VM.Config.Disk",
-        "VM.Config.CPU",
-        "VM.Config.Memory",
-        "VM.Config.Network",
-        "VM.Config.HWType",
-        "VM.Config.Options",
-        "VM.Allocate",
-        "VM.Clone",
-        "VM.Migrate",
-        "VM.Monitor",
-        "VM.Snapshot",
-        "VM.Snapshot.Rollback",
-    ],
-    ["VM.Config.CDROM", "VM.Config.Cloudinit", "VM.Console", "VM.Backup", "VM.PowerMgmt"],
-    ("VM.Audit",),
-)
+_VM_8 = ((), [*_VM_ADMIN, "VM.Monitor"], _VM_USER, ("VM.Audit",))
 _COMMON: dict[str, tuple[Iterable[str], Iterable[str], Iterable[str], Iterable[str]]] = {
     "Sys": (
         ("Sys.PowerMgmt", "Sys.Modify", "Sys.Incoming", "Sys.AccessNetwork"),
