@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import yaml
+from proxmoxer import ResourceException
 
 from ailab_deploy.adapters.proxmox import PermissionDenied, ProxmoxClient
 from ailab_deploy.core import privileges as catalogue
@@ -183,3 +184,42 @@ def test_lab_up_deploys_with_the_least_privilege_token(tmp_path: Path) -> None:
         assert set(again["counts"]) == {"no-op"}
     finally:
         ailab_cli("lab", "down", "--purge", env=env, check=False)
+
+
+# The role SETUP.md documented before the list above existed.
+PREVIOUS_SETUP_ROLE = ["VM.Allocate", "VM.Clone", "VM.Audit", "VM.PowerMgmt", "VM.Config.CPU", "VM.Config.Memory", "VM.Config.Disk", "VM.Config.Network", "VM.Config.Cloudinit", "VM.Config.Options", "VM.Config.HWType", "VM.Monitor", "VM.Snapshot", "VM.Snapshot.Rollback", "VM.Backup", "Datastore.Audit", "Datastore.AllocateSpace", "Datastore.AllocateTemplate", "Sys.Audit", "SDN.Use"]
+
+
+def test_the_previous_setup_role_cannot_be_made_on_pve_9(emulator: Any) -> None:
+    with pytest.raises(ResourceException) as refused:
+        emulator.api().access.roles.post(roleid="AilabDeploy", privs=",".join(PREVIOUS_SETUP_ROLE))
+    assert refused.value.status_code == 400
+    assert refused.value.errors == {"privs": "invalid format - invalid privilege name 'VM.Monitor'\n"}
+
+
+@pytest.mark.parametrize("release", catalogue.RELEASES)
+def test_what_the_previous_setup_role_lacked(make_emulator: Any, tmp_path: Path, release: str) -> None:
+    """With the template in place (no download), the old role, made valid for the release, stops
+    apply at the backup job: Sys.Modify on /, then Datastore.Allocate on the job's storage."""
+    lab = make_emulator(version=release)
+    agent = "VM.Monitor" if release == "8.4" else "VM.GuestAgent.Audit"  # what 9.x has instead
+    old = [agent if p == "VM.Monitor" else p for p in PREVIOUS_SETUP_ROLE]
+    root = emulator_client(lab, ca_file=Path(lab.ca_path))
+    tokenid = ensure_deploy_token(root, release, ["core"], tmp_path / "deploy-token")
+    root.call("PUT", "access/roles/AilabDeploy", {"privs": ",".join(old)})
+    token = (tokenid, (tmp_path / "deploy-token").read_text().strip())
+    steps = dict(life_cycle(lab, tmp_path, token=token))
+    missing = []
+    for _ in range(3):
+        try:
+            steps["apply"]()
+            break
+        except AilabError as error:
+            line = str(error).splitlines()[0]
+            privilege = line.split("permission denied: ", 1)[1].split()[0]
+            missing.append((line.split(":", 1)[0], privilege, line.split(" on ", 1)[1].split()[0]))
+            root.call("PUT", "access/roles/AilabDeploy", {"privs": privilege, "append": 1})
+    assert missing == [
+        ("POST /cluster/backup", "Sys.Modify", "/"),
+        ("POST /cluster/backup", "Datastore.Allocate", "/storage/HDDStorage"),  # first backup storage
+    ]
