@@ -187,7 +187,28 @@ def test_lab_up_deploys_with_the_least_privilege_token(tmp_path: Path) -> None:
 
 
 # The role SETUP.md documented before the list above existed.
-PREVIOUS_SETUP_ROLE = ["VM.Allocate", "VM.Clone", "VM.Audit", "VM.PowerMgmt", "VM.Config.CPU", "VM.Config.Memory", "VM.Config.Disk", "VM.Config.Network", "VM.Config.Cloudinit", "VM.Config.Options", "VM.Config.HWType", "VM.Monitor", "VM.Snapshot", "VM.Snapshot.Rollback", "VM.Backup", "Datastore.Audit", "Datastore.AllocateSpace", "Datastore.AllocateTemplate", "Sys.Audit", "SDN.Use"]
+PREVIOUS_SETUP_ROLE = [
+    "VM.Allocate",
+    "VM.Clone",
+    "VM.Audit",
+    "VM.PowerMgmt",
+    "VM.Config.CPU",
+    "VM.Config.Memory",
+    "VM.Config.Disk",
+    "VM.Config.Network",
+    "VM.Config.Cloudinit",
+    "VM.Config.Options",
+    "VM.Config.HWType",
+    "VM.Monitor",
+    "VM.Snapshot",
+    "VM.Snapshot.Rollback",
+    "VM.Backup",
+    "Datastore.Audit",
+    "Datastore.AllocateSpace",
+    "Datastore.AllocateTemplate",
+    "Sys.Audit",
+    "SDN.Use",
+]
 
 
 def test_the_previous_setup_role_cannot_be_made_on_pve_9(emulator: Any) -> None:
