@@ -182,6 +182,8 @@ def test_lab_up_deploys_with_the_least_privilege_token(tmp_path: Path) -> None:
         assert "permission denied" not in resumed.stderr
         again = json.loads(ailab_cli("plan", "--plan", info["lab_plan"], "--json", env=env).stdout)
         assert set(again["counts"]) == {"no-op"}
+        ailab_cli("destroy", "--plan", info["lab_plan"], "--yes", env=env)  # with the same token
+        assert list(root.cluster_vms()) == [9000]
     finally:
         ailab_cli("lab", "down", "--purge", env=env, check=False)
 
