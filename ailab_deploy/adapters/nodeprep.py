@@ -1,9 +1,10 @@
 """Node preparation over SSH (pyinfra): what the Proxmox API cannot do.
 
 * Upload the cloud-init vendor-data snippet every VM boots with (apt/pip proxy and extra CA
-  certificates from ``plan.network``) to the snippets directory of a storage (``local`` ->
-  ``/var/lib/vz/snippets``). VMs refer to it as ``cicustom: vendor=<volume>``; see
-  :meth:`Snippet.volume`.
+  certificates from ``plan.network``) to the ``snippets`` directory below the storage's
+  ``path``, as the node's storage config states it (``/etc/pve/storage.cfg`` over SSH, else
+  the API's ``/storage/{storage}``); never guessed. VMs refer to it as
+  ``cicustom: vendor=<volume>``; see :meth:`Snippet.volume`.
 * Check storage content types: VM and template disks need ``images``, the snippets storage
   needs ``snippets``. The answer is the exact ``pvesm set`` command that fixes it. The check
   takes rows from the API (``/nodes/{node}/storage``) or the node's ``/etc/pve/storage.cfg``.
@@ -19,7 +20,7 @@ import hashlib
 import io
 import logging
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,8 +38,6 @@ log = logging.getLogger(__name__)
 
 SNIPPETS_STORAGE = "local"
 STORAGE_CFG = "/etc/pve/storage.cfg"
-# Where PVE keeps the built-in ``local`` dir storage; other dir storages name their path in storage.cfg.
-DEFAULT_STORAGE_PATHS = {"local": "/var/lib/vz"}
 _PEM_CERTIFICATE = re.compile(
     r"-----BEGIN CERTIFICATE-----\s+[A-Za-z0-9+/=\s]+?-----END CERTIFICATE-----", re.MULTILINE
 )
@@ -123,29 +122,47 @@ class StorageInfo:
     type: str
     content: frozenset[str]
     enabled: bool = True
-    path: str | None = None  # dir-like storages only
+    path: str | None = None  # dir-like storages only, from the storage config
 
     def snippets_dir(self) -> str | None:
-        root = self.path or DEFAULT_STORAGE_PATHS.get(self.name)
-        return None if root is None else f"{root.rstrip('/')}/snippets"
+        return None if not self.path else f"{self.path.rstrip('/')}/snippets"
 
 
 def _content(value: object) -> frozenset[str]:
     return frozenset(part.strip() for part in str(value or "").split(",") if part.strip())
 
 
-def storages_from_api(rows: Iterable[Mapping[str, Any]]) -> dict[str, StorageInfo]:
-    """``GET /nodes/{node}/storage`` rows -> storages by name."""
+def storages_from_api(
+    rows: Iterable[Mapping[str, Any]], configs: Mapping[str, Mapping[str, Any]] | None = None
+) -> dict[str, StorageInfo]:
+    """``GET /nodes/{node}/storage`` rows -> storages by name; their paths come from ``configs``
+    (``GET /storage/{storage}`` answers by name), as the node rows carry none."""
+    configs = configs or {}
     return {
         str(row["storage"]): StorageInfo(
             name=str(row["storage"]),
             type=str(row.get("type", "")),
             content=_content(row.get("content")),
             enabled=bool(int(row.get("enabled", 1))),
-            path=row.get("path"),
+            path=configs.get(str(row["storage"]), {}).get("path") or row.get("path"),
         )
         for row in rows
     }
+
+
+def snippets_directory(
+    storage: str, node_config: Mapping[str, StorageInfo] | None, api: Mapping[str, StorageInfo] | None
+) -> str:
+    """Where snippets of ``storage`` live: its path in the node's storage.cfg, else the API's."""
+    for source in (node_config, api):
+        info = (source or {}).get(storage)
+        if info is not None and info.snippets_dir():
+            return str(info.snippets_dir())
+    kind = next((s[storage].type for s in (node_config, api) if s and storage in s), None)
+    raise AilabError(
+        f"storage {storage!r} has no directory path for snippets"
+        + (f" (type {kind}; use a dir, nfs or cifs storage)" if kind else " in the node's storage config")
+    )
 
 
 def parse_storage_cfg(text: str) -> dict[str, StorageInfo]:
@@ -361,12 +378,15 @@ def prepare_node(
     *,
     plan: Plan | None = None,
     storages: Mapping[str, StorageInfo] | None = None,
+    storage_config: Callable[[str], Mapping[str, Any]] | None = None,
     dry_run: bool = False,
 ) -> NodePrepResult:
     """Upload ``snippets`` to the node and, with ``plan``, check its storages' content types.
 
     Storage facts come from ``storages`` (e.g. :func:`storages_from_api`) or else from the
-    node's storage.cfg. A problem stops before any upload. ``dry_run`` reports what would change.
+    node's storage.cfg. A snippets directory comes from the node's storage.cfg, else from
+    ``storage_config`` (``GET /storage/{id}``). A problem stops before any upload. ``dry_run``
+    reports what would change.
     """
     from pyinfra.facts.files import Sha1File
     from pyinfra.operations import files
@@ -386,17 +406,27 @@ def prepare_node(
             )
             if result.problems:
                 return result
-        uploads: list[tuple[str, Snippet]] = []
+        api = dict(storages or {})
         for snippet in snippets:
-            info = (known or {}).get(snippet.storage)
-            directory = (
-                info.snippets_dir()
-                if info
-                else StorageInfo(snippet.storage, "dir", frozenset()).snippets_dir()
-            )
-            if directory is None:
-                raise AilabError(f"storage {snippet.storage!r} has no directory path for snippets")
-            uploads.append((f"{directory}/{snippet.filename}", snippet))
+            on_node = (result.storages or {}).get(snippet.storage)
+            listed = api.get(snippet.storage)
+            if storage_config and listed and not listed.path and not (on_node and on_node.path):
+                api.update(
+                    storages_from_api(
+                        [
+                            {
+                                "storage": snippet.storage,
+                                "type": listed.type,
+                                "content": ",".join(listed.content),
+                            }
+                        ],
+                        {snippet.storage: storage_config(snippet.storage)},
+                    )
+                )
+        uploads = [
+            (f"{snippets_directory(snippet.storage, result.storages, api)}/{snippet.filename}", snippet)
+            for snippet in snippets
+        ]
         for remote, snippet in uploads:
             # Compared before writing, so the result says changed/unchanged even in a dry run.
             current = node.fact(Sha1File, path=remote)

@@ -40,6 +40,7 @@ from ailab_deploy.adapters.retry import Backoff, Clock, Sleep
 from ailab_deploy.adapters.secrets import mask_secrets
 from ailab_deploy.core.diff import ActualVM
 from ailab_deploy.core.loader import LoadedPlan
+from ailab_deploy.core.privileges import denied_hint
 from ailab_deploy.core.pveformat import normalise_tags
 from ailab_deploy.errors import ConfigError, ProxmoxError
 
@@ -51,7 +52,7 @@ TRANSIENT_STATUS = frozenset({500, 502, 503, 504, 595, 596, 599})
 PERMANENT_500 = re.compile(
     r"already exists|does not exist|unable to find configuration|not running|already running|"
     r"shrinking|validation error|protection|not allowed|you can't|no such|checksum mismatch|"
-    r"no options specified|is a template|not supported|permission",
+    r"no options specified|is a template|not supported|permission|only root can",
     re.IGNORECASE,
 )
 LOCK_TIMEOUT = re.compile(r"can't lock file .* got timeout|got timeout", re.IGNORECASE)
@@ -73,6 +74,17 @@ class ProxmoxApiError(ProxmoxError):
     @property
     def transient(self) -> bool:
         return self.status in TRANSIENT_STATUS and not PERMANENT_500.search(self.reason)
+
+
+class PermissionDenied(ProxmoxApiError):
+    """A 403: the token lacks a privilege. The message names it, the path and the pveum fix."""
+
+    def __init__(self, method: str, path: str, reason: str, params: Mapping[str, Any] | None = None) -> None:
+        super().__init__(method, path, 403, reason)
+        self.args = (denied_hint(method, path, reason, params),)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 class Unreachable(ProxmoxError):
@@ -371,6 +383,8 @@ class ProxmoxClient:
             if method == "DELETE":
                 return resource.delete(**form)
         except ResourceException as error:
+            if int(error.status_code) == 403:
+                raise PermissionDenied(method, path, self.mask(str(error.content or "")), form) from None
             raise ProxmoxApiError(
                 method,
                 path,
@@ -464,6 +478,10 @@ class ProxmoxClient:
 
     def storages(self, content: str | None = None) -> list[dict[str, Any]]:
         return list(self.get(f"nodes/{self.node}/storage", content=content))
+
+    def storage_config(self, storage: str) -> dict[str, Any]:
+        """The storage's cluster-wide config (type, content, ``path`` of directory storages)."""
+        return dict(self.get(f"storage/{storage}"))
 
     def qemu_path(self, vmid: int, rest: str = "") -> str:
         return f"nodes/{self.node}/qemu/{vmid}" + (f"/{rest}" if rest else "")

@@ -35,6 +35,8 @@ def _print_status(info: dict[str, object], as_json: bool) -> None:
         "node",
         "token_id",
         "token_secret_path",
+        "deploy_token_id",
+        "deploy_token_secret_path",
         "fingerprint",
         "ca_path",
         "lab_plan",

@@ -68,7 +68,6 @@ def _cpu_layout(vm: VM, numa: NumaAdvice | None) -> dict[str, str | None]:
             "cores": str(vm.cores),
             "numa": "0",
             "numa0": None,
-            "affinity": None,
         }
     return {
         "cpu": numa.cpu_type,
@@ -76,7 +75,8 @@ def _cpu_layout(vm: VM, numa: NumaAdvice | None) -> dict[str, str | None]:
         "cores": str(numa.cores),
         "numa": "1" if numa.numa else "0",
         "numa0": numa.numa0,
-        "affinity": numa.affinity,
+        # No ``affinity``: PVE lets only root@pam itself set it, never an API token; sizing
+        # gives the pinning as advice (`qm set <vmid> --affinity ...` as root on the node).
     }
 
 

@@ -14,10 +14,14 @@ from typing import Any
 from ailab_deploy.adapters.bandwidth_probe import measure_locally
 from ailab_deploy.adapters.known_hosts import KnownHosts, forget_vm
 from ailab_deploy.adapters.ledger import LEDGER_FILENAME, Ledger
+from ailab_deploy.adapters.proxmox import ProxmoxClient
 from ailab_deploy.adapters.statedir import state_dir_for
+from ailab_deploy.core.loader import load_plan
+from ailab_deploy.core.privileges import plan_features, privileges
 from ailab_deploy.errors import LabError
 from ailab_deploy.lab import control
 from ailab_deploy.lab.containers.node import lab_key
+from ailab_deploy.lab.deploy_token import ensure_deploy_token
 from ailab_deploy.lab.labplan import LabPlanInputs, host_facts, local_ca_files, render_lab_plan
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -41,8 +45,8 @@ def write_lab_plan(lab_dir: Path, info: dict[str, Any], key: Path, *, node_addre
         LabPlanInputs(
             api_port=int(info["port"]),
             node=str(info["node"]),
-            token_id=str(info["token_id"]),
-            token_secret_file=Path(info["token_secret_path"]),
+            token_id=str(info["deploy_token_id"]),
+            token_secret_file=Path(info["deploy_token_secret_path"]),
             fingerprint=str(info["fingerprint"]),
             ssh_public_key_file=key.with_name(key.name + ".pub"),
             ssh_private_key_file=key,
@@ -59,6 +63,23 @@ def write_lab_plan(lab_dir: Path, info: dict[str, Any], key: Path, *, node_addre
         return False
     plan.write_text(text)
     return True
+
+
+def ensure_lab_deploy_token(lab_dir: Path, info: dict[str, Any]) -> list[str]:
+    """The role, user and privilege-separated token the lab plan deploys with, holding exactly
+    the privileges of the plan's features; made with root@pam's housekeeping token."""
+    release = ".".join(str(info["pve_version"]).split(".")[:2])
+    features = plan_features(load_plan(Path(info["lab_plan"])).plan)
+    root = ProxmoxClient(
+        host=str(info["host"]),
+        port=int(info["port"]),
+        node=str(info["node"]),
+        token_id=control.TOKEN_ID,
+        secret=Path(info["token_secret_path"]).read_text().strip(),
+        fingerprint=str(info["fingerprint"]),
+    )
+    ensure_deploy_token(root, release, features, Path(info["deploy_token_secret_path"]))
+    return privileges(release, features)
 
 
 def up(
@@ -91,6 +112,7 @@ def up(
         info["startall"] = control.guests_power(lab_dir, "startall")
     key = lab_key(lab_dir)  # the admin key of every lab VM, and the node's root key
     info["lab_plan_written"] = write_lab_plan(lab_dir, info, key, node_address=node.address if node else None)
+    info["deploy_privileges"] = ensure_lab_deploy_token(lab_dir, info)
     if node is not None:  # read from the node's disk, not over the network: nothing to trust blindly
         lines = [line.split() for line in node.known_hosts.read_text().splitlines() if line.strip()]
         keys = [(fields[1], fields[2]) for fields in lines]

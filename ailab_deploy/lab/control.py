@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ailab_deploy.core.privileges import TOKEN_NAME, USER
 from ailab_deploy.errors import InputError, LabError
 
 from .emulator.__main__ import READY_FILE
@@ -37,7 +38,8 @@ from .emulator.tls import CERT_FILE, FINGERPRINT_FILE
 
 DEFAULT_LAB_DIR = Path(".ailab/lab")
 DEFAULT_PORT = 8006
-TOKEN_ID = "root@pam!ailab"
+TOKEN_ID = "root@pam!ailab"  # the lab's housekeeping token
+DEPLOY_TOKEN_ID = f"{USER}!{TOKEN_NAME}"  # what the lab plan deploys with
 USER_ID = "root@pam"
 
 
@@ -60,6 +62,11 @@ class LabPaths:
     @property
     def token_secret(self) -> Path:
         return self.lab_dir / "secrets" / "api-token"
+
+    @property
+    def deploy_token_secret(self) -> Path:
+        """The least-privilege token the lab plan deploys with (made by `lab up`)."""
+        return self.lab_dir / "secrets" / "deploy-token"
 
     @property
     def root_password(self) -> Path:
@@ -196,6 +203,8 @@ def status(lab_dir: Path) -> dict[str, Any]:
         "pve_version": settings.get("version", PVE_VERSIONS[DEFAULT_PVE_RELEASE]),
         "token_id": TOKEN_ID,
         "token_secret_path": str(paths.token_secret),
+        "deploy_token_id": DEPLOY_TOKEN_ID,
+        "deploy_token_secret_path": str(paths.deploy_token_secret),
         "user": USER_ID,
         "password_path": str(paths.root_password),
         "fingerprint": fingerprint,

@@ -79,7 +79,7 @@ proxmox:  # the lab's Proxmox VE API emulator
   host: 127.0.0.1  # the emulator listens on loopback
   port: {inputs.api_port}  # emulator port
   node: {inputs.node}  # node name
-  token_id: {inputs.token_id}  # API token created by lab up
+  token_id: {inputs.token_id}  # least-privilege token made by lab up (`ailab-deploy privileges`)
   token_secret_env: AILAB_LAB_TOKEN_SECRET  # set this to override the secret file below
   token_secret_file: {inputs.token_secret_file}  # 0600 file holding the token secret
   verify_tls: true  # the lab's self-signed certificate is pinned below

@@ -10,6 +10,7 @@ apply resumes by running it again: what is done diffs to nothing.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,8 +23,13 @@ from urllib.parse import urlsplit
 
 from ailab_deploy.adapters.known_hosts import KnownHosts, fetch_host_keys, forget_vm, wait_for_port
 from ailab_deploy.adapters.ledger import Ledger, Run, apply_lock
-from ailab_deploy.adapters.nodeprep import NodeTarget, prepare_node, storages_from_api, vendor_snippet
-from ailab_deploy.adapters.proxmox import ProxmoxApiError, ProxmoxClient, TaskFailed
+from ailab_deploy.adapters.nodeprep import (
+    NodeTarget,
+    prepare_node,
+    storages_from_api,
+    vendor_snippet,
+)
+from ailab_deploy.adapters.proxmox import PermissionDenied, ProxmoxApiError, ProxmoxClient, TaskFailed
 from ailab_deploy.adapters.retry import linear_delays, poll, retry
 from ailab_deploy.core.desired import DesiredVM, desired_vms
 from ailab_deploy.core.diff import (
@@ -41,6 +47,7 @@ from ailab_deploy.core.diff import (
 )
 from ailab_deploy.core.hostkeys import judge_host_keys
 from ailab_deploy.core.loader import LoadedPlan
+from ailab_deploy.core.privileges import grant_command
 from ailab_deploy.core.pveformat import actual_value
 from ailab_deploy.errors import AilabError, ConfigError, ProxmoxError
 from ailab_deploy.pipeline.backup_job import ensure_backup_job
@@ -98,10 +105,19 @@ def _clone_retryable(error: Exception) -> bool:
 class ApplyFailed(AilabError):
     def __init__(self, report: ApplyReport) -> None:
         self.report = report
-        lines = [f"{r.name} (VM {r.vmid}): {r.error}" for r in report.failed]
+        # a missing privilege is one line however many VMs met it
+        lines: dict[str, str] = {}
+        for r in report.failed:
+            error = r.error or ""
+            denied = re.search(r"permission denied: (\S+)", error)
+            key = denied.group(1) if denied else r.name
+            lines.setdefault(key, error if denied else f"{r.name} (VM {r.vmid}): {error}")
         super().__init__(
             "\n".join(
-                [*lines, f"apply failed (run {report.run_id}); fix the cause and run apply again to resume"]
+                [
+                    *lines.values(),
+                    f"apply failed (run {report.run_id}); fix the cause and run apply again to resume",
+                ]
             )
         )
 
@@ -264,6 +280,9 @@ class Provisioner:
                 [snippet],
                 plan=self.plan,
                 storages=storages_from_api(self.client.storages()),
+                # only when the node's storage.cfg lacks it: reading /storage/{id} needs
+                # Datastore.Allocate, which the deploy token does not have
+                storage_config=self.client.storage_config,
             )
             if result.problems:
                 raise ConfigError("; ".join(result.problems))
@@ -457,6 +476,8 @@ class Provisioner:
         def reported() -> str | None:
             try:
                 addresses = self.client.agent_ipv4(desired.vmid)
+            except PermissionDenied:
+                raise  # waiting cannot grant a privilege
             except ProxmoxApiError as error:
                 last[0] = error.reason.strip()
                 return None
@@ -549,8 +570,10 @@ class Provisioner:
             ]
             if not storages:
                 raise AilabError(
-                    f"no storage on node {node} accepts 'import' content; add it, e.g. "
-                    "`pvesm set local --content iso,vztmpl,backup,snippets,import`"
+                    f"no storage on node {node} that the token can see accepts 'import' content; add it, "
+                    "e.g. `pvesm set local --content iso,vztmpl,backup,snippets,import`, or, if it is "
+                    f"there, grant what lists it (Datastore.AllocateSpace on /storage/local): "
+                    f"{grant_command('Datastore.AllocateSpace')}"
                 )
             source = str(storages[0]["storage"])
             assert template.image_url is not None

@@ -54,6 +54,8 @@ def write_lab_plan(
     *,
     fingerprint: bool = False,
     image_url: str | None = None,
+    token_id: str | None = None,
+    vzdump: bool = True,
 ) -> Path:
     """A valid plan for the emulator ``lab`` with these VMs; the token secret comes from SECRET_ENV."""
     many = len(vms) > 200
@@ -64,9 +66,10 @@ def write_lab_plan(
         f"  host: {lab.host}",
         f"  port: {lab.port}",
         f"  node: {lab.node}",
-        f'  token_id: "{lab.token_id}"',
+        f'  token_id: "{token_id or lab.token_id}"',
         f"  token_secret_env: {SECRET_ENV}",
         "  prepare_node: false",
+        *([] if vzdump else ["  vzdump: {enabled: false}"]),
         tls.rstrip("\n"),
         "host:",
         "  cpu_model: lab",
@@ -114,23 +117,21 @@ def write_lab_plan(
     return path
 
 
-def emulator_client(lab: Any, **options: Any) -> ProxmoxClient:
-    """The project's client for the emulator ``lab``; ``options``: ``ca_file`` or ``fingerprint``, retry..."""
+def emulator_client(lab: Any, token: tuple[str, str] | None = None, **options: Any) -> ProxmoxClient:
+    """The project's client for the emulator ``lab`` (its root@pam token unless ``token`` gives
+    id and secret); ``options``: ``ca_file`` or ``fingerprint``, retry..."""
+    token_id, secret = token or (lab.token_id, lab.token_secret)
     return ProxmoxClient(
-        host=lab.host,
-        port=lab.port,
-        node=lab.node,
-        token_id=lab.token_id,
-        secret=lab.token_secret,
-        **options,
+        host=lab.host, port=lab.port, node=lab.node, token_id=token_id, secret=secret, **options
     )
 
 
 class Engine:
     """A Provisioner on a lab plan, rebuilt on demand (as each CLI run would be)."""
 
-    def __init__(self, lab: Any, plan_path: Path) -> None:
+    def __init__(self, lab: Any, plan_path: Path, token: tuple[str, str] | None = None) -> None:
         self.lab = lab
+        self.token = token
         self.plan_path = plan_path
         self.state_dir = plan_path.parent / ".ailab"
         self.events: list[str] = []
@@ -138,16 +139,20 @@ class Engine:
     def provisioner(self, **client_kwargs: Any) -> Provisioner:
         loaded = load_plan(self.plan_path)
         client_kwargs.setdefault("retry", Backoff(attempts=6, first_delay=0.05, max_delay=0.2))
-        client = emulator_client(self.lab, ca_file=Path(self.lab.ca_path), **client_kwargs)
+        client = emulator_client(self.lab, self.token, ca_file=Path(self.lab.ca_path), **client_kwargs)
         return Provisioner(
             loaded, client, Ledger(self.state_dir), self.state_dir, progress=self.events.append
         )
 
     def rewrite(self, vms: list[dict[str, Any]]) -> None:
-        write_lab_plan(self.lab, self.plan_path.parent, vms)
+        write_lab_plan(self.lab, self.plan_path.parent, vms, token_id=self.token[0] if self.token else None)
 
 
-def make_engine(lab: Any, tmp_path: Path, vms: list[dict[str, Any]] | None = None) -> Engine:
-    """An engine on a fresh plan for ``lab`` (three VMs unless ``vms`` is given)."""
-    plan = write_lab_plan(lab, tmp_path / "plan", vms if vms is not None else [lab_vm(i) for i in range(3)])
-    return Engine(lab, plan)
+def make_engine(
+    lab: Any, tmp_path: Path, vms: list[dict[str, Any]] | None = None, token: tuple[str, str] | None = None
+) -> Engine:
+    """An engine on a fresh plan for ``lab`` (three VMs unless ``vms`` is given), with the lab's
+    root@pam token unless ``token`` (id, secret) names another."""
+    vms = vms if vms is not None else [lab_vm(i) for i in range(3)]
+    plan = write_lab_plan(lab, tmp_path / "plan", vms, token_id=token[0] if token else None)
+    return Engine(lab, plan, token)

@@ -24,6 +24,8 @@ from urllib.parse import quote
 import pytest
 import requests
 
+from ailab_deploy.lab.emulator import permissions
+
 from . import pve_schema
 from .conftest import Lab
 
@@ -114,7 +116,14 @@ def _setup(lab: Lab) -> dict[str, str]:
     lab.wait(node.qemu(101).snapshot.post(snapname="snap1"))
     lab.wait(node.qemu(101).status.start.post())  # the guest agent answers only a running VM
     api.cluster.backup.post(id=EXISTING_JOB, schedule="sun 01:00", storage="local", vmid="101")
+    api.access.roles.post(roleid="ConformanceRole", privs="VM.Audit")
+    api.access.groups.post(groupid="conformance")
+    api.access.users.post(userid="conformance@pve", groups="conformance")
+    api.access.users("conformance@pve").token("conformance").post()
     return {
+        "userid": "conformance@pve",
+        "tokenid": "conformance",
+        "roleid": "ConformanceRole",
         "node": lab.node,
         "vmid": "101",
         "snapname": "snap1",
@@ -135,6 +144,9 @@ def _missing_objects(lab: Lab) -> dict[str, str]:
         "storage": "nosuch",
         "id": "nosuch-job",
         "poolid": "nosuch-pool",
+        "userid": "nosuch@pve",
+        "tokenid": "nosuch",
+        "roleid": "NoSuchRole",
     }
 
 
@@ -202,6 +214,12 @@ def _conformance(version: str, lab: Lab) -> Tally:
             tally.check(False, f"{method} {path}: served, but not in PVE {version}'s schema")
             continue
         _check_parameters(version, tally, client, method, path, info)
+        schema_permissions = {k: v for k, v in (info.get("permissions") or {}).items() if k != "description"}
+        own = permissions.declared(method, path, version)
+        tally.check(
+            own == (schema_permissions or None),
+            f"{method} {path}: permissions declared {own}, schema {schema_permissions}",
+        )
     return tally
 
 

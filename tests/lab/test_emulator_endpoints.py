@@ -310,7 +310,11 @@ def test_update_semantics_from_qemu_server(emulator):
     )
     vm.config.put(cdrom="none")  # the alias of ide2, as a CD-ROM
     assert vm.config.get()["ide2"] == "none,media=cdrom"
-    vm.config.put(vmgenid="1")  # 1 asks for a new generation id
+    with pytest.raises(ResourceException) as err:  # no API token may set it, root@pam's neither
+        vm.config.put(vmgenid="1")
+    assert (err.value.status_code, err.value.content) == (500, "only root can set 'vmgenid' config")
+    as_root = emulator.api("ticket").nodes(emulator.node).qemu(101)  # root@pam itself
+    as_root.config.put(vmgenid="1")  # 1 asks for a new generation id
     assert uuid.UUID(vm.config.get()["vmgenid"]).version == 4
 
 
@@ -643,7 +647,7 @@ def test_reads_common_clients_make_first(make_emulator):
 
 def test_pve9_privileges_and_guest_agent_probes(emulator):
     api = emulator.api()
-    privileges = api.access.permissions.get(path="/vms/101")
+    privileges = api.access.permissions.get(path="/vms/101")["/vms/101"]  # {path: privileges}, as PVE
     assert privileges["VM.GuestAgent.Audit"] == 1 and "VM.Monitor" not in privileges
     vm = clone(emulator, 101)
     with pytest.raises(ResourceException) as err:
@@ -731,9 +735,10 @@ def test_create_names_each_new_disk_as_pve(emulator):
     assert config["scsi0"] == "local-lvm:vm-103-disk-1,size=4G"
     assert config["tpmstate0"] == "local-lvm:vm-103-disk-2,size=4M"
     assert uuid.UUID(config["vmgenid"]).version == 4  # generated when not given
-    run(emulator, node.qemu.post(vmid=104, vmgenid="1"))
+    root = emulator.api("ticket")  # vmgenid is root@pam's alone (an API token is refused)
+    run(emulator, root.nodes(emulator.node).qemu.post(vmid=104, vmgenid="1"))
     assert uuid.UUID(node.qemu(104).config.get()["vmgenid"]).version == 4
-    run(emulator, node.qemu.post(vmid=105, vmgenid="0"))
+    run(emulator, root.nodes(emulator.node).qemu.post(vmid=105, vmgenid="0"))
     assert node.qemu(105).config.get()["vmgenid"] == "0"
 
 

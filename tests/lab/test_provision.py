@@ -70,7 +70,7 @@ def test_plan_apply_reapply_destroy(emulator: Any, tmp_path: Path) -> None:
     )
     assert "size=8G" in postgres["scsi0"]
     assert (llm["cpu"], llm["sockets"], llm["cores"], llm["numa"]) == ("host", 1, 2, 1)
-    assert llm["numa0"] == "cpus=0-1,hostnodes=0,memory=2048,policy=bind" and llm["affinity"] == "0-1"
+    assert llm["numa0"] == "cpus=0-1,hostnodes=0,memory=2048,policy=bind" and "affinity" not in llm
     assert {vmid: r["status"] for vmid, r in guests(emulator).items() if vmid != 9000} == {
         100: "running",
         101: "running",
@@ -209,7 +209,10 @@ def test_fingerprint_pinning(emulator: Any) -> None:
         client(wrong).cluster_vms()
 
 
-def test_cli_plan_apply_destroy(emulator: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize("release", ["9.1", "8.4"])
+def test_cli_plan_apply_destroy(make_emulator: Any, tmp_path: Path, release: str) -> None:
+    emulator = make_emulator(version=release)
+    assert emulator.api().version.get()["release"] == release
     engine = make_engine(emulator, tmp_path)
     # the plan pins the emulator's certificate (as the lab plan does) instead of naming a CA
     write_lab_plan(emulator, engine.plan_path.parent, [lab_vm(i) for i in range(3)], fingerprint=True)
@@ -225,6 +228,7 @@ def test_cli_plan_apply_destroy(emulator: Any, tmp_path: Path) -> None:
     assert json.loads(planned.stdout)["counts"] == {"create": 3}
     applied = cli("apply", "--no-wait-ssh", "--agent-timeout", "5")
     assert applied.returncode == 0, applied.stderr
+    assert json.loads(cli("plan", "--json").stdout)["counts"] == {"no-op": 3}
     reapplied = cli("apply", "--no-wait-ssh")
     assert "0 writes" in reapplied.stdout
     refused = cli("destroy")
@@ -232,6 +236,9 @@ def test_cli_plan_apply_destroy(emulator: Any, tmp_path: Path) -> None:
     destroyed = cli("destroy", "--vm", "apps", "--yes")
     assert destroyed.returncode == 0, destroyed.stderr
     assert set(guests(emulator)) == {9000, 100, 101}
+    assert cli("destroy", "--yes").returncode == 0
+    assert set(guests(emulator)) == {9000}
+    assert emulator.api().cluster.backup.get() == []  # the backup job went with the last managed VM
 
     del env[SECRET_ENV]
     missing = cli("plan")

@@ -37,6 +37,12 @@ LAB_REACHES_INTO = {
     ("lab.scratch_vms", "pipeline.provision"),
     ("lab.secret_scan", "adapters.secrets"),  # the scan searches for what the store holds
     ("lab.secret_scan", "adapters.statedir"),
+    # the lab deploys as a user would: the token it makes holds the one list of privileges
+    ("lab.assemble", "adapters.proxmox"),
+    ("lab.assemble", "core.loader"),
+    ("lab.assemble", "core.privileges"),
+    ("lab.control", "core.privileges"),
+    ("lab.deploy_token", "core.privileges"),
 }
 
 

@@ -72,6 +72,17 @@ def node_storage(lab_dir: Path, local: Path | None = None) -> Path:
     return local
 
 
+# The node's own view of the storage it shares with the emulator: ``local`` at PVE's path.
+NODE_STORAGE_CFG = "dir: local\n\tpath /var/lib/vz\n\tcontent iso,vztmpl,backup,snippets,import\n"
+
+
+def write_node_storage_cfg(rootfs: Path) -> None:
+    """``/etc/pve/storage.cfg`` on the node, which node preparation reads the snippets path from."""
+    cfg = rootfs / "etc/pve/storage.cfg"
+    cfg.parent.mkdir(parents=True, exist_ok=True)
+    cfg.write_text(NODE_STORAGE_CFG)
+
+
 def node_up(
     lab_dir: Path,
     template_rootfs: Path,
@@ -103,6 +114,7 @@ def node_up(
             host_ca_bundle=host_ca_bundle,
             binds={storage: "/var/lib/vz"},
         )
+    write_node_storage_cfg(machine.rootfs)
     machine.wait_booted(BOOT_TIMEOUT)
     network.wait_ssh(network.NODE_ADDRESS, BOOT_TIMEOUT)
     known_hosts = ssh_dir(lab_dir) / "known_hosts"

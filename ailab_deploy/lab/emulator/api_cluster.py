@@ -10,6 +10,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from . import schema
+from .access import ROOT
 from .apierror import fail, param_error
 from .router import RawJson, Request
 from .schema import P
@@ -119,6 +120,15 @@ class ClusterApi:
         if self._vm_cache is None or self._vm_cache[0] != key:
             self._vm_cache = (key, json.dumps(self._vm_resources()).encode())
         encoded = self._vm_cache[1]
+        authid = req.identity.authuser
+        if not self.emu.access.sees_all(authid, "/vms", ["VM.Audit"]):
+            # as PVE: only guests the caller may audit (VM.Audit on /vms/{vmid})
+            visible = [
+                item
+                for item in json.loads(encoded)
+                if self.emu.access.allowed(authid, f"/vms/{item['vmid']}", ["VM.Audit"])
+            ]
+            encoded = json.dumps(visible).encode()
         if wanted == "vm":
             return RawJson(encoded)
         others = self._other_resources(req, None)
@@ -230,6 +240,7 @@ class ClusterApi:
             values.get("all") == "0" and "vmid" not in values and "pool" not in values
         ):
             raise param_error({"vmid": "at least one of 'vmid', 'pool' or 'all' must be set"})
+        self._job_permissions(req, values, None)
         with self.store.lock:
             if job_id in self.store.jobs:
                 raise fail(f"Job '{job_id}' already exists")
@@ -237,6 +248,23 @@ class ClusterApi:
             self.store.jobs[job_id] = {"id": job_id, "type": "vzdump", **values}
             self.store.save_jobs()
         return None
+
+    def _job_permissions(self, req: Request, values: dict[str, str], current: dict[str, Any] | None) -> None:
+        """PVE's Backup.pm assert_param_permission_*: a job writing to a storage needs
+        Datastore.Allocate there; performance knobs need Sys.Modify; some keys are root's only."""
+        authid, access = req.identity.authuser, self.emu.access
+        if authid == ROOT:
+            return
+        for key in ("tmpdir", "dumpdir", "script", "job-id"):
+            if key in values:
+                raise param_error({key: "Only root may set this option."})
+        if any(key in values for key in ("bwlimit", "ionice", "performance")):
+            access.check(authid, "/", ["Sys.Modify"])
+        storages = [values.get("storage"), (current or {}).get("storage")]
+        for storage in dict.fromkeys(s for s in storages if s):
+            access.check(authid, f"/storage/{storage}", ["Datastore.Allocate"])
+        if values.get("pool"):
+            access.check(authid, f"/pool/{values['pool']}", ["VM.Backup"])
 
     def _job(self, job_id: str) -> dict[str, Any]:
         job = self.store.jobs.get(job_id)
@@ -254,6 +282,7 @@ class ClusterApi:
         values = self._job_params(req.params, extra)
         with self.store.lock:
             job = self._job(req.params["id"])
+            self._job_permissions(req, values, job)
             for key in [k for k in re.split(r"[,;\s]+", req.params.get("delete", "")) if k]:
                 if key not in JOB_SPEC:
                     raise param_error({"delete": f"unknown option '{key}'"})

@@ -260,6 +260,13 @@ class NodesApi:
         for storage in self.settings.storages:
             if "storage" in params and storage.storage != params["storage"]:
                 continue
+            if not self.emu.access.allowed(  # as PVE: only storages the caller may use or audit
+                req.identity.authuser,
+                f"/storage/{storage.storage}",
+                ["Datastore.Audit", "Datastore.AllocateSpace"],
+                any_of=True,
+            ):
+                continue
             if "content" in params:
                 wanted = set(params["content"].split(","))
                 if not wanted & set(storage.content.split(",")):
@@ -413,6 +420,10 @@ class NodesApi:
         task = self.emu.tasks.get(upid)
         if task is None:
             raise param_error({"upid": "no such task"})
+        # as PVE's Tasks.pm: one's own tasks (a user's include its tokens'), else Sys.Audit on the node
+        caller = req.identity.authuser
+        if caller not in (task.user, task.user.partition("!")[0]):
+            self.emu.access.check(caller, f"/nodes/{params['node']}", ["Sys.Audit"])
         return task
 
     def task_status(self, req: Request) -> Any:

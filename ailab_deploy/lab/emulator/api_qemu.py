@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from ailab_deploy.lab.backend import AgentNotRunning
 
-from . import hotplug, propstr, schema
+from . import codeperms, hotplug, propstr, schema
+from .access import permission_error
 from .apierror import ApiError, fail, param_error
 from .configfile import VMConfig
 from .router import Request
@@ -223,7 +224,12 @@ class QemuApi:
         self.emu.check_node(params["node"])
         with self.store.lock:
             vms = list(self.store.vms.values())
-        return [self.vmstatus(vm, bool(params.get("full"))) for vm in vms]
+        authid = req.identity.authuser
+        return [
+            self.vmstatus(vm, bool(params.get("full")))
+            for vm in vms
+            if self.emu.access.allowed(authid, f"/vms/{vm.vmid}", ["VM.Audit"])
+        ]
 
     def vm_index(self, req: Request) -> Any:
         params = self._params(req, {})
@@ -330,6 +336,7 @@ class QemuApi:
             if schema.config_key(key, release) is None:
                 raise param_error({"delete": f"unknown option '{key}'"})
             deletes.append(key)
+        self._check_update_permissions(req.identity.authuser, vmid, updates, deletes)
         for key, value in updates.items():
             if propstr.is_drive_key(key):
                 self._check_drive_source(key, value)
@@ -644,6 +651,7 @@ class QemuApi:
                 propstr.validate_ssh_keys(conf["sshkeys"])
             except propstr.SshKeyError as err:
                 raise fail(str(err)) from err
+        self._check_create_permissions(req.identity.authuser, vmid, params, conf)
         for key, value in conf.items():
             if propstr.is_drive_key(key):
                 self._check_drive_source(key, value)
@@ -696,6 +704,49 @@ class QemuApi:
 
         return self._task(req, "qmcreate", vmid, work)
 
+    def _check_create_permissions(
+        self, authid: str, vmid: int, params: dict[str, Any], conf: dict[str, str]
+    ) -> None:
+        """What PVE's create_vm checks in code ("user: all" in its schema)."""
+        access = self.emu.access
+        pool = params.get("pool")
+        if params.get("storage"):
+            access.check(authid, f"/storage/{params['storage']}", ["Datastore.AllocateSpace"])
+        if params.get("start"):
+            access.check_vm(authid, vmid, ["VM.PowerMgmt"])
+        if not (
+            access.allowed(authid, f"/vms/{vmid}", ["VM.Allocate"])
+            or (pool and access.allowed(authid, f"/pool/{pool}", ["VM.Allocate"]))
+        ):
+            raise permission_error()
+        drives = {k: v for k, v in conf.items() if propstr.is_drive_key(k)}
+        codeperms.drive_storage(access, authid, vmid, drives, params.get("storage"))
+        codeperms.config_keys(access, authid, vmid, conf)
+        codeperms.serial_ports(access, authid, vmid, conf)
+        if "tags" in conf:
+            codeperms.tags(access, authid, vmid)
+        codeperms.bridges(access, authid, conf)
+
+    def _check_update_permissions(
+        self, authid: str, vmid: int, updates: dict[str, str], deletes: list[str]
+    ) -> None:
+        """What PVE's update_vm checks per key, beyond VM.Config.* on the VM."""
+        access = self.emu.access
+        codeperms.config_keys(access, authid, vmid, [k for k in deletes if not propstr.is_drive_key(k)])
+        for key in deletes:
+            if propstr.is_drive_key(key):
+                access.check_vm(authid, vmid, ["VM.Config.Disk"])
+            if key == "tags":
+                codeperms.tags(access, authid, vmid)
+        drives = {k: v for k, v in updates.items() if propstr.is_drive_key(k)}
+        codeperms.drive_keys(access, authid, vmid, drives)
+        codeperms.drive_storage(access, authid, vmid, drives, None)
+        codeperms.config_keys(access, authid, vmid, [k for k in updates if k not in drives])
+        codeperms.serial_ports(access, authid, vmid, updates)
+        if "tags" in updates:
+            codeperms.tags(access, authid, vmid)
+        codeperms.bridges(access, authid, {k: v for k, v in updates.items() if re.fullmatch(r"net\d+", k)})
+
     def clone(self, req: Request) -> Any:
         spec = {
             "newid": P("integer", optional=False, minimum=100, maximum=999999999, format="pve-vmid"),
@@ -735,6 +786,9 @@ class QemuApi:
             if params.get("storage") and self.emu.settings.storage(params["storage"]) is None:
                 raise fail(f"storage '{params['storage']}' does not exist")
             base = dict(source.snapshots[snapname]) if snapname else dict(source.conf)
+            authid = req.identity.authuser
+            codeperms.clone_storage(self.emu.access, authid, base, params.get("storage"))
+            codeperms.bridges(self.emu.access, authid, base)
             self.store.save_vm(VMConfig(vmid=newid, conf={"lock": "clone"}))
 
         def work(ctx: TaskContext) -> None:
@@ -880,6 +934,11 @@ class QemuApi:
         if params.get("digest") and params["digest"] != vm.digest:
             raise fail("checksum mismatch (file change by other user?)")
         disk, size_text = params["disk"], params["size"]
+        volume = _drive(disk, vm.conf[disk]).get("file", "") if disk in vm.conf else ""
+        if ":" in volume:  # as PVE's resize_vm: space on the disk's storage
+            self.emu.access.check(
+                req.identity.authuser, f"/storage/{volume.split(':')[0]}", ["Datastore.AllocateSpace"]
+            )
 
         def work(ctx: TaskContext) -> None:
             with self.store.lock:

@@ -1,5 +1,5 @@
 """Reads that common clients make first: cluster status, versions, pools, storage config, LXC
-(none), node network, guest-agent probes and the caller's permissions."""
+(none), node network and guest-agent probes."""
 
 from __future__ import annotations
 
@@ -13,30 +13,6 @@ from .schema import P, words
 if TYPE_CHECKING:
     from .app import Emulator
 
-# pve-access-control's privileges of the Administrator role; PVE 9 replaced VM.Monitor with the
-# VM.GuestAgent.* privileges
-_PRIVILEGES_COMMON = words(
-    "Datastore.Allocate Datastore.AllocateSpace Datastore.AllocateTemplate Datastore.Audit "
-    "Group.Allocate Mapping.Audit Mapping.Modify Mapping.Use Permissions.Modify Pool.Allocate "
-    "Pool.Audit Realm.Allocate Realm.AllocateUser SDN.Allocate SDN.Audit SDN.Use Sys.AccessNetwork "
-    "Sys.Audit Sys.Console Sys.Incoming Sys.Modify Sys.PowerMgmt Sys.Syslog User.Modify "
-    "VM.Allocate VM.Audit VM.Backup VM.Clone VM.Config.CDROM VM.Config.CPU VM.Config.Cloudinit "
-    "VM.Config.Disk VM.Config.HWType VM.Config.Memory VM.Config.Network VM.Config.Options "
-    "VM.Console VM.Migrate VM.PowerMgmt VM.Snapshot VM.Snapshot.Rollback"
-)
-PRIVILEGES = {
-    "8.4": sorted([*_PRIVILEGES_COMMON, "VM.Monitor"]),
-    "9.1": sorted(
-        [
-            *_PRIVILEGES_COMMON,
-            "VM.GuestAgent.Audit",
-            "VM.GuestAgent.FileRead",
-            "VM.GuestAgent.FileSystemMgmt",
-            "VM.GuestAgent.FileWrite",
-            "VM.GuestAgent.Unrestricted",
-        ]
-    ),
-}
 NETWORK_TYPES = {
     "8.4": words(
         "bridge bond eth alias vlan OVSBridge OVSBond OVSPort OVSIntPort vnet any_bridge "
@@ -68,7 +44,6 @@ def register(emu: Emulator) -> ReadsApi:
     add("POST", "/nodes/{node}/qemu/{vmid}/agent/ping", api.agent_ping)
     add("GET", "/nodes/{node}/qemu/{vmid}/agent/get-osinfo", api.agent_osinfo)
     add("GET", "/nodes/{node}/qemu/{vmid}/agent/get-host-name", api.agent_host_name)
-    add("GET", "/access/permissions", api.permissions)
     add("GET", "/cluster/backup-info/not-backed-up", api.not_backed_up)
     add("GET", "/nodes/{node}/replication", api.replication)
     add("GET", "/nodes/{node}/subscription", api.subscription)
@@ -258,15 +233,6 @@ class ReadsApi:
     def agent_host_name(self, req: Request) -> Any:
         conf = self._agent_vm(req)
         return {"result": {"host-name": conf.get("name", f"VM{req.params.get('vmid')}")}}
-
-    def permissions(self, req: Request) -> Any:
-        params = schema.check(req.params, {"path": P(), "userid": P(pattern=USERID)})
-        # root@pam and its tokens (the lab's only users) hold every privilege on every path
-        privileges = {name: 1 for name in PRIVILEGES[self.emu.release]}
-        path = params.get("path")
-        if path is not None:
-            return privileges
-        return {"/": privileges}
 
     def not_backed_up(self, req: Request) -> Any:
         """Guests no enabled backup job covers (by vmid, all minus exclude, or pool)."""

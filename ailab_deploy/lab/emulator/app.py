@@ -11,7 +11,8 @@ from typing import Any
 
 from ailab_deploy.lab.backend import VMBackend
 
-from . import api_cluster, api_nodes, api_qemu, api_reads
+from . import api_access, api_cluster, api_nodes, api_qemu, api_reads
+from .access import AccessControl
 from .apierror import ApiError, fail
 from .auth import Authenticator
 from .backends import load_backend
@@ -38,8 +39,20 @@ class Emulator:
         self.tasks = TaskManager(
             settings.node, settings.state_dir / "tasks", self.faults, settings.task_duration
         )
+        self.access = AccessControl(
+            self.release,
+            settings.state_dir / "access.json",
+            seed_users=settings.users,
+            seed_tokens=settings.tokens,
+            seed_privsep=settings.token_privsep,
+            pool_of_vm=self.store.pool_of,
+        )
         self.auth = Authenticator(
-            self.store.authkey(), settings.users, settings.tokens, settings.ticket_lifetime
+            self.store.authkey(),
+            {**self.access.passwords, **settings.users},
+            {**self.access.secrets, **settings.tokens},
+            settings.ticket_lifetime,
+            known=self.access.state.tokens.__contains__,
         )
         self.backend = backend if backend is not None else load_backend(settings)
         self.fingerprint = ""
@@ -56,6 +69,7 @@ class Emulator:
         self.qemu = api_qemu.register(self)
         self.cluster_api = api_cluster.register(self)
         self.reads_api = api_reads.register(self)
+        self.access_api = api_access.register(self)
         if self.store.fresh and settings.template:
             self.seed_template()
         self._resume_backend()

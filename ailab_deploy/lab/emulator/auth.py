@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import unquote
 
@@ -39,7 +40,9 @@ class Authenticator:
         users: dict[str, str],
         tokens: dict[str, str],
         ticket_lifetime: int = 7200,
+        known: Callable[[str], bool] = lambda _tokenid: True,
     ) -> None:
+        self.known = known  # whether a token still exists (its secret alone is not enough)
         self.key = key
         self.users = users
         self.tokens = tokens
@@ -93,7 +96,11 @@ class Authenticator:
             value = authorization[len("PVEAPIToken") :].lstrip("= ").strip()
             tokenid, sep, secret = value.rpartition("=")
             known = self.tokens.get(tokenid) if sep else None
-            if known is None or not hmac.compare_digest(known.encode(), secret.encode()):
+            if (
+                known is None
+                or not self.known(tokenid)
+                or not hmac.compare_digest(known.encode(), secret.encode())
+            ):
                 raise auth_error("Authentication failed!")
             userid, _, name = tokenid.partition("!")
             return Identity(userid, name, via="token")

@@ -15,6 +15,7 @@ _ID = re.compile(r"[a-z][a-z0-9\-_.]*[a-z0-9]", re.IGNORECASE)
 _CONFIGID = re.compile(r"[a-z][a-z0-9_-]+", re.IGNORECASE)
 _DNS = re.compile(r"([a-zA-Z0-9]([a-zA-Z0-9\-]*[a-zA-Z0-9])?\.)*([a-zA-Z0-9]([a-zA-Z0-9\-]*[a-zA-Z0-9])?)")
 _EMAIL_USER = r"[\w+\-~]+(\.[\w+\-~]+)*"
+_USERID = r"[^\s:/]+@[A-Za-z][A-Za-z0-9.\-_]+"
 _EMAIL = _EMAIL_USER + r"@[a-zA-Z0-9\-]+(\.[a-zA-Z0-9\-]+)*"
 _DRIVE = r"(ide[0-3]|sata[0-5]|scsi([0-9]|[12][0-9]|30)|virtio([0-9]|1[0-5])|efidisk0|tpmstate0)"
 _LIST_RANGE = r"\d+(?:-\d+)?(?:;\d+(?:-\d+)?)*"
@@ -233,6 +234,15 @@ _VALIDATORS: dict[str, Validator] = {
     "email-or-username": _regex(
         f"{_EMAIL}|{_EMAIL_USER}", "value does not look like a valid email address or user name"
     ),
+    "email": _regex(_EMAIL, "value does not look like a valid email address"),
+    # pve-access-control's verify_username, verify_groupname, verify_rolename, token ids
+    "pve-userid": _regex(_USERID, "value '{value}' does not look like a valid user name"),
+    "pve-groupid": _regex(r"[A-Za-z0-9.\-_]+", "group name '{value}' contains invalid characters"),
+    "pve-roleid": _regex(r"[A-Za-z0-9.\-_]+", "role name '{value}' contains invalid characters"),
+    "pve-tokenid": _regex(
+        _USERID + r"![A-Za-z][A-Za-z0-9.\-_]+", "value '{value}' does not look like a valid token ID"
+    ),
+    "pve-priv": _regex(r"[A-Za-z][A-Za-z.]*", "invalid privilege name '{value}'"),
     "pve-day-of-week": _regex(r"mon|tue|wed|thu|fri|sat|sun", "invalid day '{value}'"),
     "pve-storage-content": _regex(
         r"images|rootdir|vztmpl|iso|backup|snippets|import", "invalid content type '{value}'"

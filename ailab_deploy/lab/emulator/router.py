@@ -51,11 +51,12 @@ class Router:
         """(method, path pattern) of every served endpoint, in PVE's path notation."""
         return list(self._patterns)
 
-    def resolve(self, method: str, path: str) -> tuple[Handler, dict[str, str]] | None:
-        for route_method, regex, handler in self._routes:
+    def resolve(self, method: str, path: str) -> tuple[Handler, dict[str, str], str] | None:
+        """(handler, path parameters, path pattern) of the endpoint serving ``method path``."""
+        for (route_method, regex, handler), (_, pattern) in zip(self._routes, self._patterns, strict=True):
             if route_method != method:
                 continue
             match = regex.match(path)
             if match:
-                return handler, match.groupdict()
+                return handler, match.groupdict(), pattern
         return None

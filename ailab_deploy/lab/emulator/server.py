@@ -23,6 +23,7 @@ from . import schema
 from .apierror import ApiError, auth_error, fail, not_implemented, param_error
 from .app import Emulator
 from .auth import Identity
+from .permissions import declared
 from .router import RawJson, Reply, Request
 from .schema import P
 from .tls import ensure_certificate
@@ -170,11 +171,13 @@ class Handler(BaseHTTPRequestHandler):
         resolved = emu.router.resolve(method, rel)
         if resolved is None:
             raise not_implemented(method, rel)
-        handler, path_params = resolved
+        handler, path_params, pattern = resolved
         for key, value in path_params.items():
             if key in params:  # PVE's HTTP server refuses any parameter the URI already sets
                 raise param_error({key: "duplicate parameter (already defined in URI)"})
             params[key] = unquote(value)
+        # as PVE's HTTP server: the endpoint's permissions before its parameters are verified
+        emu.access.check_api(declared(method, pattern, emu.release), identity.authuser, params)
         return handler(Request(method, rel, params, identity, path_params))
 
     def _request_faults(

@@ -83,6 +83,7 @@ class Settings:
     storages: list[StorageSettings] = field(default_factory=list)
     users: dict[str, str] = field(default_factory=dict)  # userid -> password
     tokens: dict[str, str] = field(default_factory=dict)  # user@realm!id -> secret
+    token_privsep: dict[str, bool] = field(default_factory=dict)  # user@realm!id -> privsep (default 0)
     task_seconds: float = 0.2
     task_seconds_by_type: dict[str, float] = field(default_factory=dict)
     auth_failure_delay: float = 3.0
@@ -226,4 +227,5 @@ def load_settings(lab_dir: Path) -> Settings:
     for entry in raw.get("tokens", []):
         tokenid = str(entry["tokenid"])
         settings.tokens[tokenid] = _read_secret(lab_dir, entry, "secret", "secret_file", f"token {tokenid}")
+        settings.token_privsep[tokenid] = bool(entry.get("privsep", False))
     return settings

@@ -21,6 +21,7 @@ from ailab_deploy.adapters.nodeprep import (
     prepare_node,
     read_ca_certificates,
     render_vendor_data,
+    snippets_directory,
     storage_problems,
     storages_from_api,
     vendor_snippet,
@@ -237,3 +238,20 @@ def test_no_known_hosts_refuses_before_connecting(tmp_path: Path) -> None:
         ConfigError, match=r"host key of 192\.0\.2\.1 is not in .*known_hosts; compare `ssh-keyscan"
     ):
         prepare_node(target, [])
+
+
+def test_snippets_directory_comes_from_the_storage_config_never_a_guess() -> None:
+    node = parse_storage_cfg(STORAGE_CFG + "\ndir: snip\n\tpath /srv/pve-snip\n\tcontent snippets\n")
+    api = storages_from_api(
+        [{"storage": "snip", "type": "dir", "content": "snippets"}], {"snip": {"path": "/elsewhere"}}
+    )
+    assert snippets_directory("snip", node, api) == "/srv/pve-snip/snippets"  # the node's own file first
+    assert snippets_directory("snip", None, api) == "/elsewhere/snippets"
+    # ``local`` without a path in any config is not assumed to be /var/lib/vz
+    rows = [{"storage": "local", "type": "dir", "content": "snippets"}]
+    with pytest.raises(AilabError, match=r"storage 'local' has no directory path for snippets \(type dir"):
+        snippets_directory("local", None, storages_from_api(rows))
+    with pytest.raises(AilabError, match=r"'local-lvm' has no directory path .*type lvmthin"):
+        snippets_directory("local-lvm", node, None)
+    with pytest.raises(AilabError, match=r"'nowhere' has no directory path .* in the node's storage config"):
+        snippets_directory("nowhere", node, api)
