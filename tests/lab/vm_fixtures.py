@@ -39,17 +39,35 @@ def vm_config(vmid: int, public_key: str, **extra: str) -> dict[str, str]:
     }
 
 
+SSH_CONNECT_ATTEMPTS = 4
+
+
 def ssh_client(address: str, user: str, key: Path, host_keys: list[str], tmp: Path) -> paramiko.SSHClient:
     """Connect with key auth, trusting only the host keys read from the guest's disk."""
     known_hosts = tmp / f"known_hosts-{address}"
     known_hosts.write_text("".join(f"{address} {key_line}\n" for key_line in host_keys))
-    client = paramiko.SSHClient()
-    client.load_host_keys(str(known_hosts))
-    client.set_missing_host_key_policy(paramiko.RejectPolicy())
-    client.connect(
-        address, username=user, key_filename=str(key), look_for_keys=False, allow_agent=False, timeout=10
-    )
-    return client
+    # sshd may still be restarted by first-boot units just after it first answers (seen once in
+    # CI as an EOF during key auth), so a few attempts, bounded; a wrong key still fails.
+    for attempt in range(1, SSH_CONNECT_ATTEMPTS + 1):
+        client = paramiko.SSHClient()
+        client.load_host_keys(str(known_hosts))
+        client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        try:
+            client.connect(
+                address,
+                username=user,
+                key_filename=str(key),
+                look_for_keys=False,
+                allow_agent=False,
+                timeout=10,
+            )
+            return client
+        except (paramiko.SSHException, EOFError, OSError):
+            client.close()
+            if attempt == SSH_CONNECT_ATTEMPTS:
+                raise
+            time.sleep(2.0 * attempt)
+    raise AssertionError("unreachable")
 
 
 def ssh_run(client: paramiko.SSHClient, command: str, timeout: float = 300) -> tuple[int, str, str]:
