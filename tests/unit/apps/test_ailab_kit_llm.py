@@ -24,6 +24,7 @@ class FakeLLM(BaseHTTPRequestHandler):
     requests: ClassVar[list[tuple[str, str, Any]]] = []
     authorizations: ClassVar[list[str | None]] = []
     fail_with: int | None = None
+    completion_content = " Paris.\n"
 
     def log_message(self, *args: Any) -> None:  # keep test output quiet
         pass
@@ -60,7 +61,11 @@ class FakeLLM(BaseHTTPRequestHandler):
         elif self.path == "/completion":
             self._reply(
                 200,
-                {"content": " Paris.\n", "stop": True, "timings": {"predicted_n": 2, "predicted_ms": 20.0}},
+                {
+                    "content": FakeLLM.completion_content,
+                    "stop": True,
+                    "timings": {"predicted_n": 2, "predicted_ms": 20.0},
+                },
             )
         else:
             self._reply(404, {"error": "not found"})
@@ -71,6 +76,7 @@ def fake_llm() -> Iterator[str]:
     FakeLLM.requests = []
     FakeLLM.authorizations = []
     FakeLLM.fail_with = None
+    FakeLLM.completion_content = " Paris.\n"
     server = ThreadingHTTPServer(("127.0.0.1", 0), FakeLLM)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -108,6 +114,25 @@ def test_llamacpp_models_and_completion(fake_llm: str) -> None:
     assert path == "/completion"
     assert body["prompt"] == "Question: Capital of France?\nAnswer:"
     assert body["n_predict"] == 8
+
+
+@pytest.mark.parametrize(
+    ("content", "answer"),
+    [
+        ("\n\nParis is the capital.\n\nIt is large.", "Paris is the capital."),
+        ("\n Paris.", "Paris."),
+        (" Paris.\nQuite big.\n\nMore.", "Paris.\nQuite big."),
+        ("\n\n", ""),
+    ],
+)
+def test_a_completion_keeps_its_first_paragraph_after_leading_blank_lines(
+    fake_llm: str, content: str, answer: str
+) -> None:
+    FakeLLM.completion_content = content
+    completion = LLMClient(fake_llm, "gemma3-270m", "llamacpp", timeout=5).generate("Capital?")
+    assert completion.text == answer
+    _, _, body = FakeLLM.requests[-1]
+    assert "\n\n" not in body["stop"]
 
 
 def test_api_key_goes_out_as_a_bearer_token(fake_llm: str) -> None:

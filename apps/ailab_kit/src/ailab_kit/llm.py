@@ -22,6 +22,11 @@ class Completion:
     tokens: int | None = None
 
 
+def first_paragraph(text: str) -> str:
+    """The answer's first paragraph, ignoring blank lines before it."""
+    return text.strip().split("\n\n", 1)[0].strip()
+
+
 class LLMClient:
     """`provider` is "ollama" (/api/tags, /api/generate) or "llamacpp" (/v1/models, /completion).
 
@@ -95,11 +100,14 @@ class LLMClient:
                 {
                     "prompt": f"Question: {prompt}\nAnswer:",
                     "n_predict": max_tokens,
-                    "stop": ["\nQuestion:", "\n\n"],
+                    # Not "\n\n": a small model may open its answer with a blank line, and
+                    # stopping there would return nothing. The first paragraph is kept below.
+                    "stop": ["\nQuestion:"],
                     "cache_prompt": True,
                 },
             )
-            text = (payload or {}).get("content")
+            content = (payload or {}).get("content")
+            text = first_paragraph(content) if isinstance(content, str) else content
             tokens = ((payload or {}).get("timings") or {}).get("predicted_n")
         if not isinstance(text, str):
             raise LLMError(f"{self.provider} answered without text")
