@@ -300,7 +300,7 @@ class ProxmoxClient:
         return cls(
             host=settings.host,
             port=settings.port,
-            node=settings.node,
+            node=loaded.plan.nodes[0].name,
             token_id=settings.token_id,
             secret=token_secret(loaded),
             fingerprint=settings.fingerprint,

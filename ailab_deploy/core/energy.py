@@ -86,14 +86,19 @@ def token_cost(host: Host, tokens_per_second: float, speed_source: str) -> Token
     )
 
 
-def idle_month_cost(host: Host) -> IdleCost:
-    """The electricity of keeping the server on and idle for an average month."""
-    idle = host.power_watts.idle
+def idle_month_cost(host: Host, *more: Host) -> IdleCost:
+    """The electricity of keeping the server (every node of a cluster) on and idle for an average month.
+
+    The first host's price and currency apply: one household, one meter.
+    """
+    watts = [host.power_watts.idle] + [other.power_watts.idle for other in more]
+    idle = sum(watts)
     price = host.energy_price_per_kwh
     kwh = idle * HOURS_PER_MONTH / 1000
     cost = kwh * price
+    total = f"{' + '.join(f'{w:g}' for w in watts)} = {idle:g} W" if more else f"{idle:g} W"
     steps = (
-        f"idle month = {idle:g} W x {HOURS_PER_MONTH:g} h / 1000 = {kwh:.1f} kWh",
+        f"idle month = {total} x {HOURS_PER_MONTH:g} h / 1000 = {kwh:.1f} kWh",
         f"cost = {kwh:.1f} kWh x {price:g} {host.currency}/kWh = {cost:.2f} {host.currency}",
     )
     return IdleCost(idle, HOURS_PER_MONTH, kwh, cost, host.currency, steps)

@@ -133,9 +133,14 @@ class VzdumpJob(Model):
 
 
 class Proxmox(Model):
-    host: DnsName = Field(description="Address or DNS name of the Proxmox node's API")
+    host: DnsName = Field(description="Address or DNS name of the Proxmox API (any node of a cluster)")
     port: Port = Field(8006, description="API port (PVE: 8006)")
-    node: DnsLabel = Field(description="Node name as Proxmox shows it (e.g. 'pve')")
+    node: DnsLabel | None = Field(
+        None, description="Node name as Proxmox shows it (e.g. 'pve'); one node, with the top-level host"
+    )
+    nodes: list[ClusterNode] = Field(
+        [], description="The nodes of a cluster, each with its hardware (instead of node and host)"
+    )
     token_id: Annotated[
         str,
         matching(r"^[^\s@!]+@[^\s@!]+![A-Za-z][A-Za-z0-9._-]*$", "an API token id ('user@realm!name')"),
@@ -187,6 +192,10 @@ class Storage(Model):
     name: str = Field(pattern=r"^[a-zA-Z][a-zA-Z0-9\-_.]*$", description="Proxmox storage id")
     kind: Literal["hdd", "ssd", "nvme"] = Field(description="Medium, for PostgreSQL tuning")
     capacity: CapacityBytes = Field(description="Usable capacity")
+    shared: bool = Field(
+        False,
+        description="Reachable from every node (NFS, Ceph, iSCSI): needed for HA and clones across nodes",
+    )
 
 
 class PowerWatts(Model):
@@ -266,6 +275,17 @@ class Host(Model):
     )
 
 
+class ClusterNode(Model):
+    name: DnsLabel = Field(description="Node name as Proxmox shows it")
+    host: DnsName = Field(description="Address or DNS name of this node (API and SSH)")
+    ssh_host: DnsName | None = Field(None, description="SSH address of the node (default: host)")
+    hardware: Host = Field(description="The node's CPU, memory and storages")
+
+    @property
+    def node_ssh_host(self) -> str:
+        return self.ssh_host or self.host
+
+
 class Network(Model):
     bridge: str = Field(pattern=r"^[a-zA-Z][a-zA-Z0-9_.-]{0,14}$", description="Bridge for VMs")
     subnet: IPv4Network = Field(description="VM subnet in CIDR form")
@@ -303,6 +323,18 @@ class Template(Model):
     )
 
 
+class HighAvailability(Model):
+    """A Proxmox HA resource for the VM (its disk must be on shared storage)."""
+
+    state: Literal["started", "stopped", "ignored"] = Field("started", description="Requested HA state")
+    max_restart: int = Field(1, ge=0, le=10, description="Restarts on the same node before relocating")
+    max_relocate: int = Field(1, ge=0, le=10, description="Relocations to another node before giving up")
+    failback: bool = Field(True, description="Return to the preferred node when it is back")
+    nodes: list[DnsLabel] = Field(
+        [], description="Nodes it may run on (HA group on 8.x, node-affinity rule on 9.x); empty: any"
+    )
+
+
 class VM(Model):
     vmid: VmId = Field(description="Proxmox VMID (100-999999999)")
     name: DnsLabel = Field(description="VM name and hostname")
@@ -317,6 +349,9 @@ class VM(Model):
     protection: bool = Field(False, description="Proxmox protection flag (blocks destroy)")
     tags: list[Tag] = Field([], description="Extra Proxmox tags")
     description: str = Field("", max_length=4096, description="Free text for the Proxmox notes")
+    node: DnsLabel | None = Field(None, description="Cluster node to run on (default: placed by the plan)")
+    spread: DnsLabel | None = Field(None, description="VMs of one spread group are placed on different nodes")
+    ha: HighAvailability | None = Field(None, description="Let Proxmox's HA manager keep it running")
 
     @property
     def vcpus(self) -> int:
@@ -450,7 +485,7 @@ class Verify(Model):
 class Plan(Model):
     version: Literal[1] = Field(description="Plan format version")
     proxmox: Proxmox
-    host: Host
+    host: Host | None = Field(None, description="The node's hardware (one node; a cluster: proxmox.nodes)")
     network: Network
     template: Template
     vms: list[VM] = Field(min_length=1)
@@ -462,8 +497,25 @@ class Plan(Model):
     def vms_with_role(self, role: str) -> list[VM]:
         return [vm for vm in self.vms if role in vm.roles]
 
+    @property
+    def nodes(self) -> list[ClusterNode]:
+        """Every node, the one-node form included (empty only for a plan that validation refuses)."""
+        if self.proxmox.nodes:
+            return list(self.proxmox.nodes)
+        if self.proxmox.node is None or self.host is None:
+            return []
+        one = ClusterNode(
+            name=self.proxmox.node, host=self.proxmox.host, ssh_host=self.proxmox.ssh_host, hardware=self.host
+        )
+        return [one]
+
+    def node(self, name: str) -> ClusterNode | None:
+        return next((node for node in self.nodes if node.name == name), None)
+
     def storage(self, name: str) -> Storage | None:
-        return next((pool for pool in self.host.storage if pool.name == name), None)
+        """The storage of that name on any node (storage ids are cluster-wide in Proxmox)."""
+        pools = (pool for node in self.nodes for pool in node.hardware.storage)
+        return next((pool for pool in pools if pool.name == name), None)
 
 
 def json_schema() -> dict[str, Any]:

@@ -8,11 +8,13 @@ request): Ollama's ``eval_count / eval_duration`` (nanoseconds), llama.cpp's
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ailab_deploy.core.cluster import llm_and_other_hardware
 from ailab_deploy.core.energy import IdleCost, TokenCost, idle_month_cost, token_cost
-from ailab_deploy.core.plan import Host, Verify
+from ailab_deploy.core.plan import Host, Plan, Verify
 
 
 class MeasurementError(ValueError):
@@ -188,10 +190,18 @@ def evaluate_gates(
     return tuple(gates)
 
 
-def electricity(host: Host, llm: LlmResult | None) -> tuple[TokenCost | None, IdleCost]:
-    """The cost of a token at the measured speed (none without a measurement) and of an idle month."""
+def electricity_of(plan: Plan, llm: LlmResult | None) -> tuple[TokenCost | None, IdleCost]:
+    llm_host, others = llm_and_other_hardware(plan)
+    return electricity(llm_host, llm, other_nodes=others)
+
+
+def electricity(
+    host: Host, llm: LlmResult | None, *, other_nodes: Sequence[Host] = ()
+) -> tuple[TokenCost | None, IdleCost]:
+    """The cost of a token at the measured speed on the LLM's node (none without a measurement),
+    and of an idle month of every node."""
     cost = token_cost(host, llm.tokens_per_second, "measured") if llm and llm.tokens_per_second > 0 else None
-    return cost, idle_month_cost(host)
+    return cost, idle_month_cost(host, *other_nodes)
 
 
 def _energy_markdown(report: Report) -> list[str]:

@@ -12,8 +12,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from ailab_deploy.core.cluster import hardware_of
 from ailab_deploy.core.energy import IdleCost, TokenCost, idle_month_cost, token_cost
-from ailab_deploy.core.plan import VM, Plan
+from ailab_deploy.core.plan import VM, Host, Plan
 from ailab_deploy.core.problems import Problem
 from ailab_deploy.core.units import GIB, KIB, MIB, format_bytes
 
@@ -105,9 +106,8 @@ def _gb(size: float) -> str:
     return f"{size / 1e9:.2f} GB"
 
 
-def _socket_cpu_list(plan: Plan, vcpus: int) -> str:
+def _socket_cpu_list(host: Host, vcpus: int) -> str:
     """Host CPUs of socket 0 as Linux numbers them: cores first, then their HT siblings."""
-    host = plan.host
     per_socket_cores = host.cores_per_socket
     if vcpus <= per_socket_cores:
         return f"0-{vcpus - 1}"
@@ -118,7 +118,7 @@ def _socket_cpu_list(plan: Plan, vcpus: int) -> str:
 
 def size_llm(plan: Plan, vm: VM) -> LlmSizing:
     llm = plan.llm
-    host = plan.host
+    host = hardware_of(plan, vm)
     shape = model_shape(plan)
     weights = shape.weights.get(llm.quantization)
     if weights is None:
@@ -147,7 +147,7 @@ def size_llm(plan: Plan, vm: VM) -> LlmSizing:
         sockets=1,
         cores=vcpus_on_socket,
         numa=True,
-        affinity=_socket_cpu_list(plan, vcpus_on_socket),
+        affinity=_socket_cpu_list(host, vcpus_on_socket),
         numa0=f"cpus=0-{vcpus_on_socket - 1},hostnodes=0,memory={vm.memory},policy=bind",
     )
     theoretical = host.memory_channels_per_socket * host.memory_mts * 1e6 * 8
@@ -354,7 +354,7 @@ def size_plan(plan: Plan) -> Sizing:
     return Sizing(
         llm=size_llm(plan, llm_vms[0]) if llm_vms else None,
         postgres=size_postgres(plan, pg_vms[0]) if pg_vms else None,
-        idle=idle_month_cost(plan.host),
+        idle=idle_month_cost(*(node.hardware for node in plan.nodes)),
     )
 
 

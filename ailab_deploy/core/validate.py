@@ -7,9 +7,11 @@ so the loader can name the file line.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
-from ailab_deploy.core.plan import KNOWN_ROLES, AppSource, Plan
+from ailab_deploy.core.cluster import hardware_path, need_of, placements, room_of
+from ailab_deploy.core.placement import ha_capacity_findings
+from ailab_deploy.core.plan import KNOWN_ROLES, VM, AppSource, Host, Plan
 from ailab_deploy.core.problems import Problem
 from ailab_deploy.core.sizing import known_model
 from ailab_deploy.core.units import GIB, MIB, format_bytes
@@ -22,10 +24,11 @@ def check_plan(plan: Plan) -> list[Problem]:
         _unique_vmids,
         _unique_names,
         _addresses,
+        _node_form,
         _storage_names,
-        _storage_capacity,
-        _memory_fits,
-        _cpu_oversubscription,
+        _one_node_capacity,
+        _cluster_placement,
+        _cluster_references,
         _roles,
         _database_refs,
         _apps,
@@ -76,15 +79,42 @@ def _addresses(plan: Plan) -> Iterator[Problem]:
             seen[str(vm.ip)] = index
 
 
+def _node_form(plan: Plan) -> Iterator[Problem]:
+    """One node (proxmox.node with the top-level host) or a cluster (proxmox.nodes), not a mix."""
+    proxmox = plan.proxmox
+    if proxmox.nodes:
+        if proxmox.node is not None:
+            yield Problem(("proxmox", "node"), "give proxmox.node or proxmox.nodes, not both")
+        if plan.host is not None:
+            yield Problem(("host",), "a cluster gives each node's hardware under proxmox.nodes; remove host")
+        names = [node.name for node in proxmox.nodes]
+        for index, name in enumerate(names):
+            if names.index(name) != index:
+                yield Problem(("proxmox", "nodes", index, "name"), f"node {name!r} is declared twice")
+        return
+    if proxmox.node is None:
+        yield Problem(("proxmox", "node"), "required key is missing (or proxmox.nodes, for a cluster)")
+    if plan.host is None:
+        yield Problem(
+            ("host",), "required key is missing: the node's hardware (or proxmox.nodes, for a cluster)"
+        )
+
+
 def _storage_names(plan: Plan) -> Iterator[Problem]:
-    names = [pool.name for pool in plan.host.storage]
-    known = ", ".join(names)
-    for name, count in Counter(names).items():
-        if count > 1:
-            position = names.index(name)
-            yield Problem(
-                ("host", "storage", position, "name"), f"storage {name!r} is declared {count} times"
-            )
+    declared: list[str] = []
+    for node_index, node in enumerate(plan.nodes):
+        names = [pool.name for pool in node.hardware.storage]
+        for name, count in Counter(names).items():
+            if count > 1:
+                position = names.index(name)
+                yield Problem(
+                    (*hardware_path(plan, node_index), "storage", position, "name"),
+                    f"storage {name!r} is declared {count} times",
+                )
+        declared.extend(name for name in names if name not in declared)
+    if not plan.nodes:
+        return
+    known = ", ".join(declared)
     if plan.storage(plan.template.storage) is None:
         yield Problem(
             ("template", "storage"), f"unknown storage {plan.template.storage!r} (declared: {known})"
@@ -94,8 +124,12 @@ def _storage_names(plan: Plan) -> Iterator[Problem]:
             yield Problem(("vms", index, "storage"), f"unknown storage {vm.storage!r} (declared: {known})")
 
 
-def _storage_capacity(plan: Plan) -> Iterator[Problem]:
-    for index, pool in enumerate(plan.host.storage):
+def _one_node_capacity(plan: Plan) -> Iterator[Problem]:
+    """Disks, memory and CPU of every VM against the one node (a cluster: ``_cluster_placement``)."""
+    if len(plan.nodes) != 1 or plan.proxmox.nodes:
+        return
+    host = plan.nodes[0].hardware
+    for index, pool in enumerate(host.storage):
         users = [vm for vm in plan.vms if vm.storage == pool.name]
         needed = sum(vm.disk for vm in users) * GIB
         if needed > pool.capacity:
@@ -105,10 +139,6 @@ def _storage_capacity(plan: Plan) -> Iterator[Problem]:
                 f"disks on {pool.name} need {format_bytes(needed)} ({names}) "
                 f"but it holds {format_bytes(pool.capacity)}",
             )
-
-
-def _memory_fits(plan: Plan) -> Iterator[Problem]:
-    host = plan.host
     vm_total = sum(vm.memory for vm in plan.vms)
     needed = vm_total + host.reserved_memory
     if needed > host.memory:
@@ -118,19 +148,19 @@ def _memory_fits(plan: Plan) -> Iterator[Problem]:
             f"{format_bytes(host.reserved_memory * MIB)} = {format_bytes(needed * MIB)}, "
             f"more than the host's {format_bytes(host.memory * MIB)}",
         )
+    yield from _cpu_oversubscription(host, plan.vms)
 
 
-def _cpu_oversubscription(plan: Plan) -> Iterator[Problem]:
-    host = plan.host
+def _cpu_oversubscription(host: Host, vms: Sequence[VM], where: str = "") -> Iterator[Problem]:
     threads = host.sockets * host.cores_per_socket * host.threads_per_core
-    for index, vm in enumerate(plan.vms):
+    for index, vm in enumerate(vms):
         if vm.vcpus > threads:
             yield Problem(("vms", index, "cores"), f"{vm.vcpus} vCPUs exceed the host's {threads} threads")
         if vm.sockets > host.sockets:
             yield Problem(("vms", index, "sockets"), f"{vm.sockets} sockets exceed the host's {host.sockets}")
-    total = sum(vm.vcpus for vm in plan.vms)
+    total = sum(vm.vcpus for vm in vms)
     ratio = total / threads
-    summary = f"{total} vCPUs on {threads} host threads is {ratio:.2f} per thread"
+    summary = f"{where}{total} vCPUs on {threads} host threads is {ratio:.2f} per thread"
     if ratio > host.cpu_oversubscription_max:
         yield Problem(("vms",), f"{summary}, above the limit of {host.cpu_oversubscription_max}")
     elif ratio > host.cpu_oversubscription_warn:
@@ -139,6 +169,52 @@ def _cpu_oversubscription(plan: Plan) -> Iterator[Problem]:
             f"{summary}, above {host.cpu_oversubscription_warn}: VMs will compete for CPU",
             "warning",
         )
+
+
+def _cluster_placement(plan: Plan) -> Iterator[Problem]:
+    """A cluster: every VM placed on a node it fits, and HA VMs with somewhere to go."""
+    if not plan.proxmox.nodes:
+        return
+    chosen, problems = placements(plan)
+    yield from problems
+    where = {placement.vm: placement.node for placement in chosen}
+    for node in plan.nodes:
+        hosted = [vm for vm in plan.vms if where.get(vm.name) == node.name]
+        for problem in _cpu_oversubscription(node.hardware, hosted, f"node {node.name}: "):
+            if problem.severity == "warning":  # the limit itself is a placement rule
+                yield problem
+    yield from ha_capacity_findings(
+        [room_of(node) for node in plan.nodes], [need_of(vm) for vm in plan.vms], chosen
+    )
+
+
+def _cluster_references(plan: Plan) -> Iterator[Problem]:
+    nodes = {node.name for node in plan.nodes}
+    known = ", ".join(sorted(nodes))
+    for index, vm in enumerate(plan.vms):
+        if vm.node is not None and not plan.proxmox.nodes and vm.node not in nodes:
+            yield Problem(("vms", index, "node"), f"node {vm.node!r} is not the plan's node ({known})")
+        if vm.ha is None:
+            continue
+        for position, name in enumerate(vm.ha.nodes):
+            if name not in nodes:
+                yield Problem(
+                    ("vms", index, "ha", "nodes", position),
+                    f"node {name!r} is not one of the plan's nodes ({known})",
+                )
+        pool = plan.storage(vm.storage)
+        if pool is not None and not pool.shared:
+            yield Problem(
+                ("vms", index, "ha"),
+                f"HA needs the disk on shared storage, and {vm.storage!r} is local: "
+                "Proxmox cannot restart the VM on another node",
+            )
+        if len(nodes) < 3:
+            yield Problem(
+                ("vms", index, "ha"),
+                f"HA needs three or more nodes to keep quorum when one fails ({len(nodes)} here)",
+                "warning",
+            )
 
 
 def _roles(plan: Plan) -> Iterator[Problem]:

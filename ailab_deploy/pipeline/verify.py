@@ -23,7 +23,7 @@ from ailab_deploy.adapters.runner import project_root
 from ailab_deploy.adapters.smoke import Targets, measure_apps, measure_llm, measure_pgbench
 from ailab_deploy.adapters.statedir import state_dir_for
 from ailab_deploy.core.loader import LoadedPlan, private_key_of
-from ailab_deploy.core.report import BrowserResult, Report, electricity, evaluate_gates, render_markdown
+from ailab_deploy.core.report import BrowserResult, Report, electricity_of, evaluate_gates, render_markdown
 from ailab_deploy.core.sizing import size_plan
 from ailab_deploy.errors import AilabError
 from ailab_deploy.pipeline.configure import plan_addresses
@@ -146,7 +146,7 @@ def verify(
                     "browser: chromium and chromedriver are not installed (apt: chromium chromium-driver)"
                 )
             gates = evaluate_gates(loaded.plan.verify, llm, pgbench, apps, browser_checks)
-            cost, idle = electricity(loaded.plan.host, llm)
+            cost, idle = electricity_of(loaded.plan, llm)
             report = Report(
                 loaded.text_sha256, llm, pgbench, apps, gates, infra_counts, browser_checks, cost, idle
             )
