@@ -28,6 +28,8 @@ def _sizing_json(sizing: Sizing) -> dict[str, object]:
         "llm": asdict(sizing.llm) if sizing.llm else None,
         "postgres": asdict(sizing.postgres) if sizing.postgres else None,
         "idle": asdict(sizing.idle),
+        "placements": [asdict(placement) for placement in sizing.placements],
+        "nodes": [asdict(use) for use in sizing.nodes],
     }
 
 
@@ -38,12 +40,15 @@ def sizing(plan: Path = PlanOption, as_json: bool = JsonOption) -> None:
     if as_json:
         out.print_json(json.dumps(_sizing_json(result)))
         return
+    where = {placement.vm: placement for placement in result.placements}
     fit = Table(title="Fit")
-    for column in ("VM", "vCPUs", "RAM", "disk", "storage", "roles"):
+    for column in ("VM", "node", "vCPUs", "RAM", "disk", "storage", "roles"):
         fit.add_column(column)
     for vm in loaded.plan.vms:
+        placed = where.get(vm.name)
         fit.add_row(
             vm.name,
+            placed.node if placed else "-",
             str(vm.vcpus),
             format_bytes(vm.memory * 1024**2),
             f"{vm.disk} GiB",
@@ -51,6 +56,20 @@ def sizing(plan: Path = PlanOption, as_json: bool = JsonOption) -> None:
             ", ".join(vm.roles),
         )
     out.print(fit)
+    if len(result.nodes) > 1:
+        nodes = Table(title="Nodes")
+        for column in ("node", "VMs", "vCPUs / threads", "RAM / available"):
+            nodes.add_column(column)
+        for use in result.nodes:
+            nodes.add_row(
+                use.node,
+                ", ".join(use.vms) or "-",
+                f"{use.vcpus} / {use.threads}",
+                f"{format_bytes(use.memory_mib * 1024**2)} / {format_bytes(use.available_mib * 1024**2)}",
+            )
+        out.print(nodes)
+        for placement in result.placements:
+            out.print(f"  {placement.vm} -> {placement.node}: {placement.reason}", markup=False)
     if result.llm is not None:
         llm = result.llm
         table = Table(title=f"LLM on {llm.vm_name}: {loaded.plan.llm.model} {loaded.plan.llm.quantization}")

@@ -6,6 +6,7 @@ A one-node plan is a one-node cluster, so everything that asks "which node?" ask
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from ailab_deploy.core.placement import NodeRoom, Placement, StorageRoom, VmNeed, place
 from ailab_deploy.core.plan import VM, ClusterNode, Host, Plan
@@ -71,3 +72,34 @@ def llm_and_other_hardware(plan: Plan) -> tuple[Host, list[Host]]:
     llm_vms = plan.vms_with_role("llm")
     home = (node_of(plan, llm_vms[0]) if llm_vms else None) or plan.nodes[0]
     return home.hardware, [node.hardware for node in plan.nodes if node.name != home.name]
+
+
+@dataclass(frozen=True)
+class NodeUse:
+    """What the placed VMs take of one node."""
+
+    node: str
+    vms: tuple[str, ...]
+    vcpus: int
+    threads: int
+    memory_mib: int
+    available_mib: int  # installed minus the host reserve
+
+
+def node_use(plan: Plan, chosen: list[Placement]) -> list[NodeUse]:
+    where = {placement.vm: placement.node for placement in chosen}
+    result = []
+    for node in plan.nodes:
+        room = room_of(node)
+        hosted = [vm for vm in plan.vms if where.get(vm.name) == node.name]
+        result.append(
+            NodeUse(
+                node=node.name,
+                vms=tuple(vm.name for vm in hosted),
+                vcpus=sum(vm.vcpus for vm in hosted),
+                threads=room.threads,
+                memory_mib=sum(vm.memory for vm in hosted),
+                available_mib=room.memory_mib,
+            )
+        )
+    return result

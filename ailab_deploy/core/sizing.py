@@ -12,8 +12,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from ailab_deploy.core.cluster import hardware_of
+from ailab_deploy.core.cluster import NodeUse, hardware_of, node_use, placements
 from ailab_deploy.core.energy import IdleCost, TokenCost, idle_month_cost, token_cost
+from ailab_deploy.core.placement import Placement
 from ailab_deploy.core.plan import VM, Host, Plan
 from ailab_deploy.core.problems import Problem
 from ailab_deploy.core.units import GIB, KIB, MIB, format_bytes
@@ -346,15 +347,20 @@ class Sizing:
     llm: LlmSizing | None
     postgres: PostgresSizing | None
     idle: IdleCost
+    placements: tuple[Placement, ...] = ()
+    nodes: tuple[NodeUse, ...] = ()
 
 
 def size_plan(plan: Plan) -> Sizing:
     llm_vms = plan.vms_with_role("llm")
     pg_vms = plan.vms_with_role("postgresql")
+    chosen, _ = placements(plan)
     return Sizing(
         llm=size_llm(plan, llm_vms[0]) if llm_vms else None,
         postgres=size_postgres(plan, pg_vms[0]) if pg_vms else None,
         idle=idle_month_cost(*(node.hardware for node in plan.nodes)),
+        placements=tuple(chosen),
+        nodes=tuple(node_use(plan, chosen)),
     )
 
 

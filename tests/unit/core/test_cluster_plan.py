@@ -65,6 +65,11 @@ def test_a_three_node_plan_places_every_vm() -> None:
     # The LLM (64 GiB) takes the node with the most RAM; the other two each take an empty node.
     assert where["ollama"] == "pve1"
     assert sorted([where["postgres"], where["devapps"]]) == ["pve2", "pve3"]
+    use = {node.node: node for node in size_plan(plan).nodes}
+    assert use["pve1"].vms == ("ollama",)
+    assert use["pve1"].memory_mib == 64 * 1024
+    assert use["pve1"].available_mib == (126 - 6) * 1024  # installed minus the reserve
+    assert sum(node.vcpus for node in use.values()) == sum(vm.vcpus for vm in plan.vms)
 
 
 def test_sizing_uses_the_hardware_of_the_llm_node() -> None:
