@@ -220,6 +220,12 @@ class CallStats:
             return {"reads": self.reads, "writes": self.writes, "by_kind": dict(self.by_kind)}
 
 
+def task_node(upid: str) -> str | None:
+    """The node a task runs on: ``UPID:<node>:<pid>:...``; its status is only known there."""
+    parts = upid.split(":")
+    return parts[1] if len(parts) > 2 and parts[0] == "UPID" and parts[1] else None
+
+
 def _path_shape(path: str) -> str:
     """``nodes/pve/qemu/101/config`` -> ``nodes/{node}/qemu/{vmid}/config`` for counting."""
     path = re.sub(r"UPID:[^/]+", "{upid}", path)
@@ -255,7 +261,8 @@ class ProxmoxClient:
         clock: Clock = time.monotonic,
     ) -> None:
         user, _, token_name = token_id.partition("!")
-        self.node = node
+        self.node = node  # where calls not about one VM go
+        self.located: dict[int, str] = {}  # vmid -> the node that holds it, from /cluster/resources
         self.base = f"https://{host}:{port}"
         self.retry = retry or Backoff()
         self.stats = CallStats()
@@ -405,7 +412,7 @@ class ProxmoxClient:
             return
 
         def stopped() -> bool | None:
-            status = self.get(f"nodes/{self.node}/tasks/{upid}/status")
+            status = self.get(f"nodes/{task_node(upid) or self.node}/tasks/{upid}/status")
             if status.get("status") != "stopped":
                 return None
             exit_status = str(status.get("exitstatus", ""))
@@ -445,10 +452,15 @@ class ProxmoxClient:
                 tags=normalise_tags(str(item.get("tags", ""))),
                 lock=item.get("lock") or None,
             )
+        self.located = {vmid: vm.node for vmid, vm in vms.items() if vm.node}
         return vms
 
+    def node_of(self, vmid: int) -> str:
+        """The node that holds the VM (as last read from /cluster/resources), else the home node."""
+        return self.located.get(vmid, self.node)
+
     def vm_config(self, vmid: int) -> dict[str, Any]:
-        return dict(self.get(f"nodes/{self.node}/qemu/{vmid}/config"))
+        return dict(self.get(self.qemu_path(vmid, "config")))
 
     def vm_configs(self, vmids: Iterable[int], workers: int = 8) -> dict[int, dict[str, Any]]:
         """Configs of several VMs, read concurrently by a small pool."""
@@ -459,11 +471,11 @@ class ProxmoxClient:
             return dict(zip(ids, pool.map(self.vm_config, ids), strict=True))
 
     def vm_status(self, vmid: int) -> dict[str, Any]:
-        return dict(self.get(f"nodes/{self.node}/qemu/{vmid}/status/current"))
+        return dict(self.get(self.qemu_path(vmid, "status/current")))
 
     def agent_ipv4(self, vmid: int) -> list[str]:
         """IPv4 addresses the guest agent reports (raises ProxmoxApiError while it is not up)."""
-        answer = self.call("GET", f"nodes/{self.node}/qemu/{vmid}/agent/network-get-interfaces", retry=False)
+        answer = self.call("GET", self.qemu_path(vmid, "agent/network-get-interfaces"), retry=False)
         addresses = []
         for interface in (answer or {}).get("result", []):
             if interface.get("name") == "lo":
@@ -474,7 +486,7 @@ class ProxmoxClient:
         return addresses
 
     def snapshots(self, vmid: int) -> list[dict[str, Any]]:
-        return [s for s in self.get(f"nodes/{self.node}/qemu/{vmid}/snapshot") if s.get("name") != "current"]
+        return [s for s in self.get(self.qemu_path(vmid, "snapshot")) if s.get("name") != "current"]
 
     def storages(self, content: str | None = None) -> list[dict[str, Any]]:
         return list(self.get(f"nodes/{self.node}/storage", content=content))
@@ -484,4 +496,4 @@ class ProxmoxClient:
         return dict(self.get(f"storage/{storage}"))
 
     def qemu_path(self, vmid: int, rest: str = "") -> str:
-        return f"nodes/{self.node}/qemu/{vmid}" + (f"/{rest}" if rest else "")
+        return f"nodes/{self.node_of(vmid)}/qemu/{vmid}" + (f"/{rest}" if rest else "")

@@ -280,3 +280,37 @@ def test_task_wait_is_bounded_and_reports_failures(pve: FakePve) -> None:
         client.wait_task(upid, "clone", timeout=5)
     pve.default = (200, "OK", {"status": "stopped", "exitstatus": "WARNINGS: 1"})
     client.wait_task(upid, "clone", timeout=5)
+
+
+def test_vm_calls_go_to_the_node_that_holds_the_vm(pve: FakePve) -> None:
+    client = pve.client()
+    pve.answers = [
+        (
+            200,
+            "OK",
+            [
+                {"type": "qemu", "vmid": 100, "name": "postgres", "node": "pve2", "status": "running"},
+                {"type": "qemu", "vmid": 101, "name": "llm", "node": "pve3", "status": "running"},
+                {"type": "node", "node": "pve1", "status": "online"},
+            ],
+        )
+    ]
+    vms = client.cluster_vms()
+    assert {vmid: vm.node for vmid, vm in vms.items()} == {100: "pve2", 101: "pve3"}
+    pve.default = (200, "OK", {"status": "running"})
+    client.vm_status(100)
+    client.vm_config(101)
+    client.vm_status(555)  # not in the cluster's list: the home node answers for it
+    paths = [request["path"] for request in pve.requests[1:]]
+    assert paths == [
+        "/api2/json/nodes/pve2/qemu/100/status/current",
+        "/api2/json/nodes/pve3/qemu/101/config",
+        "/api2/json/nodes/pve/qemu/555/status/current",
+    ]
+
+
+def test_a_task_is_polled_on_the_node_in_its_upid(pve: FakePve) -> None:
+    client = pve.client()
+    pve.default = (200, "OK", {"status": "stopped", "exitstatus": "OK"})
+    client.wait_task("UPID:pve3:0003A1B2:01C2D3E4:6613A1B2:qmigrate:100:ailab@pve!deploy:", "migrate", 5)
+    assert pve.requests[-1]["path"].startswith("/api2/json/nodes/pve3/tasks/UPID")
