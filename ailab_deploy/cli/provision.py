@@ -16,7 +16,17 @@ from ailab_deploy.adapters.ledger import Ledger
 from ailab_deploy.adapters.proxmox import ProxmoxClient
 from ailab_deploy.adapters.statedir import state_dir_for
 from ailab_deploy.cli.output import JsonOption, PlanOption, err, load, out
-from ailab_deploy.core.diff import Action, Change, Conflict, Create, Error, Grow, ProvisionPlan, Update
+from ailab_deploy.core.diff import (
+    Action,
+    Change,
+    Conflict,
+    Create,
+    Error,
+    Grow,
+    Migrate,
+    ProvisionPlan,
+    Update,
+)
 from ailab_deploy.errors import AilabError
 from ailab_deploy.pipeline.provision import ApplyFailed, ApplyOptions, ApplyReport, Provisioner
 
@@ -63,6 +73,9 @@ def _action_text(action: Action) -> str:
         return "; ".join(_change_text(c) for c in action.changes) + restart
     if isinstance(action, Grow):
         return f"grow {action.disk} {action.from_gib:g}G -> {action.to_gib}G"
+    if isinstance(action, Migrate):
+        how = "running: offline unless apply --online" if action.running else "stopped"
+        return f"migrate {action.source} -> {action.target} ({how})"
     if isinstance(action, Conflict | Error):
         return action.reason
     return {"start": "start", "wait": "locked; apply waits for it", "no-op": "matches the plan"}.get(
@@ -136,6 +149,9 @@ def apply_command(
     no_wait_ssh: bool = NoWaitSshOption,
     snapshot: bool = typer.Option(False, "--snapshot", help="Snapshot each existing VM before changing it."),
     restart: bool = typer.Option(False, "--restart", help="Reboot running VMs whose changes need it."),
+    online: bool = typer.Option(
+        False, "--online", help="Migrate running VMs live (with local disks) instead of shut down and moved."
+    ),
     task_timeout: float = TaskTimeoutOption,
     clone_timeout: float = CloneTimeoutOption,
     agent_timeout: float = AgentTimeoutOption,
@@ -149,6 +165,7 @@ def apply_command(
         wait_ssh=not no_wait_ssh,
         snapshot=snapshot,
         restart=restart,
+        online=online,
         task_timeout=task_timeout,
         clone_timeout=clone_timeout,
         agent_timeout=agent_timeout,

@@ -12,6 +12,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from ailab_deploy.core.cluster import placements
 from ailab_deploy.core.plan import MANAGEMENT_TAG, VM, Plan
 from ailab_deploy.core.pveformat import encode_ssh_keys
 from ailab_deploy.core.sizing import NumaAdvice, size_plan
@@ -39,6 +40,7 @@ class DesiredVM:
     ip: str
     config: Mapping[str, str | None] = field(repr=False)
     spec_hash: str
+    node: str = ""  # where the plan places it; empty: wherever it is
 
 
 def spec_hash(config: Mapping[str, str | None], storage: str, disk_gib: int, template_vmid: int) -> str:
@@ -80,7 +82,9 @@ def _cpu_layout(vm: VM, numa: NumaAdvice | None) -> dict[str, str | None]:
     }
 
 
-def desired_vm(plan: Plan, vm: VM, ssh_keys: Sequence[str], numa: NumaAdvice | None = None) -> DesiredVM:
+def desired_vm(
+    plan: Plan, vm: VM, ssh_keys: Sequence[str], numa: NumaAdvice | None = None, node: str = ""
+) -> DesiredVM:
     network = plan.network
     net0 = f"virtio,bridge={network.bridge}" + (f",tag={network.vlan}" if network.vlan else "")
     tags = sorted({MANAGEMENT_TAG, *vm.roles, *vm.tags})
@@ -113,13 +117,27 @@ def desired_vm(plan: Plan, vm: VM, ssh_keys: Sequence[str], numa: NumaAdvice | N
         ip=str(vm.ip),
         config=config,
         spec_hash=hash_,
+        node=node,
     )
 
 
-def desired_vms(plan: Plan, ssh_keys: Sequence[str]) -> list[DesiredVM]:
-    """Every VM of the plan; the LLM VM gets the sizing-derived CPU layout and NUMA binding."""
+def desired_vms(
+    plan: Plan, ssh_keys: Sequence[str], running_on: Mapping[str, str] | None = None
+) -> list[DesiredVM]:
+    """Every VM of the plan on its node; the LLM VM gets the sizing-derived CPU layout and NUMA binding.
+
+    ``running_on`` (VM name -> node, from /cluster/resources) keeps existing VMs where they are.
+    """
     llm = size_plan(plan).llm
+    chosen, _ = placements(plan, running_on)
+    where = {placement.vm: placement.node for placement in chosen}
     return [
-        desired_vm(plan, vm, ssh_keys, llm.numa if llm is not None and llm.vm_name == vm.name else None)
+        desired_vm(
+            plan,
+            vm,
+            ssh_keys,
+            llm.numa if llm is not None and llm.vm_name == vm.name else None,
+            where.get(vm.name, ""),
+        )
         for vm in plan.vms
     ]

@@ -108,6 +108,16 @@ class Grow(Action):
 
 
 @dataclass(frozen=True)
+class Migrate(Action):
+    """The plan places the VM on another node: Proxmox migrates it (never destroy and re-create)."""
+
+    kind: ClassVar[str] = "migrate"
+    source: str
+    target: str
+    running: bool
+
+
+@dataclass(frozen=True)
 class Start(Action):
     kind: ClassVar[str] = "start"
 
@@ -302,14 +312,18 @@ def _disk_actions(desired: DesiredVM, config: Mapping[str, Any]) -> list[Action]
     return []
 
 
-def diff_vm(desired: DesiredVM, actual: ActualVM | None, ledger_vmids: AbstractSet[int], node: str) -> VMPlan:
+def diff_vm(
+    desired: DesiredVM, actual: ActualVM | None, ledger_vmids: AbstractSet[int], nodes: AbstractSet[str]
+) -> VMPlan:
+    """The actions for one VM; ``nodes`` are the plan's nodes (VMs elsewhere are not ours)."""
+
     def plan(*actions: Action) -> VMPlan:
         return VMPlan(desired.name, desired.vmid, actions)
 
     if actual is None:
         return plan(Create(desired.storage, desired.disk_gib))
     what = f"{'container' if actual.type == 'lxc' else 'VM'} {actual.name!r}"
-    if actual.node != node:
+    if actual.node not in nodes:
         return plan(Conflict(f"VMID {actual.vmid} is taken by {what} on node {actual.node!r}"))
     if not is_managed(actual, ledger_vmids):
         return plan(
@@ -327,8 +341,10 @@ def diff_vm(desired: DesiredVM, actual: ActualVM | None, ledger_vmids: AbstractS
     if any(action.blocks for action in disk_actions):
         return plan(*disk_actions)
     actions: list[Action] = []
-    changes = config_changes(desired, actual.config)
     running = actual.status == "running"
+    if desired.node and desired.node != actual.node:
+        actions.append(Migrate(actual.node, desired.node, running))
+    changes = config_changes(desired, actual.config)
     if changes:
         restart = running and any(change.key not in LIVE_KEYS for change in changes)
         actions.append(Update(changes, restart))
@@ -342,14 +358,14 @@ def diff(
     desired: Sequence[DesiredVM],
     actual: Mapping[int, ActualVM],
     ledger_vmids: AbstractSet[int],
-    node: str,
+    nodes: AbstractSet[str],
 ) -> ProvisionPlan:
     """Actions for every planned VM, then an Orphan entry for each managed VM the plan dropped."""
-    planned = [diff_vm(vm, actual.get(vm.vmid), ledger_vmids, node) for vm in desired]
+    planned = [diff_vm(vm, actual.get(vm.vmid), ledger_vmids, nodes) for vm in desired]
     wanted = {vm.vmid for vm in desired}
     orphans = [
         VMPlan(vm.name, vm.vmid, (Orphan(),))
         for vmid, vm in sorted(actual.items())
-        if vmid not in wanted and vm.node == node and is_managed(vm, ledger_vmids)
+        if vmid not in wanted and vm.node in nodes and is_managed(vm, ledger_vmids)
     ]
     return ProvisionPlan(tuple(planned + orphans))

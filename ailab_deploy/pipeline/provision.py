@@ -36,6 +36,7 @@ from ailab_deploy.core.diff import (
     ActualVM,
     Create,
     Grow,
+    Migrate,
     ProvisionPlan,
     Start,
     Update,
@@ -72,6 +73,7 @@ class ApplyOptions:
     restart: bool = False
     clone_attempts: int = 5
     lock_backoff: float = 2.0
+    online: bool = False  # migrate running VMs live (with their local disks) instead of offline
 
 
 @dataclass
@@ -190,7 +192,9 @@ class Provisioner:
         self.state_dir = state_dir
         self.known_hosts = KnownHosts(state_dir)
         self.progress = progress or (lambda message: log.info("%s", message))
-        self.desired = {vm.name: vm for vm in desired_vms(self.plan, resolve_ssh_keys(loaded))}
+        self.node_names = frozenset(node.name for node in self.plan.nodes)
+        self._ssh_keys = resolve_ssh_keys(loaded)
+        self.desired = {vm.name: vm for vm in desired_vms(self.plan, self._ssh_keys)}
         self._run: Run | None = None
 
     # ------------------------------------------------------------------------------- reading
@@ -202,7 +206,7 @@ class Provisioner:
         ours = [
             vmid
             for vmid, vm in vms.items()
-            if vmid in ledger_ids and vm.node == self.client.node and vm.type == "qemu" and not vm.template
+            if vmid in ledger_ids and vm.node in self.node_names and vm.type == "qemu" and not vm.template
         ]
         configs = self.client.vm_configs(ours)
         return {vmid: replace(vm, config=configs.get(vmid)) for vmid, vm in vms.items()}
@@ -219,7 +223,7 @@ class Provisioner:
         return ActualVM(
             vmid=vmid,
             name=str(config.get("name", "")),
-            node=self.client.node,
+            node=self.client.node_of(vmid),
             type="qemu",
             status=str(status.get("status", "")),
             template=bool(config.get("template")),
@@ -230,7 +234,17 @@ class Provisioner:
 
     def compute(self, state: dict[int, ActualVM] | None = None) -> ProvisionPlan:
         state = self.read_state() if state is None else state
-        return diff(list(self.desired.values()), state, self.ledger.managed_vmids(), self.client.node)
+        self._place(state)
+        return diff(list(self.desired.values()), state, self.ledger.managed_vmids(), self.node_names)
+
+    def _place(self, state: dict[int, ActualVM]) -> None:
+        """Each VM's node: where it runs now, unless the plan pins it elsewhere; new VMs by fit."""
+        running_on = {
+            vm.name: state[vm.vmid].node
+            for vm in self.plan.vms
+            if vm.vmid in state and state[vm.vmid].node in self.node_names
+        }
+        self.desired = {vm.name: vm for vm in desired_vms(self.plan, self._ssh_keys, running_on)}
 
     # -------------------------------------------------------------------------------- apply
 
@@ -332,6 +346,11 @@ class Provisioner:
                 result.done.append(self._step(name, "clone", lambda: self._clone(desired, gate, options)))
             if not existed or isinstance(vmplan.first(WaitUnlock), WaitUnlock):
                 vmplan = self._rediff(desired, options)
+            migrate = vmplan.first(Migrate)
+            if isinstance(migrate, Migrate):
+                result.done.append(
+                    self._step(name, "migrate", lambda: self._migrate(desired, migrate, options))
+                )
             if not vmplan.changes_anything:
                 self._skip(name, "configure", "no changes")
             elif existed and options.snapshot and (vmplan.first(Update) or vmplan.first(Grow)):
@@ -364,7 +383,7 @@ class Provisioner:
 
         def unlocked() -> VMPlan | None:
             actual = self.read_vm(desired.vmid)
-            plan = diff_vm(desired, actual, self.ledger.managed_vmids(), self.client.node)
+            plan = diff_vm(desired, actual, self.ledger.managed_vmids(), self.node_names)
             wait = plan.first(WaitUnlock)
             if isinstance(wait, WaitUnlock):
                 last[:] = [wait]
@@ -392,13 +411,21 @@ class Provisioner:
         storage = desired.storage
         # Recorded before the clone exists: an interrupted apply must recognise its half-made VM.
         self.ledger.record_vm(desired.vmid, desired.name)
-        params = {
+        params: dict[str, Any] = {
             "newid": desired.vmid,
             "name": desired.name,
             "description": desired.config["description"],  # the marker, from the first moment
             "full": True,
             "storage": storage,
         }
+        source_node = self.client.node_of(template.vmid)
+        target = desired.node or source_node
+        # PVE clones to another node only from a template on shared storage; from a local one
+        # it clones beside the template, then the VM migrates (offline) as PVE's docs advise.
+        cross_node = target != source_node
+        template_shared = bool((pool := self.plan.storage(template.storage)) and pool.shared)
+        if cross_node and template_shared:
+            params["target"] = target
 
         def attempt(number: int) -> str:
             with gate.slot(storage):
@@ -412,7 +439,8 @@ class Provisioner:
                     raise
                 # PVE removes a clone target whose task failed, so nothing is left behind.
                 self.client.wait_task(upid, f"clone of {desired.name}", options.clone_timeout)
-                return f"full clone of {template.vmid} onto {storage} (attempt {number})"
+                where = f" on {target}" if cross_node else ""
+                return f"full clone of {template.vmid} onto {storage}{where} (attempt {number})"
 
         def contended(error: Exception, _delay: float) -> None:
             lock_timeout = isinstance(error, ProxmoxApiError | TaskFailed) and error.lock_timeout
@@ -420,7 +448,7 @@ class Provisioner:
                 self._event(desired.name, f"lock contention on {storage}: cloning one at a time there")
 
         try:
-            return retry(
+            done = retry(
                 attempt,
                 delays=linear_delays(options.lock_backoff, options.clone_attempts),
                 retryable=_clone_retryable,
@@ -430,11 +458,37 @@ class Provisioner:
         except (ProxmoxApiError, TaskFailed):
             self.ledger.forget_vm(desired.vmid)
             raise
+        if not cross_node or template_shared:
+            self.client.located[desired.vmid] = target
+            return done
+        self.client.located[desired.vmid] = source_node
+        moved = self._migrate(desired, Migrate(source_node, target, running=False), options)
+        return f"{done}, then {moved}"
+
+    def _migrate(self, desired: DesiredVM, migrate: Migrate, options: ApplyOptions) -> str:
+        """Offline: shut down, migrate, start again. Online (apply --online): live, with local disks."""
+        online = migrate.running and options.online
+        if migrate.running and not online:
+            self._power(desired.vmid, desired.name, "shutdown", options)
+        params: dict[str, Any] = {"target": migrate.target}
+        if online:
+            params |= {"online": True, "with-local-disks": True}
+        self.client.run_task(
+            "POST",
+            self.client.qemu_path(desired.vmid, "migrate"),
+            params,
+            f"migration of {desired.name} to {migrate.target}",
+            options.clone_timeout,  # a migration copies local disks, as a clone does
+        )
+        self.client.located[desired.vmid] = migrate.target
+        if migrate.running and not online:
+            self._power(desired.vmid, desired.name, "start", options)
+        return f"migrated {'online' if online else 'offline'} from {migrate.source} to {migrate.target}"
 
     def _configure(self, desired: DesiredVM) -> str:
         """Read, diff, write with the digest of that read: a concurrent edit makes PVE refuse."""
         actual = self.read_vm(desired.vmid)
-        update = diff_vm(desired, actual, self.ledger.managed_vmids(), self.client.node).first(Update)
+        update = diff_vm(desired, actual, self.ledger.managed_vmids(), self.node_names).first(Update)
         if not isinstance(update, Update) or actual is None or actual.config is None:
             return "already up to date"
         params = {**update.params(), "digest": actual.config.get("digest")}
@@ -541,8 +595,11 @@ class Provisioner:
         actual = state.get(template.vmid)
         label = f"template VM {template.vmid} ({template.name})"
         if actual is not None and actual.template:
-            if actual.node != self.client.node:
-                raise AilabError(f"{label} is on node {actual.node!r}, not {self.client.node!r}")
+            if actual.node not in self.node_names:
+                raise AilabError(
+                    f"{label} is on node {actual.node!r}, which is not one of the plan's "
+                    f"({', '.join(sorted(self.node_names))})"
+                )
             self._skip("template", "template", "exists")
             return
         if actual is not None:
@@ -626,7 +683,7 @@ class Provisioner:
         state = self.read_state()
         ledger_ids = self.ledger.managed_vmids()
         managed = {
-            vm.name: vm for vm in state.values() if vm.node == self.client.node and is_managed(vm, ledger_ids)
+            vm.name: vm for vm in state.values() if vm.node in self.node_names and is_managed(vm, ledger_ids)
         }
         if not names:
             return sorted(managed.values(), key=lambda vm: vm.vmid)
@@ -674,7 +731,7 @@ class Provisioner:
             self.progress(f"{vm.name}: failed: {error}")
 
     def _power(self, vmid: int, name: str, verb: str, options: ApplyOptions) -> None:
-        """POST status/<verb> (start, stop, reboot) and wait for its task."""
+        """POST status/<verb> (start, stop, shutdown, reboot) and wait for its task."""
         self.client.run_task(
             "POST",
             self.client.qemu_path(vmid, f"status/{verb}"),

@@ -22,10 +22,10 @@ def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in merged.items() if value is not None}
 
 
-def build(case: dict[str, Any]) -> tuple[DesiredVM, ActualVM | None, set[int], str]:
+def build(case: dict[str, Any]) -> tuple[DesiredVM, ActualVM | None, set[int], set[str]]:
     desired_fields = dict(BASE["desired"])
     desired_fields["config"] = {**desired_fields["config"], **case.get("desired_config", {})}
-    desired = DesiredVM(**desired_fields)
+    desired = DesiredVM(**desired_fields, node=case.get("desired_node", ""))
     actual: ActualVM | None = None
     if case.get("actual", {}) is not None:
         fields = {**BASE["actual"], **(case.get("actual") or {})}
@@ -34,7 +34,7 @@ def build(case: dict[str, Any]) -> tuple[DesiredVM, ActualVM | None, set[int], s
         else:
             fields["config"] = _merge(fields["config"], case.get("actual_config", {}))
         actual = ActualVM(**fields)
-    return desired, actual, set(case.get("ledger", BASE["ledger"])), case.get("node", BASE["node"])
+    return desired, actual, set(case.get("ledger", BASE["ledger"])), set(case.get("nodes", [BASE["node"]]))
 
 
 @pytest.mark.parametrize("path", sorted(CASES.glob("[!_]*.json")), ids=lambda p: p.stem)
