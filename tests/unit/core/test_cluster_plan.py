@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import copy
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,29 +11,7 @@ from ailab_deploy.core.cluster import node_of, placements
 from ailab_deploy.core.loader import LoadedPlan, PlanError, load_plan_text
 from ailab_deploy.core.sizing import size_plan
 from ailab_deploy.core.validate import check_plan
-
-REFERENCE = Path(__file__).resolve().parents[3] / "vms.yaml"
-
-
-def reference() -> dict[str, Any]:
-    tree: dict[str, Any] = yaml.safe_load(REFERENCE.read_text())
-    return tree
-
-
-def cluster(tree: dict[str, Any], memories: tuple[str, ...] = ("126G", "64G", "64G")) -> dict[str, Any]:
-    """The reference plan on three nodes; HDDStorage becomes an NFS share every node sees."""
-    tree = copy.deepcopy(tree)
-    host = tree.pop("host")
-    host["storage"] = [
-        {"name": "HDDStorage", "kind": "hdd", "capacity": "2.18TB", "shared": True},
-        {"name": "local-lvm", "kind": "ssd", "capacity": "237GB"},
-    ]
-    node_name = tree["proxmox"].pop("node")
-    tree["proxmox"]["nodes"] = [
-        {"name": f"{node_name}{n}", "host": f"pve{n}.home.arpa", "hardware": {**host, "memory": memory}}
-        for n, memory in enumerate(memories, start=1)
-    ]
-    return tree
+from tests.unit.core.cluster_plans import cluster, reference
 
 
 def load(tree: dict[str, Any]) -> LoadedPlan:
