@@ -455,6 +455,11 @@ class ProxmoxClient:
         self.located = {vmid: vm.node for vmid, vm in vms.items() if vm.node}
         return vms
 
+    def release(self) -> str:
+        """The PVE release, "9.1" or "8.4" (GET /version; every user may read it)."""
+        version = str(self.get("version").get("version", ""))
+        return ".".join(version.split(".")[:2])
+
     def node_of(self, vmid: int) -> str:
         """The node that holds the VM (as last read from /cluster/resources), else the home node."""
         return self.located.get(vmid, self.node)

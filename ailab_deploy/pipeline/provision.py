@@ -46,6 +46,7 @@ from ailab_deploy.core.diff import (
     diff_vm,
     is_managed,
 )
+from ailab_deploy.core.ha import ha_calls, sid_of, wanted_ha
 from ailab_deploy.core.hostkeys import judge_host_keys
 from ailab_deploy.core.loader import LoadedPlan
 from ailab_deploy.core.privileges import grant_command
@@ -275,6 +276,7 @@ class Provisioner:
         """After every VM: the vzdump job follows the managed VMs, unless a VM failed."""
         if not any(r.error for r in results):
             self._ensure_vzdump_job(self.ledger.managed_vmids())
+            self._ensure_ha(self.ledger.managed_vmids())
         report = ApplyReport(run.id, results, self.client.stats.as_dict(), self.client.clock() - started)
         if report.failed:
             run.finish("failed")
@@ -317,6 +319,30 @@ class Provisioner:
                 self.client, self.client.node, vmids, storage=job.storage, schedule=job.schedule
             ).describe(),
         )
+
+    def _ensure_ha(self, vmids: set[int]) -> None:
+        """PVE's HA config holds the plan's HA VMs, with where they may run (after they exist)."""
+        if not any(vm.ha for vm in self.plan.vms) and len(self.node_names) < 2:
+            self._skip("cluster", "ha", "no VM asks for HA")
+            return
+
+        def reconcile() -> str:
+            release = self.client.release()
+            wanted = wanted_ha(self.plan, release)
+            objects = "cluster/ha/groups" if release.startswith("8.") else "cluster/ha/rules"
+            calls = ha_calls(
+                wanted,
+                self.client.get("cluster/ha/resources"),
+                self.client.get(objects),
+                {sid_of(vmid) for vmid in vmids},
+                release,
+            )
+            for call in calls:
+                self.client.call(call.method, call.path, call.params)
+            done = "; ".join(call.what for call in calls)
+            return done or f"{len(wanted.resources)} HA resource(s) as planned"
+
+        self._step("cluster", "ha", reconcile)
 
     def _step(self, vm: str, phase: str, action: Callable[[], str]) -> str:
         """Run one phase as a ledger step; its return value is the step's detail."""
