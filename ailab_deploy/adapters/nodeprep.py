@@ -196,21 +196,40 @@ def _enable_hint(storage: StorageInfo, missing: str) -> str:
     return f"`pvesm set {storage.name} --content {content}`"
 
 
+@dataclass(frozen=True)
+class NodeShare:
+    """What one cluster node holds: these VMs, and the template or not."""
+
+    name: str
+    vms: frozenset[str]
+    template: bool
+
+
 def storage_problems(
-    plan: Plan, storages: Mapping[str, StorageInfo], snippets_storage: str = SNIPPETS_STORAGE
+    plan: Plan,
+    storages: Mapping[str, StorageInfo],
+    snippets_storage: str = SNIPPETS_STORAGE,
+    *,
+    on_node: NodeShare | None = None,
 ) -> list[str]:
-    """Each storage the plan uses that is missing, disabled or lacks a content type, with the fix."""
+    """Each storage the plan uses that is missing, disabled or lacks a content type, with the fix.
+
+    On a cluster, ``on_node`` says which VMs (and whether the template) this node holds.
+    """
+    node_name = on_node.name if on_node else plan.nodes[0].name if plan.nodes else "?"
     needs: dict[str, set[str]] = {}
     for vm in plan.vms:
-        needs.setdefault(vm.storage, set()).add("images")
-    needs.setdefault(plan.template.storage, set()).add("images")
+        if on_node is None or vm.name in on_node.vms:
+            needs.setdefault(vm.storage, set()).add("images")
+    if on_node is None or on_node.template:
+        needs.setdefault(plan.template.storage, set()).add("images")
     needs.setdefault(snippets_storage, set()).add("snippets")
     problems = []
     for name in sorted(needs):
         storage = storages.get(name)
         if storage is None:
             problems.append(
-                f"storage {name!r} does not exist on node {plan.proxmox.node} "
+                f"storage {name!r} does not exist on node {node_name} "
                 f"(it has: {', '.join(sorted(storages)) or 'none'})"
             )
             continue
@@ -240,11 +259,15 @@ class NodeTarget:
     connect_timeout: int = 10
 
     @classmethod
-    def from_plan(cls, loaded: LoadedPlan, state_dir: Path) -> NodeTarget:
+    def from_plan(cls, loaded: LoadedPlan, state_dir: Path, node: str | None = None) -> NodeTarget:
+        """The plan's node ``node`` (default: the first one)."""
         proxmox = loaded.plan.proxmox
         key = proxmox.ssh_private_key_file
+        target = loaded.plan.node(node) if node else loaded.plan.nodes[0]
+        if target is None:
+            raise ValueError(f"node {node!r} is not in the plan")
         return cls(
-            host=proxmox.node_ssh_host,
+            host=target.node_ssh_host,
             known_hosts=known_hosts_path(state_dir),
             user=proxmox.ssh_user,
             port=proxmox.ssh_port,
@@ -379,6 +402,7 @@ def prepare_node(
     plan: Plan | None = None,
     storages: Mapping[str, StorageInfo] | None = None,
     storage_config: Callable[[str], Mapping[str, Any]] | None = None,
+    share: NodeShare | None = None,
     dry_run: bool = False,
 ) -> NodePrepResult:
     """Upload ``snippets`` to the node and, with ``plan``, check its storages' content types.
@@ -402,7 +426,7 @@ def prepare_node(
                     f"{target.host} has no {STORAGE_CFG} and no storage list was given: is it a Proxmox node?"
                 )
             result.problems = storage_problems(
-                plan, known, snippets[0].storage if snippets else SNIPPETS_STORAGE
+                plan, known, snippets[0].storage if snippets else SNIPPETS_STORAGE, on_node=share
             )
             if result.problems:
                 return result

@@ -493,8 +493,8 @@ class ProxmoxClient:
     def snapshots(self, vmid: int) -> list[dict[str, Any]]:
         return [s for s in self.get(self.qemu_path(vmid, "snapshot")) if s.get("name") != "current"]
 
-    def storages(self, content: str | None = None) -> list[dict[str, Any]]:
-        return list(self.get(f"nodes/{self.node}/storage", content=content))
+    def storages(self, content: str | None = None, node: str | None = None) -> list[dict[str, Any]]:
+        return list(self.get(f"nodes/{node or self.node}/storage", content=content))
 
     def storage_config(self, storage: str) -> dict[str, Any]:
         """The storage's cluster-wide config (type, content, ``path`` of directory storages)."""

@@ -85,7 +85,7 @@ def _action_text(action: Action) -> str:
 
 def _print_plan(plan: ProvisionPlan) -> None:
     table = Table(title="Provisioning plan")
-    for column in ("VM", "vmid", "action", "details"):
+    for column in ("VM", "vmid", "node", "action", "details"):
         table.add_column(column, overflow="fold")
     for vm in plan.vms:
         for index, action in enumerate(vm.actions):
@@ -93,6 +93,7 @@ def _print_plan(plan: ProvisionPlan) -> None:
             table.add_row(
                 vm.name if index == 0 else "",
                 str(vm.vmid) if index == 0 else "",
+                vm.node if index == 0 else "",
                 f"[{style}]{action.kind}[/]" if style else action.kind,
                 _action_text(action),
             )

@@ -166,6 +166,7 @@ class VMPlan:
     name: str
     vmid: int
     actions: tuple[Action, ...]
+    node: str = ""  # where it will run (a migration's target), or runs
 
     @property
     def blocked(self) -> bool:
@@ -179,7 +180,12 @@ class VMPlan:
         return next((action for action in self.actions if isinstance(action, kind)), None)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "vmid": self.vmid, "actions": [a.to_dict() for a in self.actions]}
+        return {
+            "name": self.name,
+            "vmid": self.vmid,
+            "node": self.node,
+            "actions": [a.to_dict() for a in self.actions],
+        }
 
 
 @dataclass(frozen=True)
@@ -318,7 +324,8 @@ def diff_vm(
     """The actions for one VM; ``nodes`` are the plan's nodes (VMs elsewhere are not ours)."""
 
     def plan(*actions: Action) -> VMPlan:
-        return VMPlan(desired.name, desired.vmid, actions)
+        node = desired.node or (actual.node if actual is not None else "")
+        return VMPlan(desired.name, desired.vmid, actions, node)
 
     if actual is None:
         return plan(Create(desired.storage, desired.disk_gib))
@@ -364,7 +371,7 @@ def diff(
     planned = [diff_vm(vm, actual.get(vm.vmid), ledger_vmids, nodes) for vm in desired]
     wanted = {vm.vmid for vm in desired}
     orphans = [
-        VMPlan(vm.name, vm.vmid, (Orphan(),))
+        VMPlan(vm.name, vm.vmid, (Orphan(),), vm.node)
         for vmid, vm in sorted(actual.items())
         if vmid not in wanted and vm.node in nodes and is_managed(vm, ledger_vmids)
     ]

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
@@ -24,6 +25,7 @@ from urllib.parse import urlsplit
 from ailab_deploy.adapters.known_hosts import KnownHosts, fetch_host_keys, forget_vm, wait_for_port
 from ailab_deploy.adapters.ledger import Ledger, Run, apply_lock
 from ailab_deploy.adapters.nodeprep import (
+    NodeShare,
     NodeTarget,
     prepare_node,
     storages_from_api,
@@ -284,27 +286,42 @@ class Provisioner:
         return report
 
     def _prepare_node(self) -> None:
-        """Over SSH, before any clone: the vendor-data snippet every VM boots with, and storage checks."""
+        """Over SSH, before any clone: on every node that will hold a VM, the vendor-data snippet
+        every VM boots with, and storage checks."""
         if not self.plan.proxmox.prepare_node:
             self._skip("node", "prepare", "proxmox.prepare_node is false")
             return
+        hosting = sorted({vm.node for vm in self.desired.values() if vm.node} or {self.client.node})
+        snippet = vendor_snippet(self.plan, self.loaded.path.absolute().parent)
+        template_node = self.client.node_of(self.plan.template.vmid)
+        template_pool = self.plan.storage(self.plan.template.storage)
 
-        def prepare() -> str:
-            snippet = vendor_snippet(self.plan, self.loaded.path.absolute().parent)
+        def prepare(node: str) -> str:
             result = prepare_node(
-                NodeTarget.from_plan(self.loaded, self.state_dir),
+                NodeTarget.from_plan(self.loaded, self.state_dir, node),
                 [snippet],
                 plan=self.plan,
-                storages=storages_from_api(self.client.storages()),
+                storages=storages_from_api(self.client.storages(node=node)),
                 # only when the node's storage.cfg lacks it: reading /storage/{id} needs
                 # Datastore.Allocate, which the deploy token does not have
                 storage_config=self.client.storage_config,
+                share=NodeShare(
+                    node,
+                    frozenset(vm.name for vm in self.desired.values() if vm.node in ("", node)),
+                    template=node == template_node or bool(template_pool and template_pool.shared),
+                ),
             )
             if result.problems:
-                raise ConfigError("; ".join(result.problems))
+                where = f"node {node}: " if len(self.node_names) > 1 else ""
+                raise ConfigError(where + "; ".join(result.problems))
             return f"{snippet.volume} {'uploaded' if result.changed else 'unchanged'}"
 
-        self._step("node", "prepare", prepare)
+        for node in hosting:
+            self._step(
+                "node" if len(self.node_names) == 1 else f"node {node}",
+                "prepare",
+                partial(prepare, node),
+            )
 
     def _ensure_vzdump_job(self, vmids: set[int]) -> None:
         """The node's vzdump job lists exactly the managed VMs (removed when none are left)."""
