@@ -508,6 +508,28 @@ class Provisioner:
         moved = self._migrate(desired, Migrate(source_node, target, running=False), options)
         return f"{done}, then {moved}"
 
+    def _wait_on_node(self, desired: DesiredVM, node: str, options: ApplyOptions) -> None:
+        """Until the cluster lists the VM on ``node``: for an HA VM, PVE's migrate task only hands
+        the request to the HA manager, which moves the VM afterwards."""
+        last = [""]
+
+        def arrived() -> bool | None:
+            actual = self.client.cluster_vms().get(desired.vmid)
+            last[0] = actual.node if actual else "nowhere"
+            return True if actual is not None and actual.node == node and not actual.lock else None
+
+        poll(
+            arrived,
+            timeout=options.clone_timeout,
+            interval=1.0,
+            on_timeout=lambda: ProxmoxError(
+                f"{desired.name} is still on {last[0]}, not {node}, {options.clone_timeout:g} s after "
+                "its migration was requested; see the node's task log and `ha-manager status`"
+            ),
+            clock=self.client.clock,
+            sleep=self.client.sleep,
+        )
+
     def _migrate(self, desired: DesiredVM, migrate: Migrate, options: ApplyOptions) -> str:
         """Offline: shut down, migrate, start again. Online (apply --online): live, with local disks."""
         online = migrate.running and options.online
@@ -523,7 +545,7 @@ class Provisioner:
             f"migration of {desired.name} to {migrate.target}",
             options.clone_timeout,  # a migration copies local disks, as a clone does
         )
-        self.client.located[desired.vmid] = migrate.target
+        self._wait_on_node(desired, migrate.target, options)
         if migrate.running and not online:
             self._power(desired.vmid, desired.name, "start", options)
         return f"migrated {'online' if online else 'offline'} from {migrate.source} to {migrate.target}"
