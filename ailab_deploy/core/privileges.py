@@ -89,13 +89,29 @@ _SNAPSHOTS = _needs(
           "POST /nodes/{node}/qemu/{vmid}/snapshot/{snapname}/rollback")),
 )  # fmt: skip
 
+_CLUSTER = _needs(
+    Need("VM.Migrate", "/vms/{vmid}", "move a VM to the node the plan places it on",
+         ("POST /nodes/{node}/qemu/{vmid}/migrate",)),
+)  # fmt: skip
+_HA = _needs(
+    Need("Sys.Audit", "/", "read the HA resources, groups and rules",
+         ("GET /cluster/ha/resources", "GET /cluster/ha/groups", "GET /cluster/ha/rules")),
+    # PVE asks Sys.Console on / for every change to the HA config: HA can start and stop any guest
+    Need("Sys.Console", "/", "add, change and remove the plan's HA resources, groups and rules",
+         ("POST /cluster/ha/resources", "PUT /cluster/ha/resources/{sid}",
+          "DELETE /cluster/ha/resources/{sid}", "POST /cluster/ha/rules", "POST /cluster/ha/groups")),
+)  # fmt: skip
+
 FEATURES = {
     "core": "plan, apply, destroy: clone, configure, start and stop the VMs",
     "template": "build the template from template.image_url when it is missing",
     "vzdump": "the backup job of the managed VMs (proxmox.vzdump.enabled)",
     "snapshots": "apply --snapshot and rollback",
+    "cluster": "a plan with several nodes: migrations to where the plan places a VM",
+    "ha": "VMs with ha: Proxmox's HA resources, and where they may run",
 }
-# The plan has no resource pools or HA settings: nothing to grant for them.
+# The plan has no resource pools: nothing to grant for them.
+ONE_NODE_FEATURES = ("core", "template", "vzdump", "snapshots")  # what SETUP.md's role grants
 
 
 def needs(release: str, features: Iterable[str] | None = None) -> list[Need]:
@@ -113,6 +129,8 @@ def needs(release: str, features: Iterable[str] | None = None) -> list[Need]:
         "template": [n for n in _TEMPLATE if not ("vzdump" in wanted and n.privilege == "Sys.AccessNetwork")],
         "vzdump": list(_VZDUMP),
         "snapshots": list(_SNAPSHOTS),
+        "cluster": list(_CLUSTER),
+        "ha": list(_HA),
     }
     result: list[Need] = []
     for feature in FEATURES:
@@ -127,13 +145,18 @@ def privileges(release: str, features: Iterable[str] | None = None) -> list[str]
 
 def plan_features(plan: Plan) -> list[str]:
     """The features a plan uses: always the core; the template build when the plan can build
-    it; the backup job when enabled; snapshots (``apply --snapshot``, ``rollback``) always."""
+    it; the backup job when enabled; snapshots (``apply --snapshot``, ``rollback``) always;
+    migrations on a cluster; HA when a VM asks for it."""
     features = ["core"]
     if plan.template.image_url:
         features.append("template")
     if plan.proxmox.vzdump.enabled:
         features.append("vzdump")
     features.append("snapshots")
+    if len(plan.nodes) > 1:
+        features.append("cluster")
+    if any(vm.ha for vm in plan.vms):
+        features.append("ha")
     return features
 
 
@@ -169,8 +192,16 @@ def setup_markdown() -> str:
     lines = [SETUP_BEGIN, ""]
     for release in RELEASES:
         lines += [f"  PVE {release}:", "", "  ```bash"]
-        lines += [f"  {command}" for command in pveum_commands(release)]
+        lines += [f"  {command}" for command in pveum_commands(release, ONE_NODE_FEATURES)]
         lines += ["  ```", ""]
+    base = set(privileges(DEFAULT_RELEASE, ONE_NODE_FEATURES))
+    for feature in FEATURES:
+        if feature not in ONE_NODE_FEATURES:  # the same on every release
+            added = " ".join(p for p in privileges(DEFAULT_RELEASE, [feature]) if p not in base)
+            lines.append(
+                f'  - only for {FEATURES[feature]}: `pveum role modify {ROLE} --append 1 --privs "{added}"`'
+            )
+    lines.append("")
     lines.append(
         "  What each privilege is for (the plan's features; `ailab-deploy privileges` prints yours):"
     )

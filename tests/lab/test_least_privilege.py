@@ -24,6 +24,7 @@ from tests.lab.lifecycle import lab_settings, life_cycle
 from tests.lab.provision_fixtures import emulator_client
 
 pytestmark = pytest.mark.lab
+ONE_NODE = list(catalogue.ONE_NODE_FEATURES)  # this life cycle runs on one node, without HA
 
 # For each privilege: the first command of the life cycle that fails without it, and what its
 # one-line error says (PVE's path; where PVE's refusal names nothing, what the list knows).
@@ -81,18 +82,20 @@ def test_the_listed_privileges_run_the_whole_life_cycle(
     make_emulator: Any, tmp_path: Path, release: str
 ) -> None:
     lab = make_emulator(version=release, **lab_settings(tmp_path))
-    token = deploy_token(lab, release, tmp_path)
+    token = deploy_token(lab, release, tmp_path, features=ONE_NODE)
     assert token[0] == "ailab@pve!deploy"
     # the role on / propagates: the token holds exactly the list on every path, here a VM's
     held = lab.api().access.permissions.get(userid=token[0], path="/vms/100")["/vms/100"]
-    assert set(held) == set(catalogue.privileges(release))
+    assert set(held) == set(catalogue.privileges(release, ONE_NODE))
     for _command, run in life_cycle(lab, tmp_path, token=token):
         run()
     assert {int(r["vmid"]) for r in lab.api().cluster.resources.get(type="vm")} == {9000}
 
 
 WITHOUT_BACKUP_JOB = ["core", "template", "snapshots"]
-CASES = [(release, None, p) for release in catalogue.RELEASES for p in catalogue.privileges(release)] + [
+CASES = [
+    (release, ONE_NODE, p) for release in catalogue.RELEASES for p in catalogue.privileges(release, ONE_NODE)
+] + [
     # without the backup job's Sys.Audit and Sys.Modify on /, download-url needs Sys.AccessNetwork
     (release, WITHOUT_BACKUP_JOB, "Sys.AccessNetwork")
     for release in catalogue.RELEASES
@@ -102,7 +105,7 @@ CASES = [(release, None, p) for release in catalogue.RELEASES for p in catalogue
 @pytest.mark.parametrize(
     ("release", "features", "privilege"),
     CASES,
-    ids=[f"{r}-{'some' if f else 'all'}-{p}" for r, f, p in CASES],
+    ids=[f"{r}-{'one-node' if f == ONE_NODE else 'some'}-{p}" for r, f, p in CASES],
 )
 def test_each_listed_privilege_is_needed(
     make_emulator: Any, tmp_path: Path, release: str, features: list[str] | None, privilege: str
@@ -111,7 +114,7 @@ def test_each_listed_privilege_is_needed(
     lab = make_emulator(version=release, **lab_settings(tmp_path))
     token = deploy_token(lab, release, tmp_path, without=(privilege,), features=features)
     failed: tuple[str, str] | None = None
-    for command, run in life_cycle(lab, tmp_path, token=token, vzdump=features is None):
+    for command, run in life_cycle(lab, tmp_path, token=token, vzdump=features == ONE_NODE):
         try:
             run()
         except Exception as error:  # the first failing command, whatever it raised

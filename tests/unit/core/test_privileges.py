@@ -21,7 +21,11 @@ def test_setup_md_holds_the_generated_commands() -> None:
         "replace it with the output of `ailab-deploy privileges --markdown`"
     )
     for release in catalogue.RELEASES:
-        assert f'pveum role add AilabDeploy --privs "{" ".join(catalogue.privileges(release))}"' in text
+        one_node = catalogue.privileges(release, catalogue.ONE_NODE_FEATURES)
+        assert f'pveum role add AilabDeploy --privs "{" ".join(one_node)}"' in text
+    # a cluster's and HA's extra privileges are granted only by those who use them
+    assert "--privs \"VM.Migrate\"" in text and "--privs \"Sys.Console\"" in text
+    assert "Sys.Console" not in catalogue.privileges("9.1", catalogue.ONE_NODE_FEATURES)
 
 
 def test_releases_differ_only_in_the_guest_agent_privilege() -> None:
