@@ -41,7 +41,14 @@ SshTimeoutOption = typer.Option(300.0, "--ssh-timeout", help="Seconds to wait fo
 YesOption = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation.")
 
 
-def _open(plan_path: Path, quiet: bool, progress: bool = True) -> Provisioner:
+ReplacePlacementOption = typer.Option(
+    False, "--replace-placement", help="Place every VM afresh (existing ones migrate), as on a new cluster."
+)
+
+
+def _open(
+    plan_path: Path, quiet: bool, progress: bool = True, replace_placement: bool = False
+) -> Provisioner:
     loaded = load(plan_path, quiet=quiet)
     client = ProxmoxClient.from_plan(loaded)
     state_dir = state_dir_for(loaded.path)
@@ -49,7 +56,9 @@ def _open(plan_path: Path, quiet: bool, progress: bool = True) -> Provisioner:
     printer = (
         (lambda message: err.print(message, markup=False)) if progress and not quiet else (lambda _: None)
     )
-    return Provisioner(loaded, client, ledger, state_dir, progress=printer)
+    return Provisioner(
+        loaded, client, ledger, state_dir, progress=printer, replace_placement=replace_placement
+    )
 
 
 def _short(value: str | None, width: int = 48) -> str:
@@ -126,9 +135,11 @@ def _report_json(report: ApplyReport) -> str:
     )
 
 
-def plan_command(plan: Path = PlanOption, as_json: bool = JsonOption) -> None:
+def plan_command(
+    plan: Path = PlanOption, as_json: bool = JsonOption, replace_placement: bool = ReplacePlacementOption
+) -> None:
     """Show, per VM, what apply would change on the node (read-only)."""
-    provisioner = _open(plan, quiet=as_json)
+    provisioner = _open(plan, quiet=as_json, replace_placement=replace_placement)
     started = time.monotonic()
     result = provisioner.compute()
     seconds = time.monotonic() - started
@@ -153,6 +164,7 @@ def apply_command(
     online: bool = typer.Option(
         False, "--online", help="Migrate running VMs live (with local disks) instead of shut down and moved."
     ),
+    replace_placement: bool = ReplacePlacementOption,
     task_timeout: float = TaskTimeoutOption,
     clone_timeout: float = CloneTimeoutOption,
     agent_timeout: float = AgentTimeoutOption,
@@ -160,7 +172,7 @@ def apply_command(
     as_json: bool = JsonOption,
 ) -> None:
     """Make the node match the plan: clone, configure, grow, start, wait, record host keys."""
-    provisioner = _open(plan, quiet=as_json)
+    provisioner = _open(plan, quiet=as_json, replace_placement=replace_placement)
     options = ApplyOptions(
         parallel=parallel,
         wait_ssh=not no_wait_ssh,

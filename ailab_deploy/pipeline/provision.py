@@ -187,8 +187,10 @@ class Provisioner:
         state_dir: Path,
         *,
         progress: Callable[[str], None] | None = None,
+        replace_placement: bool = False,
     ) -> None:
         self.loaded = loaded
+        self.replace_placement = replace_placement
         self.plan = loaded.plan
         self.client = client
         self.ledger = ledger
@@ -241,11 +243,17 @@ class Provisioner:
         return diff(list(self.desired.values()), state, self.ledger.managed_vmids(), self.node_names)
 
     def _place(self, state: dict[int, ActualVM]) -> None:
-        """Each VM's node: where it runs now, unless the plan pins it elsewhere; new VMs by fit."""
+        """Each VM's node: where it runs now, unless the plan pins it elsewhere; new VMs by fit.
+
+        ``replace_placement`` places every VM afresh, as for a new cluster (HA VMs excepted:
+        where they run is the HA manager's business).
+        """
         running_on = {
             vm.name: state[vm.vmid].node
             for vm in self.plan.vms
-            if vm.vmid in state and state[vm.vmid].node in self.node_names
+            if vm.vmid in state
+            and state[vm.vmid].node in self.node_names
+            and (not self.replace_placement or vm.ha is not None)
         }
         self.desired = {vm.name: vm for vm in desired_vms(self.plan, self._ssh_keys, running_on)}
 
