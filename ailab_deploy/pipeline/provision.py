@@ -804,7 +804,8 @@ class Provisioner:
             self.progress(f"{vm.name}: failed: {error}")
 
     def _power(self, vmid: int, name: str, verb: str, options: ApplyOptions) -> None:
-        """POST status/<verb> (start, stop, shutdown, reboot) and wait for its task."""
+        """POST status/<verb> (start, stop, shutdown, reboot) and wait for its task; a stop or
+        shutdown also until the VM is down (for an HA VM the task only hands the request to HA)."""
         self.client.run_task(
             "POST",
             self.client.qemu_path(vmid, f"status/{verb}"),
@@ -812,6 +813,17 @@ class Provisioner:
             f"{verb} of {name}",
             options.task_timeout,
         )
+        if verb in ("stop", "shutdown"):
+            poll(
+                lambda: True if self.client.vm_status(vmid).get("status") == "stopped" else None,
+                timeout=options.task_timeout,
+                interval=1.0,
+                on_timeout=lambda: ProxmoxError(
+                    f"{name} is still running {options.task_timeout:g} s after {verb}"
+                ),
+                clock=self.client.clock,
+                sleep=self.client.sleep,
+            )
 
     def _stop(self, vm: ActualVM, options: ApplyOptions) -> str:
         self._power(vm.vmid, vm.name, "stop", options)
