@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from ailab_deploy.adapters.known_hosts import KnownHosts, fetch_host_keys, forget_vm, wait_for_port
@@ -57,6 +57,7 @@ from ailab_deploy.errors import AilabError, ConfigError, ProxmoxError
 from ailab_deploy.pipeline.backup_job import ensure_backup_job
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SNAPSHOT_PREFIX = "ailab-"
 TEMPLATE_MARKER = "ailab-deploy: template"
@@ -443,7 +444,7 @@ class Provisioner:
                 raise AilabError("; ".join(getattr(a, "reason", a.kind) for a in plan.actions))
             return plan
 
-        return poll(
+        return self._poll(
             unlocked,
             timeout=options.clone_timeout,
             interval=1.0,
@@ -451,8 +452,6 @@ class Provisioner:
                 f"VM {desired.vmid} is still locked ({last[0].lock}) after {options.clone_timeout:g} s; "
                 "re-run apply when the task holding it has finished"
             ),
-            clock=self.client.clock,
-            sleep=self.client.sleep,
         )
 
     # ---- the phases; each returns what it did
@@ -526,7 +525,7 @@ class Provisioner:
             last[0] = actual.node if actual else "nowhere"
             return True if actual is not None and actual.node == node and not actual.lock else None
 
-        poll(
+        self._poll(
             arrived,
             timeout=options.clone_timeout,
             interval=1.0,
@@ -534,8 +533,6 @@ class Provisioner:
                 f"{desired.name} is still on {last[0]}, not {node}, {options.clone_timeout:g} s after "
                 "its migration was requested; see the node's task log and `ha-manager status`"
             ),
-            clock=self.client.clock,
-            sleep=self.client.sleep,
         )
 
     def _migrate(self, desired: DesiredVM, migrate: Migrate, options: ApplyOptions) -> str:
@@ -613,7 +610,7 @@ class Provisioner:
             last[0] = f"agent reports {', '.join(addresses) or 'no IPv4 address'}"
             return None
 
-        return poll(
+        return self._poll(
             reported,
             timeout=options.agent_timeout,
             interval=2.0,
@@ -622,8 +619,6 @@ class Provisioner:
                 f"(last: {last[0]}); check that qemu-guest-agent is installed and enabled in the template, "
                 "then run apply again (or raise --agent-timeout)"
             ),
-            clock=self.client.clock,
-            sleep=self.client.sleep,
         )
 
     def _ssh(self, desired: DesiredVM, options: ApplyOptions, *, created: bool) -> str:
@@ -655,6 +650,20 @@ class Provisioner:
 
     def forget_vm(self, vmid: int) -> None:
         forget_vm(self.ledger, self.known_hosts, vmid)
+
+    def _poll(
+        self,
+        check: Callable[[], T | None],
+        *,
+        timeout: float,
+        interval: float,
+        on_timeout: Callable[[], Exception],
+    ) -> T:
+        """``poll`` on the client's clock and sleep, as every wait of the engine is."""
+        return poll(
+            check, timeout=timeout, interval=interval, on_timeout=on_timeout, clock=self.client.clock,
+            sleep=self.client.sleep,
+        )  # fmt: skip
 
     def _event(self, vm: str, message: str, level: str = "warning") -> None:
         self.progress(f"{vm}: {message}")
@@ -814,15 +823,13 @@ class Provisioner:
             options.task_timeout,
         )
         if verb in ("stop", "shutdown"):
-            poll(
+            self._poll(
                 lambda: True if self.client.vm_status(vmid).get("status") == "stopped" else None,
                 timeout=options.task_timeout,
                 interval=1.0,
                 on_timeout=lambda: ProxmoxError(
                     f"{name} is still running {options.task_timeout:g} s after {verb}"
                 ),
-                clock=self.client.clock,
-                sleep=self.client.sleep,
             )
 
     def _stop(self, vm: ActualVM, options: ApplyOptions) -> str:
