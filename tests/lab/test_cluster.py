@@ -81,15 +81,29 @@ def test_cluster_resources_list_nodes_and_storage_per_node(lab: Lab) -> None:
     assert sorted(r["node"] for r in resources(lab, "node")) == NODES
 
 
+def _missing(node: str, vmid: int) -> str:
+    return f"Configuration file 'nodes/{node}/qemu-server/{vmid}.conf' does not exist"
+
+
+UNKNOWN_PVE9 = (
+    "hostname lookup 'pve9' failed - failed to get address info for: pve9: Name or service not known"
+)
+
+
 @pytest.mark.parametrize(
     ("method", "path", "status", "text"),
     [
-        ("GET", "/nodes/pve2/qemu/9000/config", 500, "Configuration file 'nodes/pve2/qemu-server/9000.conf' does not exist"),
-        ("GET", "/nodes/pve3/qemu/9000/status/current", 500, "Configuration file 'nodes/pve3/qemu-server/9000.conf' does not exist"),
-        ("POST", "/nodes/pve2/qemu/9000/clone", 500, "unable to find configuration file for VM 9000 on node 'pve2'"),
-        ("GET", "/nodes/pve9/qemu", 500, "hostname lookup 'pve9' failed - failed to get address info for: pve9: Name or service not known"),
+        ("GET", "/nodes/pve2/qemu/9000/config", 500, _missing("pve2", 9000)),
+        ("GET", "/nodes/pve3/qemu/9000/status/current", 500, _missing("pve3", 9000)),
+        (
+            "POST",
+            "/nodes/pve2/qemu/9000/clone",
+            500,
+            "unable to find configuration file for VM 9000 on node 'pve2'",
+        ),
+        ("GET", "/nodes/pve9/qemu", 500, UNKNOWN_PVE9),
     ],
-)  # fmt: skip
+)
 def test_a_vm_asked_on_the_wrong_node_or_an_unknown_node_fails_as_pve(
     lab: Lab, method: str, path: str, status: int, text: str
 ) -> None:
