@@ -83,11 +83,18 @@ def ensure_lab_deploy_token(lab_dir: Path, info: dict[str, Any]) -> list[str]:
 
 
 def up(
-    lab_dir: Path, *, api_only: bool, port: int | None = None, pve_version: str | None = None
+    lab_dir: Path,
+    *,
+    api_only: bool,
+    port: int | None = None,
+    pve_version: str | None = None,
+    nodes: int | None = None,
 ) -> dict[str, Any]:
     backend = "null" if api_only else "containers"
     if pve_version is not None:
         control.pve_full_version(pve_version)  # refuse a bad version before building anything
+    if nodes is not None:
+        control.cluster_nodes(nodes)  # and a bad node count
     current = control.status(lab_dir)
     if current["running"] and current["backend"] != backend:
         control.down(lab_dir)  # the backend is chosen at start
@@ -107,7 +114,7 @@ def up(
             "node": built.node.address if built.node else None,
         }
         node = built.node
-    info = control.up(lab_dir, port=port, backend=backend, pve_version=pve_version)
+    info = control.up(lab_dir, port=port, backend=backend, pve_version=pve_version, nodes=nodes)
     if not api_only:  # the node has booted: its onboot VMs start, as pve-guests.service does
         info["startall"] = control.guests_power(lab_dir, "startall")
     key = lab_key(lab_dir)  # the admin key of every lab VM, and the node's root key
@@ -142,6 +149,14 @@ def down(lab_dir: Path, *, purge: bool = False) -> bool:
     if owner is None or owner == lab_dir.resolve():
         lab_down(lab_dir, purge=purge)
     return stopped
+
+
+def node_fail(lab_dir: Path, node: str) -> dict[str, Any]:
+    return control.node_power(lab_dir, node, "fail")
+
+
+def node_recover(lab_dir: Path, node: str) -> None:
+    control.node_power(lab_dir, node, "recover")
 
 
 def reset(lab_dir: Path) -> list[int]:

@@ -13,7 +13,7 @@ from typing import Any
 
 from ailab_deploy.lab.backend import VMBackend
 
-from . import api_access, api_cluster, api_ha, api_nodes, api_qemu, api_reads, migration
+from . import api_access, api_cluster, api_ha, api_nodes, api_qemu, api_reads, migration, storagecfg
 from .access import AccessControl
 from .apierror import ApiError, fail
 from .auth import Authenticator
@@ -68,6 +68,14 @@ class Emulator:
         cfg = settings.lab_dir / STORAGE_CFG
         if not cfg.exists():  # a new lab: its storages written down as PVE's storage.cfg
             text = storage_cfg_text(settings)
+            cfg.write_text(text)
+            settings.storage_digest = hashlib.sha1(text.encode()).hexdigest()
+        elif settings.clustered and not any(
+            entry.properties.get("shared") == "1" for entry in storagecfg.parse(cfg.read_text(), str(cfg))
+        ):
+            # grown into a cluster: the shared storage settings added is written down too
+            shared = [s for s in settings.storages if s.shared]
+            text = cfg.read_text().rstrip("\n") + "\n\n" + storage_cfg_text(settings, shared)
             cfg.write_text(text)
             settings.storage_digest = hashlib.sha1(text.encode()).hexdigest()
         self.router = Router()

@@ -175,10 +175,10 @@ def _from_cfg(entry: storagecfg.StorageEntry, lab_dir: Path, sizes: dict[str, in
     )
 
 
-def storage_cfg_text(settings: Settings) -> str:
+def storage_cfg_text(settings: Settings, storages: list[StorageSettings] | None = None) -> str:
     """The storages as PVE writes storage.cfg (dir storages with their path)."""
     entries = []
-    for storage in settings.storages:
+    for storage in settings.storages if storages is None else storages:
         props: dict[str, str] = {}
         if storage.type in ("dir", "nfs", "cifs", "btrfs") and storage.path is not None:
             props["path"] = str(storage.path)
@@ -253,6 +253,19 @@ def load_settings(lab_dir: Path) -> Settings:
         sizes = {s.storage: s.total for s in storages}
         storages = [_from_cfg(entry, lab_dir, sizes) for entry in storagecfg.parse(text, str(cfg_path))]
         settings.storage_digest = hashlib.sha1(text.encode()).hexdigest()
+    if settings.clustered and not any(s.shared for s in storages):
+        # a lab grown into a cluster gets the storage all its nodes share
+        entry = DEFAULT_SHARED_STORAGE
+        storages.append(
+            StorageSettings(
+                storage=entry["storage"],
+                type=entry["type"],
+                content=entry["content"],
+                total=_size(entry["total"], "shared storage"),
+                path=lab_dir / "storage" / entry["storage"],
+                shared=True,
+            )
+        )
     settings.storages = storages
     for entry in raw.get("users", []):
         userid = str(entry["userid"])

@@ -71,6 +71,10 @@ class Store:
             vmid = int(path.stem)
             self.vms[vmid] = configfile.parse(vmid, path.read_text())
             self.vm_node[vmid] = node
+            home = self.conf_path(vmid)
+            if home != path:  # the lab grew into a cluster (or shrank): files go where they belong
+                home.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(path, home)
         runtime = self.dir / "runtime.json"
         if runtime.exists():
             data = json.loads(runtime.read_text())
@@ -109,8 +113,6 @@ class Store:
             self.vm_node[vm.vmid] = node or self.node_of(vm.vmid)
             self.generation += 1
             write_atomic(self.conf_path(vm.vmid), vm.raw, mode=0o640)
-            if self.clustered:  # a lab that grew into a cluster: the file moves to its node
-                (self.dir / "qemu-server" / f"{vm.vmid}.conf").unlink(missing_ok=True)
 
     def move_vm(self, vmid: int, target: str) -> None:
         """What a migration ends with: the config file renamed into the target node's directory."""
