@@ -111,7 +111,7 @@ def pve_full_version(release: str) -> str:
     return PVE_VERSIONS[release]
 
 
-MAX_NODES = 9  # the lab network numbers nodes 10.77.0.2-10; VMs start at .10
+MAX_NODES = 7  # the lab network numbers nodes 10.77.0.2-8; its VMs start at .10
 
 
 def cluster_nodes(count: int) -> list[str]:
@@ -341,13 +341,17 @@ def reset(lab_dir: Path) -> list[int]:
     return list(_request(lab_dir, "POST", "/_lab/reset", admin=True)["removed"])
 
 
-def node_power(lab_dir: Path, node: str, action: str) -> dict[str, Any]:
-    """``fail`` (the node loses power: it stops answering, its VMs stop) or ``recover`` a node."""
+def check_node_name(lab_dir: Path, node: str, action: str) -> None:
     nodes = status(lab_dir)["nodes"]
     if node not in nodes:
         raise InputError(f"lab node {action}: '{node}' is not a node of this lab ({', '.join(nodes)})")
     if len(nodes) < 2:
         raise InputError(f"lab node {action}: the lab has one node; start a cluster with 'lab up --nodes 3'")
+
+
+def node_power(lab_dir: Path, node: str, action: str) -> dict[str, Any]:
+    """``fail`` (the node loses power: it stops answering, its VMs stop) or ``recover`` a node."""
+    check_node_name(lab_dir, node, action)
     result = _request(lab_dir, "POST", f"/_lab/nodes/{urllib.parse.quote(node)}/{action}", admin=True)
     return dict(result or {})
 

@@ -35,6 +35,6 @@ def test_a_cluster_lab_from_the_cli(tmp_path: Path) -> None:
         shown = lab("status", cwd=tmp_path, env=env).stdout
         assert "  nodes: pve1 (online), pve2 (online), pve3 (online)" in shown.splitlines()
         bad = lab("up", "--api-only", "--nodes", "0", cwd=tmp_path, env=env)
-        assert (bad.returncode, bad.stderr.strip()) == (2, "--nodes: 0 is not between 1 and 9")
+        assert (bad.returncode, bad.stderr.strip()) == (2, "--nodes: 0 is not between 1 and 7")
     finally:
         lab("down", cwd=tmp_path, env=env)

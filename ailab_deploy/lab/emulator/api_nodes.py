@@ -224,18 +224,21 @@ class NodesApi:
 
     # --- storage ------------------------------------------------------------------------------
 
-    def _file_usage(self, storage: StorageSettings) -> int:
-        if storage.path is None or not storage.path.exists():
+    def _file_usage(self, storage: StorageSettings, node: str | None) -> int:
+        path = self.settings.storage_dir(storage, node)
+        if path is None or not path.exists():
             return 0
         total = 0
         for sub in CONTENT_DIRS.values():
-            folder = storage.path / sub
+            folder = path / sub
             if folder.is_dir():
                 total += sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
         return total
 
-    def storage_dict(self, storage: StorageSettings, used_by_volumes: dict[str, int]) -> dict[str, Any]:
-        used = used_by_volumes.get(storage.storage, 0) + self._file_usage(storage)
+    def storage_dict(
+        self, storage: StorageSettings, used_by_volumes: dict[str, int], node: str | None = None
+    ) -> dict[str, Any]:
+        used = used_by_volumes.get(storage.storage, 0) + self._file_usage(storage, node)
         return {
             "storage": storage.storage,
             "type": storage.type,
@@ -278,7 +281,7 @@ class NodesApi:
                 wanted = set(params["content"].split(","))
                 if not wanted & set(storage.content.split(",")):
                     continue
-            result.append(self.storage_dict(storage, used))
+            result.append(self.storage_dict(storage, used, params["node"]))
         return result
 
     def used_on(self, node: str) -> dict[str, int]:
@@ -294,7 +297,7 @@ class NodesApi:
     def storage_status(self, req: Request) -> Any:
         params = self._node(req, {"storage": STORAGE})
         storage = self._storage(params["storage"])
-        data = self.storage_dict(storage, self.used_on(params["node"]))
+        data = self.storage_dict(storage, self.used_on(params["node"]), params["node"])
         del data["storage"], data["used_fraction"]
         return data
 
@@ -320,11 +323,12 @@ class NodesApi:
             if owner is not None:
                 item["vmid"] = owner
             result.append(item)
-        if storage.path is not None:
+        files = self.settings.storage_dir(storage, params["node"])
+        if files is not None:
             for content, sub in CONTENT_DIRS.items():
                 if params.get("content") not in (None, content):
                     continue
-                folder = storage.path / sub
+                folder = files / sub
                 if not folder.is_dir():
                     continue
                 for path in sorted(folder.iterdir()):
@@ -338,16 +342,18 @@ class NodesApi:
                     result.append(listed)
         return result
 
-    def resolve_file_volume(self, volid: str) -> tuple[str, Path]:
-        """``local:import/x.qcow2`` -> (content type, path); errors as PVE words them."""
+    def resolve_file_volume(self, volid: str, node: str | None = None) -> tuple[str, Path]:
+        """``local:import/x.qcow2`` -> (content type, path on ``node``); errors as PVE words them."""
         storage_name, _, rel = volid.partition(":")
         storage = self.settings.storage(storage_name)
-        if storage is None or storage.path is None:
+        node = node or self.emu.current_node()
+        files = self.settings.storage_dir(storage, node) if storage is not None else None
+        if files is None:
             raise fail(f"storage '{storage_name}' does not exist")
         content, _, name = rel.partition("/")
         if content not in CONTENT_DIRS or not name or "/" in name:
             raise fail(f"unable to parse volume ID '{volid}'")
-        return content, storage.path / CONTENT_DIRS[content] / name
+        return content, files / CONTENT_DIRS[content] / name
 
     def download_url(self, req: Request) -> Any:
         params = self._node(
@@ -374,8 +380,9 @@ class NodesApi:
             raise param_error({"filename": "value does not match the regex pattern"})
         if "checksum" in params and "checksum-algorithm" not in params:
             raise param_error({"checksum-algorithm": "'checksum-algorithm' is required"})
-        assert storage.path is not None
-        target = storage.path / CONTENT_DIRS[content] / filename
+        files = self.settings.storage_dir(storage, params["node"])
+        assert files is not None
+        target = files / CONTENT_DIRS[content] / filename
         url = params["url"]
 
         def work(ctx: TaskContext) -> None:

@@ -44,7 +44,8 @@ class Emulator:
         self.tasks = TaskManager(
             settings.node, settings.state_dir / "tasks", self.faults, settings.task_duration
         )
-        self.tasks.node_for_request = self._request_node
+        self.tasks.node_for_request = self.current_node
+        self.tasks.on_worker_start = self._enter_task
         self.access = AccessControl(
             self.release,
             settings.state_dir / "access.json",
@@ -61,10 +62,15 @@ class Emulator:
             known=self.access.state.tokens.__contains__,
         )
         self.backend = backend if backend is not None else load_backend(settings)
+        attach = getattr(self.backend, "attach_cluster", None)
+        if attach is not None and settings.clustered:  # a backend that places guests on nodes
+            attach(self.store.node_of)
         self.fingerprint = ""
         for storage in settings.storages:
-            if storage.path is not None:
-                storage.path.mkdir(parents=True, exist_ok=True)
+            for node in settings.nodes:
+                folder = settings.storage_dir(storage, node)
+                if folder is not None:
+                    folder.mkdir(parents=True, exist_ok=True)
         cfg = settings.lab_dir / STORAGE_CFG
         if not cfg.exists():  # a new lab: its storages written down as PVE's storage.cfg
             text = storage_cfg_text(settings)
@@ -208,7 +214,12 @@ class Emulator:
         if not self.quorate():
             raise fail("cluster not ready - no quorum?")
 
-    def _request_node(self) -> str:
+    def _enter_task(self, node: str) -> None:
+        """A worker acts on its own node, as a forked PVE worker does."""
+        self._request.node = node
+
+    def current_node(self) -> str:
+        """The node the current request names or the current task runs on (else the API's)."""
         return getattr(self._request, "node", None) or self.node
 
     # --- node failure (lab control) ---------------------------------------------------------------
@@ -262,11 +273,11 @@ class Emulator:
         return ".".join(self.settings.version.split(".")[:2])
 
     def conf_missing(self, vmid: int, node: str | None = None) -> ApiError:
-        node = node or self._request_node()
+        node = node or self.current_node()
         return fail(f"Configuration file 'nodes/{node}/qemu-server/{vmid}.conf' does not exist")
 
     def not_found(self, vmid: int, node: str | None = None) -> ApiError:
-        node = node or self._request_node()
+        node = node or self.current_node()
         return fail(f"unable to find configuration file for VM {vmid} on node '{node}'")
 
     def on_request_node(self, vmid: int) -> bool:
@@ -277,8 +288,11 @@ class Emulator:
     def shared_storages(self) -> frozenset[str]:
         return frozenset(s.storage for s in self.settings.storages if s.shared)
 
-    def storage_paths(self) -> dict[str, Path]:
-        return {s.storage: s.path for s in self.settings.storages if s.path is not None}
+    def storage_paths(self, node: str | None = None) -> dict[str, Path]:
+        """Each storage's file directory on ``node`` (default: the node of the request or task)."""
+        node = node or self.current_node()
+        paths = {s.storage: self.settings.storage_dir(s, node) for s in self.settings.storages}
+        return {name: path for name, path in paths.items() if path is not None}
 
     def info(self) -> dict[str, Any]:
         return {

@@ -118,6 +118,14 @@ class Settings:
     def node_address(self, node: str) -> str:
         return self.node_addresses.get(node, self.listen)
 
+    def storage_dir(self, storage: StorageSettings, node: str | None = None) -> Path | None:
+        """Where a storage keeps its files as ``node`` sees them: in a cluster a local storage
+        is each node's own disk (<lab>/nodes/<node>/storage/<name>), a shared one is the same
+        directory everywhere; a single node keeps the configured path."""
+        if storage.path is None or not self.clustered or storage.shared:
+            return storage.path
+        return self.lab_dir / "nodes" / (node or self.node) / "storage" / storage.storage
+
     @property
     def state_dir(self) -> Path:
         return self.lab_dir / "state"

@@ -128,6 +128,7 @@ class TaskManager:
         self.tasks: dict[str, Task] = {}
         # which node runs a task started without one (the emulator points it at the request's node)
         self.node_for_request: Callable[[], str] = lambda: self.node
+        self.on_worker_start: Callable[[str], None] = lambda _node: None
         self.lock = threading.Lock()
         self.stop_event = threading.Event()
         self._pid = os.getpid() % 0x400000 + 0x10000
@@ -195,6 +196,7 @@ class TaskManager:
     def _run(self, ctx: TaskContext, worker: Worker) -> None:
         task = ctx.task
         try:
+            self.on_worker_start(task.node)
             worker(ctx)
         except (TaskFailed, BackendError, ApiError) as err:
             message = err.message if isinstance(err, ApiError) else str(err)
