@@ -159,6 +159,8 @@ class Emulator:
                 except Exception:  # reset must go on; the backend logs its own trouble
                     log.exception("backend destroy of %s failed during reset", vmid)
                 self.store.delete_vm(vmid)
+                if self.ha.is_configured(vmid):  # as a destroy with purge: no HA entry outlives its VM
+                    self.ha.remove_resource(vmid)
                 removed.append(vmid)
             if keep not in self.store.vms and self.settings.template:
                 self.seed_template()
