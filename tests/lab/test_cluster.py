@@ -436,3 +436,30 @@ def test_one_node_keeps_a_standalone_node(emulator: Lab) -> None:
     status = emulator.api().cluster.status.get()
     assert [(e["type"], e["name"], e["nodeid"]) for e in status] == [("node", "pve", 0)]
     assert (emulator.lab_dir / "state/qemu-server/9000.conf").is_file()
+
+
+@pytest.mark.parametrize("action", ["stop", "shutdown"])
+def test_power_calls_on_an_ha_vm_become_ha_requests(lab: Lab, action: str) -> None:
+    api = lab.api()
+    assert clone(lab, 102)["exitstatus"] == "OK"
+    api.cluster.ha.resources.post(sid="vm:102")
+    wait_for(lambda: api.nodes("pve1").qemu(102).status.current.get()["status"] == "running")
+    upid = getattr(api.nodes("pve1").qemu(102).status, action).post()
+    assert lab.wait(upid)["type"] == "hastop"
+    assert (
+        next(line["t"] for line in api.nodes("pve1").tasks(upid).log.get()) == "Requesting HA stop for VM 102"
+    )
+    assert api.cluster.ha.resources("vm:102").get()["state"] == "stopped"
+    wait_for(lambda: api.nodes("pve1").qemu(102).status.current.get()["status"] == "stopped")
+    upid = api.nodes("pve1").qemu(102).status.start.post()
+    assert lab.wait(upid)["type"] == "hastart"
+    assert api.cluster.ha.resources("vm:102").get()["state"] == "started"
+    wait_for(lambda: api.nodes("pve1").qemu(102).status.current.get()["status"] == "running")
+
+
+def test_create_with_ha_managed_adds_the_resource(lab: Lab) -> None:
+    api = lab.api()
+    upid = api.nodes("pve2").qemu.post(vmid=150, memory=512, start=1, **{"ha-managed": 1})
+    assert lab.wait(upid)["exitstatus"] == "OK"
+    assert api.cluster.ha.resources("vm:150").get()["state"] == "started"
+    wait_for(lambda: api.nodes("pve2").qemu(150).status.current.get()["status"] == "running")

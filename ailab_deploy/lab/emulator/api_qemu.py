@@ -702,10 +702,27 @@ class QemuApi:
                 with self.store.lock:
                     self.store.delete_vm(vmid)
                 raise
-            if params.get("start"):
+            if params.get("ha-managed"):  # the HA manager starts it if asked to
+                ctx.log("Add as HA resource")
+                self.emu.ha.add_resource(vmid, "started" if params.get("start") else "stopped")
+            elif params.get("start"):
                 self._do_start(ctx, vmid, skiplock=False)
 
         return self._task(req, "qmcreate", vmid, work)
+
+    def _ha_request(self, req: Request, vmid: int, state: str) -> str | None:
+        """An HA-managed VM is started and stopped by its HA manager: the call becomes a request
+        (``hastart``/``hastop``), as qemu-server hands it to ha-manager."""
+        if not self.emu.ha.is_configured(vmid):
+            return None
+        self._vm(vmid)
+        kind, verb = ("hastart", "start") if state == "started" else ("hastop", "stop")
+
+        def work(ctx: TaskContext) -> None:
+            ctx.log(f"Requesting HA {verb} for VM {vmid}")
+            self.emu.ha.set_state(vmid, state)
+
+        return self._task(req, kind, vmid, work)
 
     def _check_create_permissions(
         self, authid: str, vmid: int, params: dict[str, Any], conf: dict[str, str]
@@ -1064,6 +1081,8 @@ class QemuApi:
         params = self._params(req, spec)
         skiplock = self._skiplock(req, params)
         vmid = params["vmid"]
+        if not params.get("stateuri") and (handed := self._ha_request(req, vmid, "started")):
+            return handed
         return self._task(req, "qmstart", vmid, lambda ctx: self._do_start(ctx, vmid, skiplock))
 
     def _stop_work(self, vmid: int, skiplock: bool, shutdown_timeout: float | None) -> Any:
@@ -1093,6 +1112,8 @@ class QemuApi:
         }
         params = self._params(req, spec)
         skiplock = self._skiplock(req, params)
+        if not params.get("migratedfrom") and (handed := self._ha_request(req, params["vmid"], "stopped")):
+            return handed
         return self._task(req, "qmstop", params["vmid"], self._stop_work(params["vmid"], skiplock, None))
 
     def shutdown(self, req: Request) -> Any:
@@ -1104,6 +1125,8 @@ class QemuApi:
         }
         params = self._params(req, spec)
         skiplock = self._skiplock(req, params)
+        if handed := self._ha_request(req, params["vmid"], "stopped"):
+            return handed
         timeout = float(params.get("timeout", 180))
         work = self._stop_work(params["vmid"], skiplock, timeout)
         return self._task(req, "qmshutdown", params["vmid"], work)

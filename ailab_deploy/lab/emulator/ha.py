@@ -125,6 +125,19 @@ class HaManager:
             else:
                 self.rules[name]["resources"] = ",".join(members)
 
+    def add_resource(self, vmid: int, state: str) -> None:
+        with self.lock:
+            self.resources.setdefault(self.sid(vmid), {})["state"] = state
+            self.save()
+
+    def set_state(self, vmid: int, state: str) -> None:
+        """``ha-manager set --state`` / ``crm-command stop``: the requested state changes."""
+        with self.lock:
+            resource = self.resources.get(self.sid(vmid))
+            if resource is not None:
+                resource["state"] = state
+                self.save()
+
     def request_migration(self, vmid: int, target: str) -> None:
         with self.lock:
             self.migrations[self.sid(vmid)] = target
