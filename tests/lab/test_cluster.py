@@ -254,6 +254,8 @@ def test_a_failed_node_stops_answering_and_quorum_needs_a_majority(lab: Lab) -> 
     assert online == {"pve1": 1, "pve2": 0, "pve3": 1}
     assert next(r["status"] for r in resources(lab, "vm") if r["vmid"] == 102) == "unknown"
     assert next(n for n in api.nodes.get() if n["node"] == "pve2")["status"] == "offline"
+    storages = {s["storage"]: s["status"] for s in resources(lab, "storage") if s["node"] == "pve2"}
+    assert set(storages.values()) == {"unknown"} and "shared" in storages
     assert api.cluster.status.get()[0]["quorate"] == 1
     lab.admin("POST", "/nodes/pve3/fail")
     assert api.cluster.status.get()[0]["quorate"] == 0

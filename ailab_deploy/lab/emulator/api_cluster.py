@@ -192,7 +192,20 @@ class ClusterApi:
                 result.append(item)
         if wanted in (None, "storage"):
             for node in nodes:  # every node lists each storage; a shared one is the same on all
-                if node in self.emu.offline:
+                if node in self.emu.offline:  # no fresh figures from it: pve-manager says unknown
+                    result += [
+                        {
+                            "id": f"storage/{node}/{s.storage}",
+                            "storage": s.storage,
+                            "node": node,
+                            "type": "storage",
+                            "status": "unknown",
+                            "plugintype": s.type,
+                            "content": s.content,
+                            "shared": int(s.shared),
+                        }
+                        for s in self.emu.settings.storages
+                    ]
                     continue
                 result += self._storage_resources(node)
         return result
