@@ -201,7 +201,7 @@ def _remove_stopped_vms(lab_dir: Path) -> list[int]:
     if not (lab_dir / "settings.json").exists():
         return []
     settings = load_settings(lab_dir)
-    store = Store(settings.state_dir)
+    store = Store(settings.state_dir, settings.nodes)
     keep = int((settings.template or {}).get("vmid", 9000))
     removed = [vmid for vmid in sorted(store.vms) if vmid != keep]
     for vmid in removed:
