@@ -465,3 +465,35 @@ def test_create_with_ha_managed_adds_the_resource(lab: Lab) -> None:
     assert lab.wait(upid)["exitstatus"] == "OK"
     assert api.cluster.ha.resources("vm:150").get()["state"] == "started"
     wait_for(lambda: api.nodes("pve2").qemu(150).status.current.get()["status"] == "running")
+
+
+def test_recovery_keeps_apart_what_a_negative_resource_affinity_rule_separates(lab: Lab) -> None:
+    api = lab.api()
+    assert clone(lab, 102)["exitstatus"] == "OK"
+    assert clone(lab, 103, target="pve2")["exitstatus"] == "OK"
+    assert clone(lab, 104, target="pve3")["exitstatus"] == "OK"
+    for sid in ("vm:102", "vm:103", "vm:104"):  # pve2 and pve3 carry one HA service each
+        api.cluster.ha.resources.post(sid=sid)
+    api.cluster.ha.rules.post(
+        rule="apart", type="resource-affinity", resources="vm:102,vm:103", affinity="negative"
+    )
+    wait_for(lambda: api.nodes("pve2").qemu(103).status.current.get()["status"] == "running")
+    pre = api.nodes("pve1").qemu(102).migrate.get()
+    assert pre["allowed_nodes"] == ["pve3"]
+    assert pre["not_allowed_nodes"] == {
+        "pve2": {"blocking-ha-resources": [{"sid": "vm:103", "cause": "resource-affinity"}]}
+    }
+    lab.admin("POST", "/nodes/pve1/fail")
+    wait_for(lambda: vm_node(lab, 102) == "pve3")  # as loaded as pve2, which holds vm:103
+
+
+def test_targetstorage_maps_a_local_disk_to_another_storage(lab: Lab) -> None:
+    assert clone(lab, 101, storage="local-lvm", full=1)["exitstatus"] == "OK"
+    api = lab.api()
+    upid = api.nodes("pve1").qemu(101).migrate.post(target="pve2", targetstorage="local-lvm:HDDStorage")
+    assert lab.wait(upid)["exitstatus"] == "OK"
+    assert api.nodes("pve2").qemu(101).config.get()["scsi0"].startswith("HDDStorage:vm-101-disk-0,")
+    answer = lab.http(
+        "POST", "/nodes/pve2/qemu/101/migrate", data={"target": "pve3", "targetstorage": "local"}
+    )
+    assert (answer.status_code, message(answer)) == (500, "storage 'local' does not support vm images")
