@@ -174,7 +174,8 @@ def node_fail(lab_dir: Path, node: str) -> dict[str, Any]:
 
 
 def node_recover(lab_dir: Path, node: str) -> None:
-    """The node boots again (its container, in a container lab) and rejoins the cluster."""
+    """The node boots again (its container, in a container lab), rejoins the cluster and starts its
+    onboot VMs, as pve-guests.service does at boot; HA decides about its HA VMs."""
     control.check_node_name(lab_dir, node, "recover")
     if control.status(lab_dir)["backend"] == "containers":
         from ailab_deploy.lab.containers.image import build_template
@@ -183,6 +184,7 @@ def node_recover(lab_dir: Path, node: str) -> None:
         address = dict(_cluster_addresses(lab_dir, None) or [])[node]
         cluster_node_up(lab_dir, build_template(None).rootfs, node, address)
     control.node_power(lab_dir, node, "recover")
+    control.guests_power(lab_dir, "startall", only=node)  # the node's boot starts its onboot VMs
 
 
 def reset(lab_dir: Path) -> list[int]:

@@ -362,14 +362,15 @@ def cluster_state(lab_dir: Path) -> dict[str, str]:
     return dict(info.get("nodes", {}))
 
 
-def guests_power(lab_dir: Path, action: str, timeout: float = 300.0) -> str:
-    """``startall`` or ``stopall`` on every node that answers, as pve-guests.service does at boot
-    and shutdown; waits (bounded) for the tasks and returns the first failing exit status (or OK)."""
+def guests_power(lab_dir: Path, action: str, timeout: float = 300.0, only: str | None = None) -> str:
+    """``startall`` or ``stopall`` on every node that answers (or on ``only``), as
+    pve-guests.service does at boot and shutdown; waits (bounded) for the tasks and returns the
+    first failing exit status (or OK)."""
     current = status(lab_dir)
     offline = {n for n, state in cluster_state(lab_dir).items() if state != "online"}
     started = []
     for node in current["nodes"]:
-        if node not in offline:
+        if node not in offline and only in (None, node):
             started.append((node, str(_request(lab_dir, "POST", f"/nodes/{node}/{action}"))))
     deadline = time.monotonic() + timeout
     result = "OK"

@@ -497,3 +497,13 @@ def test_targetstorage_maps_a_local_disk_to_another_storage(lab: Lab) -> None:
         "POST", "/nodes/pve2/qemu/101/migrate", data={"target": "pve3", "targetstorage": "local"}
     )
     assert (answer.status_code, message(answer)) == (500, "storage 'local' does not support vm images")
+
+
+def test_startall_leaves_ha_vms_to_the_ha_manager(lab: Lab) -> None:
+    api = lab.api()
+    assert clone(lab, 102)["exitstatus"] == "OK"
+    assert clone(lab, 103)["exitstatus"] == "OK"
+    api.cluster.ha.resources.post(sid="vm:102", state="stopped")
+    assert lab.wait(api.nodes("pve1").startall.post(force=1))["exitstatus"] == "OK"
+    assert api.nodes("pve1").qemu(103).status.current.get()["status"] == "running"
+    assert api.nodes("pve1").qemu(102).status.current.get()["status"] == "stopped"

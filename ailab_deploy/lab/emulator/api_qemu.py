@@ -1143,6 +1143,8 @@ class QemuApi:
                 conf = vm.merged()
                 if vm.is_template or (wanted is not None and vmid not in wanted):
                     continue
+                if wanted is None and self.emu.ha.is_configured(vmid):
+                    continue  # the HA manager starts and stops these (get_start_stop_list)
                 if onboot_only and str(conf.get("onboot", "0")) != "1":
                     continue
                 order = re.search(r"(?:^|,)order=(\d+)", str(conf.get("startup", "")))
