@@ -37,13 +37,13 @@ def register(emu: Emulator) -> HaApi:
     add("DELETE", "/cluster/ha/resources/{sid}", api.resource_delete)
     add("POST", "/cluster/ha/resources/{sid}/migrate", api.resource_migrate)
     add("POST", "/cluster/ha/resources/{sid}/relocate", api.resource_migrate)
-    if emu.release == "8.4":  # 9.x migrated groups into node-affinity rules
-        add("GET", "/cluster/ha/groups", api.group_list)
-        add("POST", "/cluster/ha/groups", api.group_create)
-        add("GET", "/cluster/ha/groups/{group}", api.group_get)
-        add("PUT", "/cluster/ha/groups/{group}", api.group_update)
-        add("DELETE", "/cluster/ha/groups/{group}", api.group_delete)
-    else:
+    # 9.x migrated groups into node-affinity rules: its group calls refuse once none are left
+    add("GET", "/cluster/ha/groups", api.group_list)
+    add("POST", "/cluster/ha/groups", api.group_create)
+    add("GET", "/cluster/ha/groups/{group}", api.group_get)
+    add("PUT", "/cluster/ha/groups/{group}", api.group_update)
+    add("DELETE", "/cluster/ha/groups/{group}", api.group_delete)
+    if emu.release != "8.4":
         add("GET", "/cluster/ha/rules", api.rule_list)
         add("POST", "/cluster/ha/rules", api.rule_create)
         add("GET", "/cluster/ha/rules/{rule}", api.rule_get)
@@ -61,11 +61,7 @@ class HaApi:
 
     def index(self, req: Request) -> Any:
         schema.check(req.params, {})
-        names = (
-            ["status", "resources", "groups"]
-            if self.emu.release == "8.4"
-            else ["status", "resources", "rules"]
-        )
+        names = ["status", "resources", "groups"] + ([] if self.emu.release == "8.4" else ["rules"])
         return [{"id": name} for name in names]
 
     # --- resources --------------------------------------------------------------------------------
@@ -214,9 +210,10 @@ class HaApi:
     # --- groups (8.4) -------------------------------------------------------------------------------
 
     def _group_spec(self, create: bool) -> dict[str, P]:
+        nodes = "pve-ha-group-node-list" if self.emu.release == "8.4" else "pve-ha-node-list"
         return {
             "comment": COMMENT,
-            "nodes": P(optional=not create, format="pve-ha-group-node-list"),
+            "nodes": P(optional=not create, format=nodes),
             "nofailback": P("boolean"),
             "restricted": P("boolean"),
         }
@@ -229,19 +226,27 @@ class HaApi:
         view.update({k: int(v) if k in _GROUP_INTS else v for k, v in group.items()})
         return view
 
+    def _migrated(self, what: str) -> None:
+        """PVE 9 (have_groups_been_migrated): without groups left, the group calls refuse."""
+        if self.emu.release != "8.4" and not self.ha.groups:
+            raise fail(f"cannot {what}: ha groups have been migrated to rules")
+
     def group_list(self, req: Request) -> Any:
         schema.check(req.params, {})
+        self._migrated("index groups")
         with self.ha.lock:
             return [self._group_view(name) for name in sorted(self.ha.groups)]
 
     def group_get(self, req: Request) -> Any:
         params = schema.check(req.params, {"group": GROUP})
+        self._migrated("read group")
         with self.ha.lock:
             return self._group_view(params["group"])
 
     def group_create(self, req: Request) -> Any:
         spec = {"group": GROUP, "type": P(enum=("group",)), **self._group_spec(True)}
         params = schema.check(req.params, spec)
+        self._migrated("create group")
         name = params.pop("group")
         params.pop("type", None)
         with self.ha.lock:
@@ -254,6 +259,7 @@ class HaApi:
     def group_update(self, req: Request) -> Any:
         spec = {"group": GROUP, "delete": DELETE, "digest": DIGEST, **self._group_spec(False)}
         params = schema.check(req.params, spec)
+        self._migrated("update group")
         name = params.pop("group")
         with self.ha.lock:
             group = self.ha.groups.get(name)
@@ -265,6 +271,7 @@ class HaApi:
 
     def group_delete(self, req: Request) -> Any:
         params = schema.check(req.params, {"group": GROUP})
+        self._migrated("delete group")
         name = params["group"]
         with self.ha.lock:
             if name not in self.ha.groups:
