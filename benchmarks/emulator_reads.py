@@ -3,8 +3,10 @@
 Starts the emulator as a separate process (own temp lab dir, random loopback port),
 clones the lab template into N VMs (default 300), then times GET .../config and
 GET /cluster/resources?type=vm over one keep-alive HTTPS session and prints p50/p99.
+With ``--nodes N`` the lab is a cluster pve1..pveN and the clones are spread over its nodes
+(clone ``target=``; the template is on shared storage).
 
-    .venv/bin/python benchmarks/emulator_reads.py [--vms 300] [--samples 500]
+    .venv/bin/python benchmarks/emulator_reads.py [--vms 300] [--samples 500] [--nodes 3]
 """
 
 from __future__ import annotations
@@ -41,7 +43,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--vms", type=int, default=300)
     parser.add_argument("--samples", type=int, default=500)
+    parser.add_argument("--nodes", type=int, default=1)
     args = parser.parse_args()
+    nodes = ["pve"] if args.nodes < 2 else [f"pve{i}" for i in range(1, args.nodes + 1)]
     with tempfile.TemporaryDirectory(prefix="emulator-bench-") as tmp:
         lab_dir = Path(tmp)
         port = free_port()
@@ -49,6 +53,7 @@ def main() -> int:
             "tokens": [{"tokenid": TOKEN, "secret": SECRET}],
             "task_seconds": 0,
             "auth_failure_delay": 0,
+            **({"nodes": nodes} if len(nodes) > 1 else {}),
         }
         (lab_dir / "settings.json").write_text(json.dumps(settings))
         log = (lab_dir / "emulator.log").open("wb")
@@ -68,13 +73,13 @@ def main() -> int:
             stderr=subprocess.STDOUT,
         )
         try:
-            return run(lab_dir, port, args.vms, args.samples)
+            return run(lab_dir, port, args.vms, args.samples, nodes)
         finally:
             server.terminate()
             server.wait(10)
 
 
-def run(lab_dir: Path, port: int, vms: int, samples: int) -> int:
+def run(lab_dir: Path, port: int, vms: int, samples: int, nodes: list[str]) -> int:
     base = f"https://127.0.0.1:{port}/api2/json"
     deadline = time.monotonic() + 30
     while not (lab_dir / "emulator.ready").exists():  # written once it serves
@@ -89,23 +94,29 @@ def run(lab_dir: Path, port: int, vms: int, samples: int) -> int:
     session.get(f"{base}/version", timeout=5).raise_for_status()
     started = time.perf_counter()
     upids = []
+    home = nodes[0]  # the template's node
     for i in range(vms):
-        answer = session.post(f"{base}/nodes/pve/qemu/9000/clone", data={"newid": 1000 + i, "name": f"vm{i}"})
+        clone = {"newid": 1000 + i, "name": f"vm{i}"}
+        if nodes[i % len(nodes)] != home:
+            clone["target"] = nodes[i % len(nodes)]
+        answer = session.post(f"{base}/nodes/{home}/qemu/9000/clone", data=clone)
         answer.raise_for_status()
         upids.append(answer.json()["data"])
     for upid in upids:
         while True:
-            status = session.get(f"{base}/nodes/pve/tasks/{upid}/status").json()["data"]
+            status = session.get(f"{base}/nodes/{home}/tasks/{upid}/status").json()["data"]
             if status["status"] == "stopped":
                 assert status["exitstatus"] == "OK", status
                 break
             time.sleep(0.01)
-    print(f"created {vms} VMs by linked clone in {time.perf_counter() - started:.1f} s")
+    print(
+        f"created {vms} VMs by linked clone on {len(nodes)} node(s) in {time.perf_counter() - started:.1f} s"
+    )
     count = len(session.get(f"{base}/cluster/resources", params={"type": "vm"}).json()["data"])
     assert count == vms + 1, count
     ids = list(range(1000, 1000 + vms))
     for name, url in (
-        ("GET /nodes/pve/qemu/{vmid}/config", lambda: f"{base}/nodes/pve/qemu/{random.choice(ids)}/config"),
+        ("GET /nodes/{node}/qemu/{vmid}/config", lambda: _config_url(base, nodes, random.choice(ids))),
         ("GET /cluster/resources?type=vm", lambda: f"{base}/cluster/resources?type=vm"),
     ):
         for _ in range(20):  # warm-up
@@ -123,6 +134,10 @@ def run(lab_dir: Path, port: int, vms: int, samples: int) -> int:
             f"p99={percentile(timings, 0.99):.2f} ms mean={statistics.mean(timings):.2f} ms"
         )
     return 0
+
+
+def _config_url(base: str, nodes: list[str], vmid: int) -> str:
+    return f"{base}/nodes/{nodes[(vmid - 1000) % len(nodes)]}/qemu/{vmid}/config"
 
 
 if __name__ == "__main__":

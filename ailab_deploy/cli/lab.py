@@ -14,6 +14,8 @@ from ailab_deploy.lab.emulator.settings import DEFAULT_PVE_RELEASE
 lab_app = typer.Typer(help="The local lab: a Proxmox VE API emulator whose VMs are booting containers.")
 vm_app = typer.Typer(help="Scratch VMs on the running lab, one per name (Molecule's create/destroy).")
 lab_app.add_typer(vm_app, name="vm")
+node_app = typer.Typer(help="A cluster lab's nodes: power one off (fail) or bring it back (recover).")
+lab_app.add_typer(node_app, name="node")
 
 LabDir = typer.Option(None, "--lab-dir", help="lab directory (default: $AILAB_LAB_DIR or .ailab/lab)")
 
@@ -33,6 +35,7 @@ def _print_status(info: dict[str, object], as_json: bool) -> None:
         "endpoint",
         "pve_version",
         "node",
+        "nodes",
         "token_id",
         "token_secret_path",
         "deploy_token_id",
@@ -41,7 +44,17 @@ def _print_status(info: dict[str, object], as_json: bool) -> None:
         "ca_path",
         "lab_plan",
     ):
-        typer.echo(f"  {key}: {info[key]}")
+        typer.echo(f"  {key}: {_nodes_text(info) if key == 'nodes' else info[key]}")
+
+
+def _nodes_text(info: dict[str, object]) -> str:
+    """``pve1 (online), pve2 (offline)`` when the running lab told, else the names."""
+    names = info["nodes"]
+    states = info.get("node_states")
+    assert isinstance(names, list)
+    if not isinstance(states, dict):
+        return ", ".join(str(n) for n in names)
+    return ", ".join(f"{n} ({states.get(n, 'unknown')})" for n in names)
 
 
 @lab_app.command()
@@ -51,13 +64,20 @@ def up(
     pve_version: str = typer.Option(
         DEFAULT_PVE_RELEASE, "--pve-version", help="the Proxmox VE release to emulate: 9.1 or 8.4"
     ),
+    nodes: int | None = typer.Option(
+        None, "--nodes", help="a cluster of N nodes pve1..pveN (default: as before, one node 'pve')"
+    ),
     lab_dir: Path | None = LabDir,
     as_json: bool = typer.Option(False, "--json", help="print the status as JSON"),
 ) -> None:
-    """Start the lab (idempotent): bridge, proxy, template image, node, emulator, lab plan."""
+    """Start the lab (idempotent): bridge, proxy, template image, node(s), emulator, lab plan."""
     try:
         info = assemble.up(
-            control.resolve_lab_dir(lab_dir), api_only=api_only, port=port, pve_version=pve_version
+            control.resolve_lab_dir(lab_dir),
+            api_only=api_only,
+            port=port,
+            pve_version=pve_version,
+            nodes=nodes,
         )
     except AilabError as err:
         raise _fail(err) from err
@@ -71,7 +91,10 @@ def status(
 ) -> None:
     """Show the lab's endpoint, token, certificate fingerprint and plan path."""
     try:
-        info = control.status(control.resolve_lab_dir(lab_dir))
+        resolved = control.resolve_lab_dir(lab_dir)
+        info = control.status(resolved)
+        if info["running"] and len(info["nodes"]) > 1:
+            info["node_states"] = control.cluster_state(resolved)
     except (AilabError, ValueError) as err:
         raise _fail(AilabError(str(err))) from err
     _print_status(info, as_json)
@@ -137,6 +160,31 @@ def vm_destroy(name: str = VmName, lab_dir: Path | None = LabDir) -> None:
     except AilabError as err:
         raise _fail(err) from err
     typer.echo(done)
+
+
+NodeName = typer.Argument(..., help="the node's name, e.g. pve2")
+
+
+@node_app.command("fail")
+def node_fail(name: str = NodeName, lab_dir: Path | None = LabDir) -> None:
+    """The node loses power: it stops answering, its VMs stop; HA recovers its HA VMs elsewhere
+    after the fence delay."""
+    try:
+        result = assemble.node_fail(control.resolve_lab_dir(lab_dir), name)
+    except AilabError as err:
+        raise _fail(err) from err
+    stopped = ", ".join(str(v) for v in result.get("stopped", [])) or "none"
+    typer.echo(f"node {name} failed; VMs stopped with it: {stopped}")
+
+
+@node_app.command("recover")
+def node_recover(name: str = NodeName, lab_dir: Path | None = LabDir) -> None:
+    """The node boots and rejoins the cluster; HA VMs with failback return to it."""
+    try:
+        assemble.node_recover(control.resolve_lab_dir(lab_dir), name)
+    except AilabError as err:
+        raise _fail(err) from err
+    typer.echo(f"node {name} recovered")
 
 
 if __name__ == "__main__":

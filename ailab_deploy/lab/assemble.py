@@ -22,6 +22,7 @@ from ailab_deploy.errors import LabError
 from ailab_deploy.lab import control
 from ailab_deploy.lab.containers.node import lab_key
 from ailab_deploy.lab.deploy_token import ensure_deploy_token
+from ailab_deploy.lab.emulator.settings import FIRST_NODE_HOST
 from ailab_deploy.lab.labplan import LabPlanInputs, host_facts, local_ca_files, render_lab_plan
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -83,11 +84,18 @@ def ensure_lab_deploy_token(lab_dir: Path, info: dict[str, Any]) -> list[str]:
 
 
 def up(
-    lab_dir: Path, *, api_only: bool, port: int | None = None, pve_version: str | None = None
+    lab_dir: Path,
+    *,
+    api_only: bool,
+    port: int | None = None,
+    pve_version: str | None = None,
+    nodes: int | None = None,
 ) -> dict[str, Any]:
     backend = "null" if api_only else "containers"
     if pve_version is not None:
         control.pve_full_version(pve_version)  # refuse a bad version before building anything
+    if nodes is not None:
+        control.cluster_nodes(nodes)  # and a bad node count
     current = control.status(lab_dir)
     if current["running"] and current["backend"] != backend:
         control.down(lab_dir)  # the backend is chosen at start
@@ -96,7 +104,7 @@ def up(
     if not api_only:
         from ailab_deploy.lab.containers import lab_up
 
-        built = lab_up(lab_dir)
+        built = lab_up(lab_dir, cluster=_cluster_addresses(lab_dir, nodes))
         infra = {
             "bridge": built.bridge,
             "gateway": built.gateway,
@@ -105,18 +113,20 @@ def up(
             "template_build_seconds": round(built.template.seconds, 1),
             "template_cached": built.template.cached,
             "node": built.node.address if built.node else None,
+            "nodes": {n.address: str(n.storage_dir) for n in built.cluster},
         }
         node = built.node
-    info = control.up(lab_dir, port=port, backend=backend, pve_version=pve_version)
+    info = control.up(lab_dir, port=port, backend=backend, pve_version=pve_version, nodes=nodes)
     if not api_only:  # the node has booted: its onboot VMs start, as pve-guests.service does
         info["startall"] = control.guests_power(lab_dir, "startall")
     key = lab_key(lab_dir)  # the admin key of every lab VM, and the node's root key
     info["lab_plan_written"] = write_lab_plan(lab_dir, info, key, node_address=node.address if node else None)
     info["deploy_privileges"] = ensure_lab_deploy_token(lab_dir, info)
-    if node is not None:  # read from the node's disk, not over the network: nothing to trust blindly
+    if node is not None:  # read from the nodes' disks, not over the network: nothing to trust blindly
         lines = [line.split() for line in node.known_hosts.read_text().splitlines() if line.strip()]
-        keys = [(fields[1], fields[2]) for fields in lines]
-        KnownHosts(state_dir_for(Path(info["lab_plan"]))).pin_node(node.address, keys)
+        pinned = KnownHosts(state_dir_for(Path(info["lab_plan"])))
+        for address in dict.fromkeys(fields[0] for fields in lines):
+            pinned.pin_node(address, [(f[1], f[2]) for f in lines if f[0] == address])
     info["infra"] = infra
     return info
 
@@ -144,6 +154,39 @@ def down(lab_dir: Path, *, purge: bool = False) -> bool:
     return stopped
 
 
+def _cluster_addresses(lab_dir: Path, nodes: int | None) -> list[tuple[str, str]] | None:
+    """(name, address) of each node of a cluster lab, numbered as the emulator numbers them."""
+    names = control.cluster_nodes(nodes) if nodes is not None else control.status(lab_dir)["nodes"]
+    if len(names) < 2:
+        return None
+    return [(name, f"10.77.0.{FIRST_NODE_HOST + index}") for index, name in enumerate(names)]
+
+
+def node_fail(lab_dir: Path, node: str) -> dict[str, Any]:
+    """The node loses power: the emulator stops answering for it and stops its VMs, and in a
+    container lab the node's own container goes down too (its SSH stops answering)."""
+    result = control.node_power(lab_dir, node, "fail")
+    if control.status(lab_dir)["backend"] == "containers":
+        from ailab_deploy.lab.containers.node import node_machine
+
+        node_machine(lab_dir, node).stop()
+    return result
+
+
+def node_recover(lab_dir: Path, node: str) -> None:
+    """The node boots again (its container, in a container lab), rejoins the cluster and starts its
+    onboot VMs, as pve-guests.service does at boot; HA decides about its HA VMs."""
+    control.check_node_name(lab_dir, node, "recover")
+    if control.status(lab_dir)["backend"] == "containers":
+        from ailab_deploy.lab.containers.image import build_template
+        from ailab_deploy.lab.containers.infra import cluster_node_up
+
+        address = dict(_cluster_addresses(lab_dir, None) or [])[node]
+        cluster_node_up(lab_dir, build_template(None).rootfs, node, address)
+    control.node_power(lab_dir, node, "recover")
+    control.guests_power(lab_dir, "startall", only=node)  # the node's boot starts its onboot VMs
+
+
 def reset(lab_dir: Path) -> list[int]:
     """Destroy every VM but the template, and forget them on the controller (host keys, ledger),
     so the next ``up`` on the lab plan starts clean."""
@@ -160,7 +203,7 @@ def _remove_stopped_vms(lab_dir: Path) -> list[int]:
     if not (lab_dir / "settings.json").exists():
         return []
     settings = load_settings(lab_dir)
-    store = Store(settings.state_dir)
+    store = Store(settings.state_dir, settings.nodes)
     keep = int((settings.template or {}).get("vmid", 9000))
     removed = [vmid for vmid in sorted(store.vms) if vmid != keep]
     for vmid in removed:

@@ -111,8 +111,27 @@ def pve_full_version(release: str) -> str:
     return PVE_VERSIONS[release]
 
 
+MAX_NODES = 7  # the lab network numbers nodes 10.77.0.2-8; its VMs start at .10
+
+
+def cluster_nodes(count: int) -> list[str]:
+    """``--nodes N``: pve1..pveN; one node is the standalone ``pve`` of a single-node lab."""
+    if not 1 <= count <= MAX_NODES:
+        raise InputError(f"--nodes: {count} is not between 1 and {MAX_NODES}")
+    return ["pve"] if count == 1 else [f"pve{i}" for i in range(1, count + 1)]
+
+
+def _settings_nodes(settings: dict[str, Any]) -> list[str]:
+    names = [str(n["name"] if isinstance(n, dict) else n) for n in settings.get("nodes") or []]
+    return names or [str(settings.get("node", "pve"))]
+
+
 def ensure_settings(
-    lab_dir: Path, port: int | None = None, backend: str | None = None, pve_version: str | None = None
+    lab_dir: Path,
+    port: int | None = None,
+    backend: str | None = None,
+    pve_version: str | None = None,
+    nodes: int | None = None,
 ) -> dict[str, Any]:
     """Create or complete settings.json: root@pam with a password, the lab's API token."""
     paths = LabPaths(lab_dir)
@@ -142,6 +161,14 @@ def ensure_settings(
         settings["backend"] = backend
     if pve_version is not None:
         settings["version"] = pve_full_version(pve_version)
+    if nodes is not None:
+        names = cluster_nodes(nodes)
+        if len(names) > 1:
+            settings["nodes"] = names
+            settings["node"] = names[0]
+        else:
+            settings.pop("nodes", None)
+            settings["node"] = names[0]
     write_atomic(paths.settings, json.dumps(settings, indent=2) + "\n", mode=0o600)
     return settings
 
@@ -198,7 +225,8 @@ def status(lab_dir: Path) -> dict[str, Any]:
         "endpoint": f"https://{host}:{port}/api2/json",
         "host": host,
         "port": port,
-        "node": settings.get("node", "pve"),
+        "node": settings.get("node", _settings_nodes(settings)[0]),
+        "nodes": _settings_nodes(settings),
         "backend": settings.get("backend", "null"),
         "pve_version": settings.get("version", PVE_VERSIONS[DEFAULT_PVE_RELEASE]),
         "token_id": TOKEN_ID,
@@ -221,12 +249,16 @@ def up(
     backend: str = "null",
     timeout: float = 30.0,
     pve_version: str | None = None,
+    nodes: int | None = None,
 ) -> dict[str, Any]:
     """Start the emulator in the background unless it already runs. Idempotent."""
     paths = LabPaths(lab_dir)
     current = status(lab_dir)
     if pve_version is not None and current["pve_version"] != pve_full_version(pve_version):
         down(lab_dir)  # the PVE version is chosen at start
+        current = status(lab_dir)
+    if nodes is not None and current["nodes"] != cluster_nodes(nodes):
+        down(lab_dir)  # so are the cluster's nodes
         current = status(lab_dir)
     if current["running"] and _probe(current["endpoint"], paths):
         if port is not None and port != current["port"]:
@@ -237,7 +269,7 @@ def up(
         return current
     if current["pid"] is not None:
         down(lab_dir)
-    ensure_settings(lab_dir, port, backend, pve_version)
+    ensure_settings(lab_dir, port, backend, pve_version, nodes)
     paths.ready_file.unlink(missing_ok=True)
     with paths.log_file.open("ab") as log:
         process = subprocess.Popen(
@@ -309,19 +341,51 @@ def reset(lab_dir: Path) -> list[int]:
     return list(_request(lab_dir, "POST", "/_lab/reset", admin=True)["removed"])
 
 
-def guests_power(lab_dir: Path, action: str, timeout: float = 300.0) -> str:
-    """``startall`` or ``stopall`` on the node, as pve-guests.service does at boot and shutdown;
-    waits (bounded) for the task and returns its exit status."""
-    node = status(lab_dir)["node"]
-    upid = str(_request(lab_dir, "POST", f"/nodes/{node}/{action}"))
+def check_node_name(lab_dir: Path, node: str, action: str) -> None:
+    nodes = status(lab_dir)["nodes"]
+    if node not in nodes:
+        raise InputError(f"lab node {action}: '{node}' is not a node of this lab ({', '.join(nodes)})")
+    if len(nodes) < 2:
+        raise InputError(f"lab node {action}: the lab has one node; start a cluster with 'lab up --nodes 3'")
+
+
+def node_power(lab_dir: Path, node: str, action: str) -> dict[str, Any]:
+    """``fail`` (the node loses power: it stops answering, its VMs stop) or ``recover`` a node."""
+    check_node_name(lab_dir, node, action)
+    result = _request(lab_dir, "POST", f"/_lab/nodes/{urllib.parse.quote(node)}/{action}", admin=True)
+    return dict(result or {})
+
+
+def cluster_state(lab_dir: Path) -> dict[str, str]:
+    """node -> online/offline, as the running emulator sees them."""
+    info = _request(lab_dir, "GET", "/_lab/info", admin=True)
+    return dict(info.get("nodes", {}))
+
+
+def guests_power(lab_dir: Path, action: str, timeout: float = 300.0, only: str | None = None) -> str:
+    """``startall`` or ``stopall`` on every node that answers (or on ``only``), as
+    pve-guests.service does at boot and shutdown; waits (bounded) for the tasks and returns the
+    first failing exit status (or OK)."""
+    current = status(lab_dir)
+    offline = {n for n, state in cluster_state(lab_dir).items() if state != "online"}
+    started = []
+    for node in current["nodes"]:
+        if node not in offline and only in (None, node):
+            started.append((node, str(_request(lab_dir, "POST", f"/nodes/{node}/{action}"))))
     deadline = time.monotonic() + timeout
-    path = f"/nodes/{node}/tasks/{urllib.parse.quote(upid, safe='')}/status"
-    while time.monotonic() < deadline:
-        task = _request(lab_dir, "GET", path)
-        if task.get("status") == "stopped":
-            return str(task.get("exitstatus"))
-        time.sleep(0.5)
-    raise LabError(f"the lab node's {action} did not finish within {timeout:.0f}s")
+    result = "OK"
+    for node, upid in started:
+        path = f"/nodes/{node}/tasks/{urllib.parse.quote(upid, safe='')}/status"
+        while True:
+            task = _request(lab_dir, "GET", path)
+            if task.get("status") == "stopped":
+                if result == "OK":
+                    result = str(task.get("exitstatus"))
+                break
+            if time.monotonic() > deadline:
+                raise LabError(f"the lab node {node}'s {action} did not finish within {timeout:.0f}s")
+            time.sleep(0.5)
+    return result
 
 
 def _zombie(pid: int) -> bool:

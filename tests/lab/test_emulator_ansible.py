@@ -111,6 +111,10 @@ def test_community_proxmox_collection_drives_the_emulator(emulator, tmp_path):
         "lab_out": str(out),
         "ansible_python_interpreter": sys.executable,
     }
+    # The token secret goes in a 0600 vars file, never on the command line.
+    extra_vars = tmp_path / "lab-vars.json"
+    extra_vars.touch(mode=0o600)
+    extra_vars.write_text(json.dumps(extra))
     env = {
         **os.environ,
         "REQUESTS_CA_BUNDLE": emulator.ca_path,
@@ -126,7 +130,7 @@ def test_community_proxmox_collection_drives_the_emulator(emulator, tmp_path):
             "-c",
             "local",
             "-e",
-            json.dumps(extra),
+            f"@{extra_vars}",
             str(playbook),
         ],
         env=env,

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -97,11 +98,16 @@ class ContainerBackend:
         self.host_ca_bundle = host_ca_bundle if trust_host_ca else None
         self.shutdown_timeout = shutdown_timeout
         self.storages = Storages(storage_root(self.lab_dir), dict(storage_paths or {}))
+        # a cluster lab (attach_cluster): which node holds a VM, and the emulator's settings
+        self.node_of: Callable[[int], str] | None = None
+        self.settings: Any = None
 
     # -- helpers ----------------------------------------------------------------------------
 
     def machine(self, vmid: int) -> Machine:
-        return Machine(str(int(vmid)), machines_dir(self.lab_dir) / str(int(vmid)))
+        if self.node_of is None:
+            return Machine(str(int(vmid)), machines_dir(self.lab_dir) / str(int(vmid)))
+        return self._cluster_machine(int(vmid), self.node_of(int(vmid)))
 
     def template_rootfs(self) -> Path:
         """The lab template image (built on first use; cached by recipe hash)."""
@@ -121,11 +127,13 @@ class ContainerBackend:
         with _as_task_error():
             machine = self.machine(vmid)
             if not machine.exists():
+                machine = self._new_machine(vmid, config)
+            if not machine.exists():
                 machine.create([self.template_rootfs()])
 
     def clone(self, source_vmid: int, new_vmid: int, config: VMConfig) -> None:
         with _as_task_error():
-            target = self.machine(new_vmid)
+            target = self._new_machine(new_vmid, config)
             if target.exists():
                 raise BackendError(f"unable to create VM {new_vmid}: disk already exists")
             source = self.machine(source_vmid)
@@ -140,12 +148,16 @@ class ContainerBackend:
         """A disk imported with ``import-from`` is the lab's (only) cloud image: the template."""
         with _as_task_error():
             if any("import-from=" in str(value) for value in config.values()):
-                self.machine(vmid).create([self.template_rootfs()])
+                self._new_machine(vmid, config).create([self.template_rootfs()])
             # Without an imported disk the VM has nothing to boot; start() says so.
 
     def start(self, vmid: int, config: VMConfig) -> None:
+        self._start(vmid, config, self.machine(vmid), self._storages_on(vmid))
+
+    def _start(self, vmid: int, config: VMConfig, machine: Machine, storages: Storages) -> None:
         with _as_task_error():
-            machine = self._existing(vmid)
+            if not machine.exists():
+                raise BackendError(f"VM {vmid} has no disk in the container lab")
             if machine.is_running():
                 raise BackendError(f"VM {vmid} already running")
             with _bridge_lock:
@@ -155,7 +167,7 @@ class ContainerBackend:
                 machine,
                 vmid,
                 config,
-                storages=self.storages,
+                storages=storages,
                 host_ca_bundle=self.host_ca_bundle,
             )
 
@@ -190,6 +202,74 @@ class ContainerBackend:
             )
             return agent_interfaces(json.loads(result.stdout or "[]"))
 
+    # -- a cluster: each VM's disk is on its node's local storage or on the shared one ---------
+
+    def attach_cluster(self, node_of: Callable[[int], str]) -> None:
+        """The emulator of a cluster lab tells which node holds each VM."""
+        self.node_of = node_of
+
+    def _shared_dirs(self) -> list[Path]:
+        storages = getattr(self.settings, "storages", None) or []
+        return [Path(s.path) / "machines" for s in storages if s.shared and s.path is not None]
+
+    def node_machines(self, node: str) -> Path:
+        """A node's local disks: <lab>/nodes/<node>/machines."""
+        return self.lab_dir / "nodes" / node / "machines"
+
+    def _cluster_machine(self, vmid: int, node: str, config: VMConfig | None = None) -> Machine:
+        """The VM's disk as ``node`` reaches it: on a shared storage, or on the node's own
+        storage. ``config`` places a new disk (by the storage of its boot disk)."""
+        if config is not None:
+            shared = self._shared_home(config)
+            home = shared if shared is not None else self.node_machines(node)
+            return Machine(str(vmid), home / str(vmid))
+        for place in [*self._shared_dirs(), self.node_machines(node)]:
+            if (place / str(vmid) / "lower").exists():
+                return Machine(str(vmid), place / str(vmid))
+        return Machine(str(vmid), self.node_machines(node) / str(vmid))  # none: start() says so
+
+    def _shared_home(self, config: VMConfig) -> Path | None:
+        storages = {s.storage: s for s in getattr(self.settings, "storages", None) or []}
+        for key in sorted(config):
+            value = str(config[key])
+            if not _is_disk(key, value):
+                continue
+            storage = storages.get(value.split(":", 1)[0])
+            if storage is not None and storage.shared and storage.path is not None:
+                return Path(storage.path) / "machines"
+            return None
+        return None
+
+    def _new_machine(self, vmid: int, config: VMConfig) -> Machine:
+        if self.node_of is None:
+            return self.machine(vmid)
+        return self._cluster_machine(vmid, self.node_of(vmid), config)
+
+    def _storages_on(self, vmid: int, node: str | None = None) -> Storages:
+        """Cloud-init snippets come from the files of the storages as the VM's node sees them."""
+        if self.node_of is None or self.settings is None:
+            return self.storages
+        node = node or self.node_of(vmid)
+        paths = {s.storage: self.settings.storage_dir(s, node) for s in self.settings.storages}
+        return Storages(storage_root(self.lab_dir), {k: Path(v) for k, v in paths.items() if v is not None})
+
+    def migrate(self, vmid: int, source: str, target: str, config: VMConfig, online: bool) -> None:
+        """Stop the guest, move its disk to the target's storage if it is local (a shared one
+        stays), and start it there with the same disk: same host keys, same data."""
+        with _as_task_error():
+            machine = self._cluster_machine(vmid, source)
+            if not machine.exists():
+                raise BackendError(f"VM {vmid} has no disk in the container lab")
+            running = machine.is_running()
+            if running:
+                machine.shutdown(self.shutdown_timeout)
+            home = self._cluster_machine(vmid, target, config)
+            if home.dir != machine.dir:
+                home.dir.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(machine.dir, home.dir)  # the same filesystem: the disk itself moves
+            if running:
+                self._start(vmid, config, home, self._storages_on(vmid, target))
+
     # -- beyond the protocol: for lab tests and tools ----------------------------------------
 
     def wait_booted(self, vmid: int, timeout: float = 60.0) -> str:
@@ -216,4 +296,14 @@ def create_backend(lab_dir: Path, settings: Any = None) -> ContainerBackend:
         for storage in getattr(settings, "storages", None) or []
         if getattr(storage, "path", None)
     }
-    return ContainerBackend(lab_dir, storage_paths=paths)
+    backend = ContainerBackend(lab_dir, storage_paths=paths)
+    backend.settings = settings
+    return backend
+
+
+def _is_disk(key: str, value: str) -> bool:
+    """A VM's disk (not a CD-ROM or cloud-init drive) in a config key of the drive buses."""
+    bus = key.rstrip("0123456789")
+    if bus not in ("scsi", "virtio", "sata", "ide") or key == bus:
+        return False
+    return "media=cdrom" not in value and "cloudinit" not in value and ":" in value

@@ -73,11 +73,19 @@ def lab_down(lab_dir: Path | None = None, *, purge: bool = False) -> None:
     proxy.proxy_down(lab_dir)
     network.bridge_down()
     network.release()
-    if purge and lab_dir is not None and machines_dir(lab_dir).exists():
-        if any(point.startswith(str(machines_dir(lab_dir))) for _, point, _ in mounts()):
-            raise LabError(f"refusing to delete {machines_dir(lab_dir)}: something is mounted there")
-        shutil.rmtree(machines_dir(lab_dir))
+    if purge and lab_dir is not None:
+        for disks in _disk_dirs(Path(lab_dir)):
+            if any(point.startswith(str(disks)) for _, point, _ in mounts()):
+                raise LabError(f"refusing to delete {disks}: something is mounted there")
+            shutil.rmtree(disks)
     log.info("lab containers down")
+
+
+def _disk_dirs(lab_dir: Path) -> list[Path]:
+    """Where the lab keeps machine disks: <lab>/machines, and in a cluster lab each node's
+    local ones (<lab>/nodes/<node>/machines) and the shared storage's (<lab>/storage/*/machines)."""
+    found = [machines_dir(lab_dir), *sorted(lab_dir.glob("nodes/*/machines"))]
+    return [d for d in found + sorted(lab_dir.glob("storage/*/machines")) if d.is_dir()]
 
 
 def leftovers(lab_dir: Path | None = None) -> list[str]:
@@ -93,6 +101,7 @@ def leftovers(lab_dir: Path | None = None) -> list[str]:
         found.append(f"bridge: {network.BRIDGE}")
     if network.firewall_present():
         found.append(f"nftables: table inet {network.NFT_TABLE}")
-    if lab_dir is not None and machines_dir(lab_dir).exists():
-        found += [f"machine dir: {path}" for path in sorted(machines_dir(lab_dir).iterdir())]
+    if lab_dir is not None:
+        for disks in _disk_dirs(Path(lab_dir)):
+            found += [f"machine dir: {path}" for path in sorted(disks.iterdir())]
     return found

@@ -22,6 +22,7 @@ class LabInfra:
     proxy_url: str
     template: TemplateImage
     node: NodeInfo | None
+    cluster: tuple[NodeInfo, ...] = ()  # every node of a cluster lab, the first one is ``node``
 
 
 def lab_up(
@@ -31,6 +32,7 @@ def lab_up(
     with_node: bool = True,
     trust_host_ca: bool = True,
     node_storage_dir: Path | None = None,
+    cluster: list[tuple[str, str]] | None = None,
 ) -> LabInfra:
     """Bridge + firewall, tinyproxy, template image (cached), node container. Idempotent.
 
@@ -43,9 +45,35 @@ def lab_up(
     proxy_url = proxy.proxy_up(lab_dir)
     template = build_template(image_cache)
     node = None
+    ca = HOST_CA_BUNDLE if trust_host_ca else None
+    if with_node and cluster:
+        nodes = tuple(
+            cluster_node_up(lab_dir, template.rootfs, name, address, ca) for name, address in cluster
+        )
+        return LabInfra(network.BRIDGE, network.GATEWAY, proxy_url, template, nodes[0], nodes)
     if with_node:
-        node = node_up(lab_dir, template.rootfs, host_ca_bundle=HOST_CA_BUNDLE if trust_host_ca else None)
+        node = node_up(lab_dir, template.rootfs, host_ca_bundle=ca)
     return LabInfra(network.BRIDGE, network.GATEWAY, proxy_url, template, node)
+
+
+def cluster_node_up(
+    lab_dir: Path,
+    template_rootfs: Path,
+    name: str,
+    address: str,
+    host_ca_bundle: Path | None = HOST_CA_BUNDLE,
+) -> NodeInfo:
+    """One node of a cluster lab: its own ``local`` storage (<lab>/nodes/<name>/storage/local, as
+    the emulator places a cluster node's local files) and the shared storage at /mnt/pve/shared."""
+    return node_up(
+        lab_dir,
+        template_rootfs,
+        host_ca_bundle=host_ca_bundle,
+        storage_dir=lab_dir / "nodes" / name / "storage" / "local",
+        name=name,
+        address=address,
+        shared_dir=lab_dir / "storage" / "shared",
+    )
 
 
 __all__ = ["LabInfra", "lab_down", "lab_up"]

@@ -60,8 +60,8 @@ def lab_key(lab_dir: Path) -> Path:
     return private
 
 
-def node_machine(lab_dir: Path) -> Machine:
-    return Machine(NODE_NAME, machines_dir(lab_dir) / NODE_NAME)
+def node_machine(lab_dir: Path, name: str = NODE_NAME) -> Machine:
+    return Machine(name, machines_dir(lab_dir) / name)
 
 
 def node_storage(lab_dir: Path, local: Path | None = None) -> Path:
@@ -76,11 +76,18 @@ def node_storage(lab_dir: Path, local: Path | None = None) -> Path:
 NODE_STORAGE_CFG = "dir: local\n\tpath /var/lib/vz\n\tcontent iso,vztmpl,backup,snippets,import\n"
 
 
-def write_node_storage_cfg(rootfs: Path) -> None:
+# A cluster node also mounts the storage all nodes share, where PVE mounts network storage
+SHARED_MOUNT = "/mnt/pve/shared"
+NODE_SHARED_STORAGE_CFG = (
+    f"\ndir: shared\n\tpath {SHARED_MOUNT}\n\tcontent images,rootdir,snippets,import,iso,backup\n\tshared 1\n"
+)
+
+
+def write_node_storage_cfg(rootfs: Path, shared: bool = False) -> None:
     """``/etc/pve/storage.cfg`` on the node, which node preparation reads the snippets path from."""
     cfg = rootfs / "etc/pve/storage.cfg"
     cfg.parent.mkdir(parents=True, exist_ok=True)
-    cfg.write_text(NODE_STORAGE_CFG)
+    cfg.write_text(NODE_STORAGE_CFG + (NODE_SHARED_STORAGE_CFG if shared else ""))
 
 
 def node_up(
@@ -89,19 +96,27 @@ def node_up(
     *,
     host_ca_bundle: Path | None = HOST_CA_BUNDLE,
     storage_dir: Path | None = None,
+    name: str = NODE_NAME,
+    address: str = network.NODE_ADDRESS,
+    shared_dir: Path | None = None,
 ) -> NodeInfo:
-    """Boot the node container (idempotent) and wait until it answers SSH."""
+    """Boot the node container (idempotent) and wait until it answers SSH. A cluster node
+    (``name``, ``address``) has its own ``storage_dir`` and mounts ``shared_dir`` too."""
     private_key = lab_key(lab_dir)
     storage = node_storage(lab_dir, storage_dir)
-    machine = node_machine(lab_dir)
+    machine = node_machine(lab_dir, name)
+    binds = {storage: "/var/lib/vz"}
+    if shared_dir is not None:
+        shared_dir.mkdir(parents=True, exist_ok=True)
+        binds[shared_dir] = SHARED_MOUNT
     if not machine.is_running():
         if not machine.exists():
             machine.create([template_rootfs])
         config = {
-            "name": NODE_NAME,
+            "name": name,
             "ciuser": "root",  # as PVE renders it: root keeps its keys, no default user
             "sshkeys": quote(private_key.with_suffix(".pub").read_text().strip(), safe=""),
-            "ipconfig0": f"ip={network.NODE_ADDRESS}/{network.SUBNET.prefixlen},gw={network.GATEWAY}",
+            "ipconfig0": f"ip={address}/{network.SUBNET.prefixlen},gw={network.GATEWAY}",
             "nameserver": network.GATEWAY,
         }
         network.claim(lab_dir)
@@ -112,20 +127,25 @@ def node_up(
             config,
             storages=Storages(storage_root(lab_dir), {"local": storage}),
             host_ca_bundle=host_ca_bundle,
-            binds={storage: "/var/lib/vz"},
+            binds=binds,
         )
-    write_node_storage_cfg(machine.rootfs)
+    write_node_storage_cfg(machine.rootfs, shared=shared_dir is not None)
     machine.wait_booted(BOOT_TIMEOUT)
-    network.wait_ssh(network.NODE_ADDRESS, BOOT_TIMEOUT)
+    network.wait_ssh(address, BOOT_TIMEOUT)
     known_hosts = ssh_dir(lab_dir) / "known_hosts"
     host_keys = sorted((machine.rootfs / "etc/ssh").glob("ssh_host_*_key.pub"))
-    known_hosts.write_text(
-        "".join(f"{network.NODE_ADDRESS} {' '.join(k.read_text().split()[:2])}\n" for k in host_keys)
-    )
-    log.info("node %s up at %s", NODE_NAME, network.NODE_ADDRESS)
-    return NodeInfo(network.NODE_ADDRESS, "root", private_key, known_hosts, storage)
+    # one line per key of this node; other nodes' lines stay
+    kept = [
+        line
+        for line in (known_hosts.read_text().splitlines() if known_hosts.exists() else [])
+        if line.split(" ", 1)[0] != address
+    ]
+    lines = kept + [f"{address} {' '.join(k.read_text().split()[:2])}" for k in host_keys]
+    known_hosts.write_text("".join(line + "\n" for line in lines))
+    log.info("node %s up at %s", name, address)
+    return NodeInfo(address, "root", private_key, known_hosts, storage)
 
 
-def node_down(lab_dir: Path) -> None:
+def node_down(lab_dir: Path, name: str = NODE_NAME) -> None:
     """Stop and remove the node container (its storage dir stays: it is the emulator's)."""
-    node_machine(lab_dir).destroy()
+    node_machine(lab_dir, name).destroy()

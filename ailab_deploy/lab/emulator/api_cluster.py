@@ -141,18 +141,18 @@ class ClusterApi:
 
     def _vm_resources(self) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = []
-        node = self.emu.node
         qemu = self.emu.qemu
         with self.store.lock:
-            vms = list(self.store.vms.values())
-        for vm in vms:
+            vms = [(vm, self.store.node_of(vm.vmid)) for vm in self.store.vms.values()]
+        for vm, node in vms:
             status = qemu.vmstatus(vm)
             item = {
                 "id": f"qemu/{vm.vmid}",
                 "vmid": vm.vmid,
                 "node": node,
                 "type": "qemu",
-                "status": status["status"],
+                # a failed node reports nothing: pmxcfs still lists its guests, their state unknown
+                "status": "unknown" if node in self.emu.offline else status["status"],
                 "name": status["name"],
                 "uptime": status["uptime"],
                 "template": 1 if vm.is_template else 0,
@@ -173,34 +173,61 @@ class ClusterApi:
             pool = self.store.pool_of(vm.vmid)
             if pool is not None:
                 item["pool"] = pool
+            ha = self.emu.ha.resource_state(vm.vmid)
+            if ha is not None:
+                item["hastate"] = ha
             result.append(item)
         return result
 
     def _other_resources(self, req: Request, wanted: str | None) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = []
-        node = self.emu.node
+        nodes = self.emu.settings.nodes
         if wanted in (None, "node"):
-            for entry in self.emu.nodes_api.nodes(Request("GET", "/nodes", {}, req.identity)):
-                item = {k: v for k, v in entry.items() if k != "ssl_fingerprint"}
-                item["cgroup-mode"] = 2
+            for node in nodes:
+                item = {
+                    k: v for k, v in self.emu.nodes_api.node_entry(node).items() if k != "ssl_fingerprint"
+                }
+                if item["status"] == "online":
+                    item["cgroup-mode"] = 2
                 result.append(item)
         if wanted in (None, "storage"):
-            used = self.store.storage_used()
-            for storage in self.emu.settings.storages:
-                result.append(
-                    {
-                        "id": f"storage/{node}/{storage.storage}",
-                        "storage": storage.storage,
-                        "node": node,
-                        "type": "storage",
-                        "status": "available",
-                        "plugintype": storage.type,
-                        "content": storage.content,
-                        "shared": int(storage.shared),
-                        "disk": used.get(storage.storage, 0),
-                        "maxdisk": storage.total,
-                    }
-                )
+            for node in nodes:  # every node lists each storage; a shared one is the same on all
+                if node in self.emu.offline:  # no fresh figures from it: pve-manager says unknown
+                    result += [
+                        {
+                            "id": f"storage/{node}/{s.storage}",
+                            "storage": s.storage,
+                            "node": node,
+                            "type": "storage",
+                            "status": "unknown",
+                            "plugintype": s.type,
+                            "content": s.content,
+                            "shared": int(s.shared),
+                        }
+                        for s in self.emu.settings.storages
+                    ]
+                    continue
+                result += self._storage_resources(node)
+        return result
+
+    def _storage_resources(self, node: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = []
+        used = self.emu.nodes_api.used_on(node)
+        for storage in self.emu.settings.storages:
+            result.append(
+                {
+                    "id": f"storage/{node}/{storage.storage}",
+                    "storage": storage.storage,
+                    "node": node,
+                    "type": "storage",
+                    "status": "available",
+                    "plugintype": storage.type,
+                    "content": storage.content,
+                    "shared": int(storage.shared),
+                    "disk": used.get(storage.storage, 0),
+                    "maxdisk": storage.total,
+                }
+            )
         return result
 
     # --- backup jobs ---------------------------------------------------------------------------

@@ -112,48 +112,55 @@ class NodesApi:
         version = self.settings.version
         return {"version": version, "release": ".".join(version.split(".")[:2]), "repoid": REPOID}
 
-    def _node_numbers(self) -> dict[str, Any]:
+    def _node_numbers(self, node: str | None = None) -> dict[str, Any]:
         emu = self.emu
+        node = node or emu.node
         running_mem = 0
+        running = 0
         with emu.store.lock:
             for vmid in list(emu.store.runtime):
                 vm = emu.store.vms.get(vmid)
-                if vm is not None:
+                if vm is not None and emu.store.node_of(vmid) == node:
                     from .propstr import memory_mib
 
+                    running += 1
                     running_mem += memory_mib(vm.merged().get("memory")) * 1024 * 1024
         total = self.settings.host_memory
         used = min(total, 3 * GIB + running_mem)
         root_total = 94 * GIB
         return {
             "uptime": int(time.time() - emu.started) + 86400,
-            "cpu": 0.0123 + 0.002 * len(emu.store.runtime),
+            "cpu": 0.0123 + 0.002 * running,
             "mem": used,
             "maxmem": total,
             "disk": 9 * GIB,
             "maxdisk": root_total,
         }
 
+    def node_entry(self, node: str) -> dict[str, Any]:
+        """A node as /nodes and /cluster/resources list it; an offline one without figures."""
+        if node in self.emu.offline:
+            return {"node": node, "status": "offline", "id": f"node/{node}", "type": "node", "level": ""}
+        n = self._node_numbers(node)
+        return {
+            "node": node,
+            "status": "online",
+            "id": f"node/{node}",
+            "type": "node",
+            "cpu": n["cpu"],
+            "maxcpu": self.settings.host_cpus,
+            "mem": n["mem"],
+            "maxmem": n["maxmem"],
+            "disk": n["disk"],
+            "maxdisk": n["maxdisk"],
+            "uptime": n["uptime"],
+            "level": "",
+            "ssl_fingerprint": self.emu.fingerprint,
+        }
+
     def nodes(self, req: Request) -> Any:
         schema.check(req.params, {})
-        n = self._node_numbers()
-        return [
-            {
-                "node": self.emu.node,
-                "status": "online",
-                "id": f"node/{self.emu.node}",
-                "type": "node",
-                "cpu": n["cpu"],
-                "maxcpu": self.settings.host_cpus,
-                "mem": n["mem"],
-                "maxmem": n["maxmem"],
-                "disk": n["disk"],
-                "maxdisk": n["maxdisk"],
-                "uptime": n["uptime"],
-                "level": "",
-                "ssl_fingerprint": self.emu.fingerprint,
-            }
-        ]
+        return [self.node_entry(node) for node in self.settings.nodes]
 
     def node_index(self, req: Request) -> Any:
         self._node(req)
@@ -166,9 +173,9 @@ class NodesApi:
         return params
 
     def node_status(self, req: Request) -> Any:
-        self._node(req)
+        params = self._node(req)
         hw = self.settings.hardware
-        n = self._node_numbers()
+        n = self._node_numbers(params["node"])
         sockets = int(hw["sockets"])
         cores = sockets * int(hw["cores_per_socket"])
         return {
@@ -217,18 +224,21 @@ class NodesApi:
 
     # --- storage ------------------------------------------------------------------------------
 
-    def _file_usage(self, storage: StorageSettings) -> int:
-        if storage.path is None or not storage.path.exists():
+    def _file_usage(self, storage: StorageSettings, node: str | None) -> int:
+        path = self.settings.storage_dir(storage, node)
+        if path is None or not path.exists():
             return 0
         total = 0
         for sub in CONTENT_DIRS.values():
-            folder = storage.path / sub
+            folder = path / sub
             if folder.is_dir():
                 total += sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
         return total
 
-    def storage_dict(self, storage: StorageSettings, used_by_volumes: dict[str, int]) -> dict[str, Any]:
-        used = used_by_volumes.get(storage.storage, 0) + self._file_usage(storage)
+    def storage_dict(
+        self, storage: StorageSettings, used_by_volumes: dict[str, int], node: str | None = None
+    ) -> dict[str, Any]:
+        used = used_by_volumes.get(storage.storage, 0) + self._file_usage(storage, node)
         return {
             "storage": storage.storage,
             "type": storage.type,
@@ -255,7 +265,7 @@ class NodesApi:
         )
         if "storage" in params and self.settings.storage(params["storage"]) is None:
             raise param_error({"storage": "No such storage."})
-        used = self.emu.store.storage_used()
+        used = self.used_on(params["node"])
         result = []
         for storage in self.settings.storages:
             if "storage" in params and storage.storage != params["storage"]:
@@ -271,8 +281,12 @@ class NodesApi:
                 wanted = set(params["content"].split(","))
                 if not wanted & set(storage.content.split(",")):
                     continue
-            result.append(self.storage_dict(storage, used))
+            result.append(self.storage_dict(storage, used, params["node"]))
         return result
+
+    def used_on(self, node: str) -> dict[str, int]:
+        """Bytes per storage as ``node`` sees them: its own local volumes, everyone's shared ones."""
+        return self.emu.store.storage_used(node, self.emu.shared_storages())
 
     def _storage(self, name: str) -> StorageSettings:
         storage = self.settings.storage(name)
@@ -283,7 +297,7 @@ class NodesApi:
     def storage_status(self, req: Request) -> Any:
         params = self._node(req, {"storage": STORAGE})
         storage = self._storage(params["storage"])
-        data = self.storage_dict(storage, self.emu.store.storage_used())
+        data = self.storage_dict(storage, self.used_on(params["node"]), params["node"])
         del data["storage"], data["used_fraction"]
         return data
 
@@ -294,7 +308,8 @@ class NodesApi:
         )
         storage = self._storage(params["storage"])
         result: list[dict[str, Any]] = []
-        for volid, size in sorted(self.emu.store.volumes().items()):
+        on_node = None if storage.shared else params["node"]  # a local storage holds its node's disks
+        for volid, size in sorted(self.emu.store.volumes(on_node).items()):
             if not volid.startswith(storage.storage + ":"):
                 continue
             name = volid.split(":", 1)[1]
@@ -308,11 +323,12 @@ class NodesApi:
             if owner is not None:
                 item["vmid"] = owner
             result.append(item)
-        if storage.path is not None:
+        files = self.settings.storage_dir(storage, params["node"])
+        if files is not None:
             for content, sub in CONTENT_DIRS.items():
                 if params.get("content") not in (None, content):
                     continue
-                folder = storage.path / sub
+                folder = files / sub
                 if not folder.is_dir():
                     continue
                 for path in sorted(folder.iterdir()):
@@ -326,16 +342,18 @@ class NodesApi:
                     result.append(listed)
         return result
 
-    def resolve_file_volume(self, volid: str) -> tuple[str, Path]:
-        """``local:import/x.qcow2`` -> (content type, path); errors as PVE words them."""
+    def resolve_file_volume(self, volid: str, node: str | None = None) -> tuple[str, Path]:
+        """``local:import/x.qcow2`` -> (content type, path on ``node``); errors as PVE words them."""
         storage_name, _, rel = volid.partition(":")
         storage = self.settings.storage(storage_name)
-        if storage is None or storage.path is None:
+        node = node or self.emu.current_node()
+        files = self.settings.storage_dir(storage, node) if storage is not None else None
+        if files is None:
             raise fail(f"storage '{storage_name}' does not exist")
         content, _, name = rel.partition("/")
         if content not in CONTENT_DIRS or not name or "/" in name:
             raise fail(f"unable to parse volume ID '{volid}'")
-        return content, storage.path / CONTENT_DIRS[content] / name
+        return content, files / CONTENT_DIRS[content] / name
 
     def download_url(self, req: Request) -> Any:
         params = self._node(
@@ -362,8 +380,9 @@ class NodesApi:
             raise param_error({"filename": "value does not match the regex pattern"})
         if "checksum" in params and "checksum-algorithm" not in params:
             raise param_error({"checksum-algorithm": "'checksum-algorithm' is required"})
-        assert storage.path is not None
-        target = storage.path / CONTENT_DIRS[content] / filename
+        files = self.settings.storage_dir(storage, params["node"])
+        assert files is not None
+        target = files / CONTENT_DIRS[content] / filename
         url = params["url"]
 
         def work(ctx: TaskContext) -> None:
@@ -418,7 +437,7 @@ class NodesApi:
         if not UPID_RE.match(upid):
             raise param_error({"upid": "unable to parse worker upid"})
         task = self.emu.tasks.get(upid)
-        if task is None:
+        if task is None or task.node != params["node"]:  # each node keeps its own task logs
             raise param_error({"upid": "no such task"})
         # as PVE's Tasks.pm: one's own tasks (a user's include its tokens'), else Sys.Audit on the node
         caller = req.identity.authuser
@@ -465,8 +484,9 @@ class NodesApi:
             wanted = {item.lower() for item in propstr.split_list(params["statusfilter"])}
         elif params.get("errors"):
             wanted.discard("ok")
-        running = [t for t in self.emu.tasks.all() if t.status == "running"]
-        finished = [t for t in self.emu.tasks.all() if t.status != "running"]
+        tasks = [t for t in self.emu.tasks.all() if t.node == params["node"]]
+        running = [t for t in tasks if t.status == "running"]
+        finished = [t for t in tasks if t.status != "running"]
         candidates = (running if source in ("active", "all") else []) + (
             finished if source != "active" else []
         )

@@ -15,6 +15,7 @@ from . import codeperms, hotplug, propstr, schema
 from .access import permission_error
 from .apierror import ApiError, fail, param_error
 from .configfile import VMConfig
+from .migration import local_volumes
 from .router import Request
 from .schema import P
 from .tasks import TaskContext, TaskFailed
@@ -99,7 +100,7 @@ class QemuApi:
 
     def _vm(self, vmid: int, missing: ApiError | None = None) -> VMConfig:
         vm = self.store.vms.get(vmid)
-        if vm is None:
+        if vm is None or not self.emu.on_request_node(vmid):  # asked on another node: not there
             raise missing or self.emu.conf_missing(vmid)
         return vm
 
@@ -222,8 +223,7 @@ class QemuApi:
     def list_vms(self, req: Request) -> Any:
         params = schema.check(req.params, {"node": schema.NODE, "full": P("boolean")})
         self.emu.check_node(params["node"])
-        with self.store.lock:
-            vms = list(self.store.vms.values())
+        vms = self.store.vms_on(params["node"])
         authid = req.identity.authuser
         return [
             self.vmstatus(vm, bool(params.get("full")))
@@ -246,7 +246,7 @@ class QemuApi:
         params = self._params(req, {})
         vm = self._vm(params["vmid"])
         result = self.vmstatus(vm, full=True)
-        result["ha"] = {"managed": 0}
+        result["ha"] = self.emu.ha.vm_status(vm.vmid)
         if propstr.agent_enabled(vm.conf.get("agent")):
             result["agent"] = 1
         return result
@@ -660,8 +660,11 @@ class QemuApi:
             raise fail("balloon value too large (must be smaller than assigned memory)")
         with self.store.lock:
             if vmid in self.store.vms:
-                raise fail(f"unable to create VM {vmid} - VM {vmid} already exists on node '{self.emu.node}'")
-            self.store.save_vm(VMConfig(vmid=vmid, conf={"lock": "create"}))
+                raise fail(
+                    f"unable to create VM {vmid} - VM {vmid} already exists on node "
+                    f"'{self.store.node_of(vmid)}'"
+                )
+            self.store.save_vm(VMConfig(vmid=vmid, conf={"lock": "create"}), node=params["node"])
 
         def work(ctx: TaskContext) -> None:
             try:
@@ -699,10 +702,27 @@ class QemuApi:
                 with self.store.lock:
                     self.store.delete_vm(vmid)
                 raise
-            if params.get("start"):
+            if params.get("ha-managed"):  # the HA manager starts it if asked to
+                ctx.log("Add as HA resource")
+                self.emu.ha.add_resource(vmid, "started" if params.get("start") else "stopped")
+            elif params.get("start"):
                 self._do_start(ctx, vmid, skiplock=False)
 
         return self._task(req, "qmcreate", vmid, work)
+
+    def _ha_request(self, req: Request, vmid: int, state: str) -> str | None:
+        """An HA-managed VM is started and stopped by its HA manager: the call becomes a request
+        (``hastart``/``hastop``), as qemu-server hands it to ha-manager."""
+        if not self.emu.ha.is_configured(vmid):
+            return None
+        self._vm(vmid)
+        kind, verb = ("hastart", "start") if state == "started" else ("hastop", "stop")
+
+        def work(ctx: TaskContext) -> None:
+            ctx.log(f"Requesting HA {verb} for VM {vmid}")
+            self.emu.ha.set_state(vmid, state)
+
+        return self._task(req, kind, vmid, work)
 
     def _check_create_permissions(
         self, authid: str, vmid: int, params: dict[str, Any], conf: dict[str, str]
@@ -762,13 +782,21 @@ class QemuApi:
         }
         params = self._params(req, spec)
         vmid, newid = params["vmid"], params["newid"]
+        target = params.get("target")
+        if target in (params["node"], "localhost"):
+            target = None
         with self.store.lock:
+            if target:
+                self.emu.check_target_node(target)
+            storage_name = params.get("storage")
+            if storage_name and target:  # a clone to another node lands on storage both reach
+                chosen = self.emu.settings.storage(storage_name)
+                if chosen is None:
+                    raise fail(f"storage '{storage_name}' does not exist")
+                if not chosen.shared:
+                    raise fail(f"can't clone to non-shared storage '{storage_name}'")
             source = self._vm(vmid, self.emu.not_found(vmid))
             self._check_lock(source)
-            if params.get("target") and params["target"] != self.emu.node:
-                raise fail(f"no such cluster node '{params['target']}'")
-            if newid in self.store.vms:
-                raise fail(f"unable to create VM {newid}: config file already exists")
             full = params.get("full")
             if full is None:
                 full = 0 if source.is_template else 1
@@ -789,7 +817,12 @@ class QemuApi:
             authid = req.identity.authuser
             codeperms.clone_storage(self.emu.access, authid, base, params.get("storage"))
             codeperms.bridges(self.emu.access, authid, base)
-            self.store.save_vm(VMConfig(vmid=newid, conf={"lock": "clone"}))
+            if target and local_volumes(base, self.emu.shared_storages()):
+                raise fail(f"can't clone VM to node '{target}' (VM uses local storage)")
+            if newid in self.store.vms:
+                raise fail(f"unable to create VM {newid}: config file already exists")
+            new_node = target or params["node"]
+            self.store.save_vm(VMConfig(vmid=newid, conf={"lock": "clone"}), node=new_node)
 
         def work(ctx: TaskContext) -> None:
             try:
@@ -863,7 +896,7 @@ class QemuApi:
         conf["vmgenid"] = str(uuid.uuid4())
         conf["lock"] = "clone"
         with self.store.lock:
-            self.store.save_vm(VMConfig(vmid=newid, conf=dict(conf)))
+            self.store.save_vm(VMConfig(vmid=newid, conf=dict(conf)))  # stays on the node chosen
         conf.pop("lock")
         return conf
 
@@ -877,10 +910,13 @@ class QemuApi:
         vmid = params["vmid"]
         skiplock = self._skiplock(req, params)
         vm = self._vm(vmid)
-        if self.store.is_running(vmid):
-            raise fail(f"VM {vmid} is running - destroy failed")
         if vm.conf.get("protection") == "1":
             raise fail(f"can't remove VM {vmid} - protection mode enabled")
+        ha_managed = self.emu.ha.is_configured(vmid)
+        if ha_managed and not params.get("purge"):
+            raise fail(f"unable to remove VM {vmid} - used in HA resources and purge parameter not set.")
+        if self.store.is_running(vmid):
+            raise fail(f"VM {vmid} is running - destroy failed")
 
         def work(ctx: TaskContext) -> None:
             with self.store.lock:
@@ -898,9 +934,13 @@ class QemuApi:
                 if re.match(r"(vm|base)-\d+-", name):
                     ctx.log(f'  Logical volume "{name}" successfully removed.')
             with self.store.lock:
-                self.store.delete_vm(vmid)
                 if params.get("purge"):
+                    ctx.log(f"purging VM {vmid} from related configurations..")
                     self._purge_from_jobs(vmid, ctx)
+                    if self.emu.ha.is_configured(vmid):
+                        self.emu.ha.remove_resource(vmid)
+                        ctx.log(f"NOTE: removed VM {vmid} from HA resource configuration.")
+                self.store.delete_vm(vmid)
 
         return self._task(req, "qmdestroy", vmid, work)
 
@@ -1041,6 +1081,8 @@ class QemuApi:
         params = self._params(req, spec)
         skiplock = self._skiplock(req, params)
         vmid = params["vmid"]
+        if not params.get("stateuri") and (handed := self._ha_request(req, vmid, "started")):
+            return handed
         return self._task(req, "qmstart", vmid, lambda ctx: self._do_start(ctx, vmid, skiplock))
 
     def _stop_work(self, vmid: int, skiplock: bool, shutdown_timeout: float | None) -> Any:
@@ -1070,6 +1112,8 @@ class QemuApi:
         }
         params = self._params(req, spec)
         skiplock = self._skiplock(req, params)
+        if not params.get("migratedfrom") and (handed := self._ha_request(req, params["vmid"], "stopped")):
+            return handed
         return self._task(req, "qmstop", params["vmid"], self._stop_work(params["vmid"], skiplock, None))
 
     def shutdown(self, req: Request) -> Any:
@@ -1081,21 +1125,26 @@ class QemuApi:
         }
         params = self._params(req, spec)
         skiplock = self._skiplock(req, params)
+        if handed := self._ha_request(req, params["vmid"], "stopped"):
+            return handed
         timeout = float(params.get("timeout", 180))
         work = self._stop_work(params["vmid"], skiplock, timeout)
         return self._task(req, "qmshutdown", params["vmid"], work)
 
     # --- the node's boot and shutdown (pve-guests.service runs these) -----------------------------
 
-    def _guest_order(self, vms: str | None, *, onboot_only: bool) -> list[int]:
-        """VMs by their ``startup`` order, then vmid, as PVE's startall walks them."""
+    def _guest_order(self, vms: str | None, *, onboot_only: bool, node: str) -> list[int]:
+        """The node's VMs by their ``startup`` order, then vmid, as PVE's startall walks them."""
         wanted = {int(v) for v in re.split(r"[,;\s]+", vms) if v} if vms else None
         chosen = []
         with self.store.lock:
-            for vmid, vm in self.store.vms.items():
+            for vm in self.store.vms_on(node):
+                vmid = vm.vmid
                 conf = vm.merged()
                 if vm.is_template or (wanted is not None and vmid not in wanted):
                     continue
+                if wanted is None and self.emu.ha.is_configured(vmid):
+                    continue  # the HA manager starts and stops these (get_start_stop_list)
                 if onboot_only and str(conf.get("onboot", "0")) != "1":
                     continue
                 order = re.search(r"(?:^|,)order=(\d+)", str(conf.get("startup", "")))
@@ -1111,7 +1160,7 @@ class QemuApi:
         }
         params = schema.check(req.params, spec)
         self.emu.check_node(params["node"])
-        vmids = self._guest_order(params.get("vms"), onboot_only=not params.get("force"))
+        vmids = self._guest_order(params.get("vms"), onboot_only=not params.get("force"), node=params["node"])
 
         def work(ctx: TaskContext) -> None:
             for vmid in vmids:
@@ -1135,7 +1184,7 @@ class QemuApi:
         }
         params = schema.check(req.params, spec)
         self.emu.check_node(params["node"])
-        vmids = list(reversed(self._guest_order(params.get("vms"), onboot_only=False)))
+        vmids = list(reversed(self._guest_order(params.get("vms"), onboot_only=False, node=params["node"])))
         timeout = float(params.get("timeout", 180))
 
         def work(ctx: TaskContext) -> None:

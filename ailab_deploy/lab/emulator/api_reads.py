@@ -59,19 +59,47 @@ class ReadsApi:
 
     def cluster_status(self, req: Request) -> Any:
         schema.check(req.params, {})
-        # a single node without a cluster: PVE lists only the node (nodeid 0)
-        return [
+        settings = self.emu.settings
+        if not settings.clustered:
+            # a single node without a cluster: PVE lists only the node (nodeid 0)
+            return [
+                {
+                    "type": "node",
+                    "id": f"node/{self.emu.node}",
+                    "name": self.emu.node,
+                    "ip": settings.listen,
+                    "level": "",
+                    "local": 1,
+                    "nodeid": 0,
+                    "online": 1,
+                }
+            ]
+        # pve-manager's Cluster.pm status: the cluster entry, then each node as corosync knows it
+        local = self.emu.local_node
+        result: list[dict[str, Any]] = [
             {
-                "type": "node",
-                "id": f"node/{self.emu.node}",
-                "name": self.emu.node,
-                "ip": self.emu.settings.listen,
-                "level": "",
-                "local": 1,
-                "nodeid": 0,
-                "online": 1,
+                "type": "cluster",
+                "id": "cluster",
+                "name": settings.cluster_name,
+                "nodes": len(settings.nodes),
+                "quorate": int(self.emu.quorate()),
+                "version": len(settings.nodes),  # config_version: one bump per node joined
             }
         ]
+        for nodeid, node in enumerate(settings.nodes, 1):
+            result.append(
+                {
+                    "type": "node",
+                    "id": f"node/{node}",
+                    "name": node,
+                    "ip": settings.node_address(node),
+                    "level": "",
+                    "local": int(node == local),
+                    "nodeid": nodeid,
+                    "online": int(node not in self.emu.offline),
+                }
+            )
+        return result
 
     def node_version(self, req: Request) -> Any:
         self._node(req)
@@ -128,7 +156,7 @@ class ReadsApi:
         return {
             "id": f"qemu/{vmid}",
             "vmid": vmid,
-            "node": self.emu.node,
+            "node": self.emu.store.node_of(vmid),
             "type": "qemu",
             "name": vm.conf.get("name", f"VM {vmid}"),
             "status": "running" if self.emu.store.is_running(vmid) else "stopped",

@@ -32,6 +32,9 @@ def _regex(pattern: str | re.Pattern[str], message: str) -> Validator:
     return check
 
 
+_HA_NODE = r"[a-zA-Z0-9]([a-zA-Z0-9\-]*[a-zA-Z0-9])?(:\d+)?"
+
+
 def _storage_id(value: str) -> None:
     if len(value) < 2:
         raise FormatError(f"storage ID '{value}' cannot be shorter than 2 characters\n")
@@ -262,6 +265,11 @@ _VALIDATORS: dict[str, Validator] = {
     "pve-qm-ipconfig": _ipconfig_check,
     "pve-iface": _regex(r"[a-zA-Z][a-zA-Z0-9_]{1,20}([:.]\d+)?", "invalid network interface name '{value}'"),
     "pve-vlan-id-or-range": _regex(r"\d+(-\d+)?", "invalid VLAN configuration '{value}'"),
+    # pve-ha-manager's HA/Tools.pm
+    "pve-ha-resource-id": _regex(r"[a-z]+:\S+", "value does not look like a valid ha resource id"),
+    "pve-ha-resource-or-vm-id": _regex(r"[a-z]+:\S+|\d+", "value does not look like a valid ha resource id"),
+    "pve-ha-node": _regex(_HA_NODE, "value does not look like a valid ha node"),
+    "pve-ha-group-node": _regex(_HA_NODE, "value does not look like a valid ha group node"),
 }
 for _name, _validator in _VALIDATORS.items():
     register_format(_name, _validator)

@@ -32,6 +32,7 @@ def vm(*privileges: str, any_of: bool = False) -> dict[str, Any]:
 
 SYS_AUDIT_ROOT = perm("/", ["Sys.Audit"])
 SYS_MODIFY_ROOT = perm("/", ["Sys.Modify"])
+SYS_CONSOLE_ROOT = perm("/", ["Sys.Console"])
 STORAGE_READ = perm("/storage/{storage}", ["Datastore.Audit", "Datastore.AllocateSpace"], any=1)
 # the guest agent's reads: VM.Monitor until 8.x, the VM.GuestAgent.* privileges from 9.0
 AGENT_READ = {
@@ -104,6 +105,21 @@ DECLARED: dict[tuple[str, str], Any] = {
         "VM.Snapshot", "VM.Snapshot.Rollback", any_of=True
     ),
     ("DELETE", "/nodes/{node}/qemu/{vmid}/snapshot/{snapname}"): vm("VM.Snapshot"),
+    ("GET", "/nodes/{node}/qemu/{vmid}/migrate"): vm("VM.Migrate"),
+    ("POST", "/nodes/{node}/qemu/{vmid}/migrate"): vm("VM.Migrate"),
+    # HA (pve-ha-manager): reading needs Sys.Audit on /, changing Sys.Console
+    ("GET", "/cluster/ha"): SYS_AUDIT_ROOT,
+    **{("GET", f"/cluster/ha/{what}"): SYS_AUDIT_ROOT for what in ("resources", "groups", "rules")},
+    **{("POST", f"/cluster/ha/{what}"): SYS_CONSOLE_ROOT for what in ("resources", "groups", "rules")},
+    **{
+        (method, f"/cluster/ha/{what}/{{{key}}}"): SYS_AUDIT_ROOT if method == "GET" else SYS_CONSOLE_ROOT
+        for what, key in (("resources", "sid"), ("groups", "group"), ("rules", "rule"))
+        for method in ("GET", "PUT", "DELETE")
+    },
+    ("POST", "/cluster/ha/resources/{sid}/migrate"): SYS_CONSOLE_ROOT,
+    ("POST", "/cluster/ha/resources/{sid}/relocate"): SYS_CONSOLE_ROOT,
+    ("GET", "/cluster/ha/status"): ALL,
+    ("GET", "/cluster/ha/status/current"): SYS_AUDIT_ROOT,
     ("POST", "/nodes/{node}/startall"): ALL,
     ("POST", "/nodes/{node}/stopall"): ALL,
     ("GET", "/cluster/nextid"): ALL,

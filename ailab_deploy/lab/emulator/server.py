@@ -172,6 +172,11 @@ class Handler(BaseHTTPRequestHandler):
         if resolved is None:
             raise not_implemented(method, rel)
         handler, path_params, pattern = resolved
+        emu.begin_request()
+        if "node" in path_params:  # pveproxy forwards to that node: a failed one does not answer
+            emu.check_reachable(unquote(path_params["node"]))
+        if method != "GET":
+            emu.check_quorum()
         for key, value in path_params.items():
             if key in params:  # PVE's HTTP server refuses any parameter the URI already sets
                 raise param_error({key: "duplicate parameter (already defined in URI)"})
@@ -264,6 +269,12 @@ class Handler(BaseHTTPRequestHandler):
             return emu.info()
         if rel == "/reset" and method == "POST":
             return {"removed": emu.reset()}
+        match = re.fullmatch(r"/nodes/([^/]+)/(fail|recover)", rel)
+        if match and method == "POST":  # a node loses power or comes back (`lab node fail/recover`)
+            if match.group(2) == "fail":
+                return {"stopped": emu.fail_node(match.group(1))}
+            emu.recover_node(match.group(1))
+            return None
         raise not_implemented(method, ADMIN_PREFIX + rel)
 
     def _send(

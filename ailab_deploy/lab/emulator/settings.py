@@ -66,6 +66,17 @@ class StorageSettings:
     options: dict[str, str] = field(default_factory=dict)  # the rest of its storage.cfg section
 
 
+# A cluster's storage every node reaches (PVE: a storage marked ``shared``), added to the default
+# storages of a lab with more than one node
+DEFAULT_SHARED_STORAGE: dict[str, Any] = {
+    "storage": "shared",
+    "type": "dir",
+    "content": "images,rootdir,snippets,import,iso,backup",
+    "total": "500GB",
+    "shared": 1,
+}
+FIRST_NODE_HOST = 2  # node i of a cluster answers at 10.77.0.(2 + i), as the lab network numbers them
+
 # The PVE releases the emulator behaves as, and the full version it reports for each
 PVE_VERSIONS = {"9.1": "9.1.3", "8.4": "8.4.1"}
 DEFAULT_PVE_RELEASE = "9.1"
@@ -93,6 +104,27 @@ class Settings:
     template: dict[str, Any] | None = field(default_factory=lambda: dict(DEFAULT_TEMPLATE))
     storage_digest: str = ""
     pools: dict[str, str] = field(default_factory=dict)  # poolid -> comment (PVE's user.cfg pools)
+    # the cluster: node names (one node: no cluster, today's standalone node), their addresses
+    nodes: list[str] = field(default_factory=list)
+    node_addresses: dict[str, str] = field(default_factory=dict)
+    cluster_name: str = "ailab"
+    fence_seconds: float = 10.0  # PVE fences a lost node after ~2 minutes; the lab takes seconds
+    ha_tick_seconds: float = 0.5  # how often the lab's HA manager looks at the cluster
+
+    @property
+    def clustered(self) -> bool:
+        return len(self.nodes) > 1
+
+    def node_address(self, node: str) -> str:
+        return self.node_addresses.get(node, self.listen)
+
+    def storage_dir(self, storage: StorageSettings, node: str | None = None) -> Path | None:
+        """Where a storage keeps its files as ``node`` sees them: in a cluster a local storage
+        is each node's own disk (<lab>/nodes/<node>/storage/<name>), a shared one is the same
+        directory everywhere; a single node keeps the configured path."""
+        if storage.path is None or not self.clustered or storage.shared:
+            return storage.path
+        return self.lab_dir / "nodes" / (node or self.node) / "storage" / storage.storage
 
     @property
     def state_dir(self) -> Path:
@@ -151,10 +183,10 @@ def _from_cfg(entry: storagecfg.StorageEntry, lab_dir: Path, sizes: dict[str, in
     )
 
 
-def storage_cfg_text(settings: Settings) -> str:
+def storage_cfg_text(settings: Settings, storages: list[StorageSettings] | None = None) -> str:
     """The storages as PVE writes storage.cfg (dir storages with their path)."""
     entries = []
-    for storage in settings.storages:
+    for storage in settings.storages if storages is None else storages:
         props: dict[str, str] = {}
         if storage.type in ("dir", "nfs", "cifs", "btrfs") and storage.path is not None:
             props["path"] = str(storage.path)
@@ -190,6 +222,9 @@ def load_settings(lab_dir: Path) -> Settings:
         "download_map",
         "faults",
         "template",
+        "cluster_name",
+        "fence_seconds",
+        "ha_tick_seconds",
     ):
         if key in raw:
             setattr(settings, key, raw[key])
@@ -198,11 +233,16 @@ def load_settings(lab_dir: Path) -> Settings:
             f"settings.json: version '{settings.version}' is not a PVE release the lab emulates "
             f"({', '.join(PVE_VERSIONS)})"
         )
+    _load_nodes(settings, raw)
+    if settings.clustered and "template" not in raw and settings.template is not None:
+        # a cluster's template sits on shared storage, so that clones with target= reach every node
+        settings.template = {**settings.template, "storage": DEFAULT_SHARED_STORAGE["storage"]}
     settings.hardware = {**DEFAULT_HARDWARE, **raw.get("hardware", {})}
     for entry in raw.get("pools", []):
         settings.pools[str(entry["poolid"])] = str(entry.get("comment", ""))
     storages: list[StorageSettings] = []
-    for entry in raw.get("storages", DEFAULT_STORAGES):
+    default_storages = DEFAULT_STORAGES + ([DEFAULT_SHARED_STORAGE] if settings.clustered else [])
+    for entry in raw.get("storages", default_storages):
         name = str(entry["storage"])
         path_value = entry.get("path")
         storages.append(
@@ -212,6 +252,7 @@ def load_settings(lab_dir: Path) -> Settings:
                 content=str(entry.get("content", "images,rootdir")),
                 total=_size(entry.get("total", "100G"), f"storages.{name}.total"),
                 path=Path(path_value) if path_value else lab_dir / "storage" / name,
+                shared=bool(int(entry.get("shared", 0))),
             )
         )
     cfg_path = lab_dir / storagecfg.STORAGE_CFG
@@ -220,6 +261,19 @@ def load_settings(lab_dir: Path) -> Settings:
         sizes = {s.storage: s.total for s in storages}
         storages = [_from_cfg(entry, lab_dir, sizes) for entry in storagecfg.parse(text, str(cfg_path))]
         settings.storage_digest = hashlib.sha1(text.encode()).hexdigest()
+    if settings.clustered and not any(s.shared for s in storages):
+        # a lab grown into a cluster gets the storage all its nodes share
+        entry = DEFAULT_SHARED_STORAGE
+        storages.append(
+            StorageSettings(
+                storage=entry["storage"],
+                type=entry["type"],
+                content=entry["content"],
+                total=_size(entry["total"], "shared storage"),
+                path=lab_dir / "storage" / entry["storage"],
+                shared=True,
+            )
+        )
     settings.storages = storages
     for entry in raw.get("users", []):
         userid = str(entry["userid"])
@@ -229,3 +283,25 @@ def load_settings(lab_dir: Path) -> Settings:
         settings.tokens[tokenid] = _read_secret(lab_dir, entry, "secret", "secret_file", f"token {tokenid}")
         settings.token_privsep[tokenid] = bool(entry.get("privsep", False))
     return settings
+
+
+def _load_nodes(settings: Settings, raw: dict[str, Any]) -> None:
+    """``nodes``: names, or ``{"name", "address"}``; without it the one node ``node`` (no cluster).
+    In a cluster ``node`` is the node the API is asked on (default: the first)."""
+    entries = raw.get("nodes") or []
+    names: list[str] = []
+    for index, entry in enumerate(entries):
+        name = str(entry["name"] if isinstance(entry, dict) else entry)
+        if name in names:
+            raise ConfigError(f"settings.json: nodes: '{name}' is listed twice")
+        names.append(name)
+        address = entry.get("address") if isinstance(entry, dict) else None
+        settings.node_addresses[name] = str(address or f"10.77.0.{FIRST_NODE_HOST + index}")
+    if not names:
+        settings.nodes = [settings.node]
+        return
+    settings.nodes = names
+    if "node" not in raw:
+        settings.node = names[0]
+    elif settings.node not in names:
+        raise ConfigError(f"settings.json: node '{settings.node}' is not one of nodes {names}")

@@ -2,7 +2,9 @@
 
 Layout under ``<lab-dir>/state/``::
 
-    qemu-server/<vmid>.conf   each VM in PVE's config file format
+    qemu-server/<vmid>.conf   each VM in PVE's config file format (one node)
+    nodes/<node>/qemu-server/<vmid>.conf   the same in a cluster: the VM's node holds its file,
+                              as in pmxcfs; a migration renames it to the target's directory
     runtime.json              which VMs run and since when
     jobs.json                 /cluster/backup jobs
     pools.json                pool membership: poolid -> vmids
@@ -41,10 +43,12 @@ def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
 class Store:
     """All mutable state. Hold ``lock`` around read-modify-write sequences."""
 
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, nodes: list[str] | None = None) -> None:
         self.dir = state_dir
+        self.nodes = list(nodes or ["pve"])
         self.lock = threading.RLock()
         self.vms: dict[int, VMConfig] = {}
+        self.vm_node: dict[int, str] = {}  # vmid -> the node that holds its config
         self.runtime: dict[int, float] = {}  # running vmid -> start time
         self.jobs: dict[str, dict[str, Any]] = {}
         self.pool_members: dict[str, list[int]] = {}
@@ -59,9 +63,18 @@ class Store:
     # --- loading and saving -----------------------------------------------------------------
 
     def _load(self) -> None:
-        for path in sorted((self.dir / "qemu-server").glob("*.conf")):
+        found = [(path, self.nodes[0]) for path in sorted((self.dir / "qemu-server").glob("*.conf"))]
+        for path in sorted((self.dir / "nodes").glob("*/qemu-server/*.conf")):
+            node = path.parent.parent.name
+            found.append((path, node if node in self.nodes else self.nodes[0]))
+        for path, node in found:
             vmid = int(path.stem)
             self.vms[vmid] = configfile.parse(vmid, path.read_text())
+            self.vm_node[vmid] = node
+            home = self.conf_path(vmid)
+            if home != path:  # the lab grew into a cluster (or shrank): files go where they belong
+                home.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(path, home)
         runtime = self.dir / "runtime.json"
         if runtime.exists():
             data = json.loads(runtime.read_text())
@@ -80,25 +93,53 @@ class Store:
                 write_atomic(path, secrets.token_hex(32), mode=0o600)
             return bytes.fromhex(path.read_text().strip())
 
-    def conf_path(self, vmid: int) -> Path:
-        return self.dir / "qemu-server" / f"{vmid}.conf"
+    @property
+    def clustered(self) -> bool:
+        return len(self.nodes) > 1
 
-    def save_vm(self, vm: VMConfig) -> None:
+    def node_of(self, vmid: int) -> str:
+        return self.vm_node.get(vmid, self.nodes[0])
+
+    def conf_path(self, vmid: int, node: str | None = None) -> Path:
+        if not self.clustered:
+            return self.dir / "qemu-server" / f"{vmid}.conf"
+        return self.dir / "nodes" / (node or self.node_of(vmid)) / "qemu-server" / f"{vmid}.conf"
+
+    def save_vm(self, vm: VMConfig, node: str | None = None) -> None:
+        """Write a VM's config; ``node`` places a new VM (default: where it is, else the first)."""
         with self.lock:
             vm.refresh()
             self.vms[vm.vmid] = vm
+            self.vm_node[vm.vmid] = node or self.node_of(vm.vmid)
             self.generation += 1
             write_atomic(self.conf_path(vm.vmid), vm.raw, mode=0o640)
+
+    def move_vm(self, vmid: int, target: str) -> None:
+        """What a migration ends with: the config file renamed into the target node's directory."""
+        with self.lock:
+            source = self.conf_path(vmid)
+            self.vm_node[vmid] = target
+            self.generation += 1
+            destination = self.conf_path(vmid)
+            if destination != source:
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(source, destination)
+
+    def vms_on(self, node: str) -> list[VMConfig]:
+        with self.lock:
+            return [vm for vmid, vm in self.vms.items() if self.node_of(vmid) == node]
 
     def delete_vm(self, vmid: int) -> None:
         with self.lock:
             self.vms.pop(vmid, None)
+            path = self.conf_path(vmid)
+            self.vm_node.pop(vmid, None)
             self.generation += 1
             for members in self.pool_members.values():
                 if vmid in members:  # PVE drops a destroyed guest from its pool
                     members.remove(vmid)
                     write_atomic(self.dir / "pools.json", json.dumps(self.pool_members, indent=1))
-            self.conf_path(vmid).unlink(missing_ok=True)
+            path.unlink(missing_ok=True)
             if self.runtime.pop(vmid, None) is not None:
                 self.save_runtime()
 
@@ -138,11 +179,14 @@ class Store:
         started = self.runtime.get(vmid)
         return int(time.time() - started) if started else 0
 
-    def volumes(self) -> dict[str, int]:
-        """Every allocated volume id (``storage:name``) with its size in bytes."""
+    def volumes(self, node: str | None = None) -> dict[str, int]:
+        """Every allocated volume id (``storage:name``) with its size in bytes (of the VMs on
+        ``node``, if given)."""
         result: dict[str, int] = {}
         with self.lock:
             for vm in self.vms.values():
+                if node is not None and self.node_of(vm.vmid) != node:
+                    continue
                 for section in (vm.conf, vm.pending, *vm.snapshots.values()):
                     for key, value in section.items():
                         if not (propstr.is_drive_key(key) or key.startswith("unused")):
@@ -152,10 +196,15 @@ class Store:
                             result[volid] = size
         return result
 
-    def storage_used(self) -> dict[str, int]:
+    def storage_used(self, node: str | None = None, shared: frozenset[str] = frozenset()) -> dict[str, int]:
+        """Bytes per storage; with ``node``: its local storages hold only its VMs' volumes,
+        ``shared`` ones every node's."""
         used: dict[str, int] = {}
+        local = self.volumes(node) if node is not None else None
         for volid, size in self.volumes().items():
             storage = volid.split(":", 1)[0]
+            if local is not None and storage not in shared and volid not in local:
+                continue
             used[storage] = used.get(storage, 0) + size
         return used
 

@@ -126,6 +126,9 @@ class TaskManager:
         self.faults = faults
         self.duration = duration
         self.tasks: dict[str, Task] = {}
+        # which node runs a task started without one (the emulator points it at the request's node)
+        self.node_for_request: Callable[[], str] = lambda: self.node
+        self.on_worker_start: Callable[[str], None] = lambda _node: None
         self.lock = threading.Lock()
         self.stop_event = threading.Event()
         self._pid = os.getpid() % 0x400000 + 0x10000
@@ -166,14 +169,16 @@ class TaskManager:
     def get(self, upid: str) -> Task | None:
         return self.tasks.get(upid)
 
-    def start(self, task_type: str, task_id: str, user: str, worker: Worker) -> Task:
+    def start(self, task_type: str, task_id: str, user: str, worker: Worker, node: str | None = None) -> Task:
+        """Fork a worker on ``node`` (default: the node the API answers on); its UPID names it."""
+        node = node or self.node_for_request()
         with self.lock:
             self._pid += 1
             pid = self._pid
         now = int(time.time())
         pstart = _ticks_since_boot()
-        upid = f"UPID:{self.node}:{pid:08X}:{pstart:08X}:{now:08X}:{task_type}:{task_id}:{user}:"
-        task = Task(upid, self.node, pid, pstart, now, task_type, task_id, user)
+        upid = f"UPID:{node}:{pid:08X}:{pstart:08X}:{now:08X}:{task_type}:{task_id}:{user}:"
+        task = Task(upid, node, pid, pstart, now, task_type, task_id, user)
         rules = self.faults.match_task(task_type, task_id)
         duration = self.duration(task_type)
         for rule in rules:
@@ -191,6 +196,7 @@ class TaskManager:
     def _run(self, ctx: TaskContext, worker: Worker) -> None:
         task = ctx.task
         try:
+            self.on_worker_start(task.node)
             worker(ctx)
         except (TaskFailed, BackendError, ApiError) as err:
             message = err.message if isinstance(err, ApiError) else str(err)
