@@ -22,3 +22,21 @@ def state_dir_for(plan_path: Path) -> Path:
 def known_hosts_path(state_dir: Path) -> Path:
     """The one known_hosts file the tool trusts: for the node (pyinfra) and the VMs (Ansible)."""
     return state_dir / KNOWN_HOSTS_FILENAME
+
+
+FACTS_DIRNAME = "facts"
+
+
+def facts_dir(state_dir: Path) -> Path:
+    """Ansible's fact cache (jsonfile, one file per inventory host), kept across runs."""
+    return state_dir / FACTS_DIRNAME
+
+
+def forget_facts(state_dir: Path, host: str) -> bool:
+    """Drop ``host``'s cached facts (its VM was re-created or destroyed); True if there were any."""
+    cached = facts_dir(state_dir) / host
+    try:
+        cached.unlink()
+    except FileNotFoundError:
+        return False
+    return True
