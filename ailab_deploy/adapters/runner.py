@@ -42,6 +42,7 @@ def project_root() -> Path:
 
 
 MITOGEN_STRATEGY = "mitogen_linear"
+MITOGEN_FREE_STRATEGY = "mitogen_free"
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,8 @@ def choose_strategy() -> Strategy:
         timeout=120,
         check=False,
     )
-    if probe.returncode != 0 or not (plugin_dir / f"{MITOGEN_STRATEGY}.py").is_file():
+    plugins = (plugin_dir / f"{name}.py" for name in (MITOGEN_STRATEGY, MITOGEN_FREE_STRATEGY))
+    if probe.returncode != 0 or not all(plugin.is_file() for plugin in plugins):
         reason = (probe.stderr.strip().splitlines() or ["strategy plugin missing"])[-1][:200]
         return Strategy("linear", notice=f"mitogen does not load here ({reason}): stock linear strategy")
     return Strategy(MITOGEN_STRATEGY, str(plugin_dir))
@@ -195,6 +197,8 @@ def run_playbook(
     if chosen.plugin_dir:
         envvars["ANSIBLE_STRATEGY_PLUGINS"] = chosen.plugin_dir
         envvars["ANSIBLE_STRATEGY"] = chosen.name
+        # site.yml's play of independent layers takes its free strategy from here.
+        envvars["AILAB_FREE_STRATEGY"] = MITOGEN_FREE_STRATEGY
     if stock_settings:
         # Ansible's defaults, for comparison: an empty config (else the project's ansible.cfg in
         # the working directory would apply) and runner's per-run fact cache. Host key checking stays on.

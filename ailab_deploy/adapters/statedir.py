@@ -4,6 +4,7 @@ several adapters share (the known_hosts file the tool trusts)."""
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 STATE_DIRNAME = ".ailab"
@@ -32,11 +33,18 @@ def facts_dir(state_dir: Path) -> Path:
     return state_dir / FACTS_DIRNAME
 
 
+def cached_facts_files(state_dir: Path, host: str) -> list[Path]:
+    """``host``'s fact cache files: ``<host>``, or ``s<schema>_<host>`` (ansible-core >= 2.19)."""
+    directory = facts_dir(state_dir)
+    if not directory.is_dir():
+        return []
+    pattern = re.compile(rf"(s\d+_)?{re.escape(host)}")
+    return [path for path in directory.iterdir() if pattern.fullmatch(path.name)]
+
+
 def forget_facts(state_dir: Path, host: str) -> bool:
-    """Drop ``host``'s cached facts (its VM was re-created or destroyed); True if there were any."""
-    cached = facts_dir(state_dir) / host
-    try:
-        cached.unlink()
-    except FileNotFoundError:
-        return False
-    return True
+    """Drop ``host``'s cached facts (its VM was re-created or changed); True if there were any."""
+    found = cached_facts_files(state_dir, host)
+    for path in found:
+        path.unlink(missing_ok=True)
+    return bool(found)

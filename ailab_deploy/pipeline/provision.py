@@ -333,6 +333,8 @@ class Provisioner:
                 result.done.append(self._step(name, "clone", lambda: self._clone(desired, gate, options)))
             if not existed or isinstance(vmplan.first(WaitUnlock), WaitUnlock):
                 vmplan = self._rediff(desired, options)
+            if vmplan.changes_anything:
+                forget_facts(self.state_dir, name)  # new hardware or a new machine: gather afresh
             if not vmplan.changes_anything:
                 self._skip(name, "configure", "no changes")
             elif existed and options.snapshot and (vmplan.first(Update) or vmplan.first(Grow)):
