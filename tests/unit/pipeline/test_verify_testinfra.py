@@ -52,6 +52,9 @@ def test_one_suite_per_host_in_parallel_with_the_plan_and_counts_summed(
     assert hosts == ["--hosts=ansible://db", "--hosts=ansible://llm"]
     for command in FakePytest.started:
         assert f"--ansible-inventory={tmp_path / 'hosts.yml'}" in command
+    # The controller's own checks run once, not once per host.
+    ignored = [[a for a in command if a.startswith("--ignore=")] for command in FakePytest.started]
+    assert ignored[0] == [] and [Path(a.split("=", 1)[1]).name for a in ignored[1]] == ["test_controller.py"]
 
 
 def test_the_suite_gets_the_plan_the_state_dir_and_the_ssh_settings(
