@@ -19,15 +19,27 @@ from ailab_deploy.core.report import (
 LLAMA_BENCH_JSON = json.dumps(
     [
         {"model_type": "gemma3 270M Q8_0", "n_prompt": 512, "n_gen": 0, "n_depth": 0, "avg_ts": 410.5},
-        {"model_type": "gemma3 270M Q8_0", "n_prompt": 0, "n_gen": 64, "n_depth": 21, "avg_ts": 61.25},
+        {
+            "model_type": "gemma3 270M Q8_0",
+            "n_prompt": 0,
+            "n_gen": 64,
+            "n_depth": 21,
+            "avg_ts": 55.0,
+            "samples_ts": [49.5, 61.25, 54.25],
+        },
     ],
     indent=2,
 )
 
 
-def test_the_generation_test_is_the_ceiling() -> None:
+def test_the_generation_tests_best_repetition_is_the_ceiling() -> None:
     noise = "build: 1234 (abcdef) with cc for x86_64-linux-gnu\n"
     assert engine_ceiling_from_llama_bench(noise + LLAMA_BENCH_JSON) == 61.25
+
+
+def test_without_samples_the_mean_is_the_ceiling() -> None:
+    output = json.dumps([{"n_prompt": 0, "n_gen": 64, "avg_ts": 58.5}])
+    assert engine_ceiling_from_llama_bench(output) == 58.5
 
 
 @pytest.mark.parametrize(
