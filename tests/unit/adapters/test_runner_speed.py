@@ -12,6 +12,8 @@ import pytest
 from ailab_deploy.adapters import runner
 from ailab_deploy.adapters.statedir import cached_facts_files, facts_dir, forget_facts
 
+from .test_runner import local_play
+
 PLAYBOOK = """\
 - name: Gather when needed, then work
   hosts: all
@@ -60,13 +62,7 @@ def test_the_stock_strategy_can_be_asked_for(monkeypatch: pytest.MonkeyPatch) ->
 
 
 def _run(tmp_path: Path, ident: str, **options: Any) -> runner.PlaybookResult:
-    playbook = tmp_path / "play.yml"
-    playbook.write_text(PLAYBOOK)
-    inventory = tmp_path / "hosts.yml"
-    inventory.write_text(
-        "all:\n  hosts:\n    controller:\n      ansible_connection: local\n"
-        "      ansible_python_interpreter: '{{ ansible_playbook_python }}'\n"
-    )
+    playbook, inventory = local_play(tmp_path, PLAYBOOK)
     result = runner.run_playbook(
         inventory=inventory, state_dir=tmp_path / "state", ident=ident, playbook=str(playbook), **options
     )
