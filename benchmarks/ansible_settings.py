@@ -49,12 +49,19 @@ def run_variant(label: str, plan: Path) -> tuple[float, int, str]:
     return result.seconds, result.changed, result.strategy
 
 
+def print_load(when: str) -> None:
+    """The machine's load: other work on a shared host disturbs every timing printed here."""
+    one, five, fifteen = os.getloadavg()
+    print(f"load average {when}: {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} CPUs")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--plan", type=Path, required=True)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset")
     args = parser.parse_args()
+    print_load("at the start")
     variants = [v for v in args.variants.split(",") if v]
     unknown = sorted(set(variants) - set(VARIANTS))
     if unknown:
@@ -70,6 +77,7 @@ def main() -> None:
                 )
     finally:
         os.environ.pop("AILAB_ANSIBLE_STRATEGY", None)
+    print_load("at the end")
     stock = statistics.median(seconds["stock"]) if seconds.get("stock") else None
     print(f"{'variant':<27} {'median':>8} {'spread':>15} {'of stock':>9}")
     for label, values in seconds.items():

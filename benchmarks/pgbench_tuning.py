@@ -17,6 +17,7 @@ plan's (verify section).
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 from pathlib import Path
 
@@ -63,11 +64,18 @@ def use_tuned(session: SshSession, settings: dict[str, tuple[str, str, str]]) ->
     restart(session)
 
 
+def print_load(when: str) -> None:
+    """The machine's load: other work on a shared host disturbs every timing printed here."""
+    one, five, fifteen = os.getloadavg()
+    print(f"load average {when}: {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} CPUs")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--plan", type=Path, required=True)
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
+    print_load("at the start")
     loaded = load_plan(args.plan)
     targets = Targets(loaded, state_dir_for(loaded.path))
     verify = loaded.plan.verify
@@ -95,6 +103,7 @@ def main() -> None:
                         use_tuned(session, settings)
         finally:
             use_tuned(session, settings)
+    print_load("at the end")
     tuned, default = statistics.median(tps["tuned"]), statistics.median(tps["default"])
     print(
         f"median tuned {tuned:.1f} tps (spread {min(tps['tuned']):.1f}-{max(tps['tuned']):.1f}), "

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -94,12 +95,19 @@ def verdict(value: float, target: float) -> str:
     return f"{value:.1f} s, {'meets' if value <= target else 'MISSES'} the {target:.0f} s target"
 
 
+def print_load(when: str) -> None:
+    """The machine's load: other work on a shared host disturbs every timing printed here."""
+    one, five, fifteen = os.getloadavg()
+    print(f"load average {when}: {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} CPUs")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lab-dir", type=Path, default=None)
     parser.add_argument("--keep", action="store_true", help="leave the lab and its VMs running")
     parser.add_argument("--cold-build", action="store_true", help="first run without the build cache")
     args = parser.parse_args()
+    print_load("at the start")
     lab_dir = args.lab_dir or Path(tempfile.mkdtemp(prefix="ailab-bench-")) / "lab"
     plan = json.loads(cli("lab", "up", "--lab-dir", str(lab_dir), "--json"))["lab_plan"]
     state_dir = Path(plan).parent / ".ailab"
@@ -127,6 +135,7 @@ def main() -> None:
             print(f"no-op {phase}: {verdict(phases[phase], target)}")
         if archives:
             print(f"first up with a warm build cache: {verdict(first_wall, WARM_FIRST_TARGET_SECONDS)}")
+        print_load("at the end")
     finally:
         if aside.is_dir() and not cache.is_dir():
             aside.rename(cache)
