@@ -26,6 +26,8 @@ import shutil
 import statistics
 from pathlib import Path
 
+from machine_load import print_load  # beside this script
+
 from ailab_deploy.adapters import runner
 from ailab_deploy.adapters.statedir import facts_dir, state_dir_for
 from ailab_deploy.core.loader import load_plan
@@ -47,12 +49,6 @@ def run_variant(label: str, plan: Path) -> tuple[float, int, str]:
     if not result.succeeded:
         raise SystemExit(f"{label} run failed: {result.failures[:3]}")
     return result.seconds, result.changed, result.strategy
-
-
-def print_load(when: str) -> None:
-    """The machine's load: other work on a shared host disturbs every timing printed here."""
-    one, five, fifteen = os.getloadavg()
-    print(f"load average {when}: {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} CPUs")
 
 
 def main() -> None:

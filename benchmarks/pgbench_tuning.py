@@ -17,9 +17,10 @@ plan's (verify section).
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 from pathlib import Path
+
+from machine_load import print_load  # beside this script
 
 from ailab_deploy.adapters.smoke import Targets, measure_pgbench
 from ailab_deploy.adapters.ssh import SshSession
@@ -62,12 +63,6 @@ def use_tuned(session: SshSession, settings: dict[str, tuple[str, str, str]]) ->
     for name in settings:
         psql(session, f"ALTER SYSTEM RESET {name}")
     restart(session)
-
-
-def print_load(when: str) -> None:
-    """The machine's load: other work on a shared host disturbs every timing printed here."""
-    one, five, fifteen = os.getloadavg()
-    print(f"load average {when}: {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} CPUs")
 
 
 def main() -> None:

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from machine_load import print_load  # beside this script
 
 from ailab_deploy.lab.labplan import LAB_LLAMACPP_CACHE_DIR
 
@@ -93,12 +94,6 @@ def print_run(title: str, summary: dict[str, Any], wall: float) -> None:
 
 def verdict(value: float, target: float) -> str:
     return f"{value:.1f} s, {'meets' if value <= target else 'MISSES'} the {target:.0f} s target"
-
-
-def print_load(when: str) -> None:
-    """The machine's load: other work on a shared host disturbs every timing printed here."""
-    one, five, fifteen = os.getloadavg()
-    print(f"load average {when}: {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} CPUs")
 
 
 def main() -> None:
