@@ -6,11 +6,14 @@ Nothing here parses ansible-playbook's text output. Secrets reach Ansible only a
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import logging
 import os
 import re
 import shlex
 import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -21,6 +24,7 @@ from typing import Any
 import ansible_runner
 
 import ailab_deploy
+from ailab_deploy.adapters.statedir import facts_dir
 from ailab_deploy.errors import AilabError, InputError
 
 log = logging.getLogger(__name__)
@@ -35,6 +39,49 @@ def project_root() -> Path:
     if not (root / "playbooks" / "site.yml").is_file():
         raise InputError(f"{root}: playbooks/site.yml not found; run ailab-deploy from its checkout")
     return root
+
+
+MITOGEN_STRATEGY = "mitogen_linear"
+MITOGEN_FREE_STRATEGY = "mitogen_free"
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """The strategy plugin a run uses: mitogen's where it loads, else Ansible's own ``linear``."""
+
+    name: str
+    plugin_dir: str | None = None  # ANSIBLE_STRATEGY_PLUGINS for a third-party strategy
+    notice: str = ""  # one line saying why the stock strategy is used instead
+
+
+def _mitogen_plugin_dir() -> Path | None:
+    spec = importlib.util.find_spec("ansible_mitogen")
+    if spec is None or spec.origin is None:
+        return None
+    return Path(spec.origin).parent / "plugins" / "strategy"
+
+
+@functools.cache
+def choose_strategy() -> Strategy:
+    """mitogen_linear if ansible_mitogen loads with this Ansible (checked in a child interpreter,
+    the way ansible-playbook would load it), else ``linear`` with a one-line notice."""
+    if os.environ.get("AILAB_ANSIBLE_STRATEGY", "").strip() == "linear":
+        return Strategy("linear", notice="stock linear strategy (AILAB_ANSIBLE_STRATEGY=linear)")
+    plugin_dir = _mitogen_plugin_dir()
+    if plugin_dir is None:
+        return Strategy("linear", notice="mitogen is not installed: stock linear strategy")
+    probe = subprocess.run(
+        [sys.executable, "-c", "import ansible_mitogen.strategy"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    plugins = (plugin_dir / f"{name}.py" for name in (MITOGEN_STRATEGY, MITOGEN_FREE_STRATEGY))
+    if probe.returncode != 0 or not all(plugin.is_file() for plugin in plugins):
+        reason = (probe.stderr.strip().splitlines() or ["strategy plugin missing"])[-1][:200]
+        return Strategy("linear", notice=f"mitogen does not load here ({reason}): stock linear strategy")
+    return Strategy(MITOGEN_STRATEGY, str(plugin_dir))
 
 
 def ansible_playbook_binary() -> str:
@@ -64,6 +111,7 @@ class PlaybookResult:
     hosts: dict[str, HostTally]
     failures: list[str] = field(default_factory=list)
     artifact_dir: Path | None = None
+    strategy: str = "linear"
 
     @property
     def changed(self) -> int:
@@ -139,16 +187,25 @@ def run_playbook(
         "ANSIBLE_ROLES_PATH": str(root / "roles"),
         "ANSIBLE_LOCAL_TEMP": str(state_dir / "ansible-tmp"),
         "ANSIBLE_CONFIG": str(root / "ansible.cfg"),
-        "ANSIBLE_CACHE_PLUGIN": "jsonfile",
-        "ANSIBLE_CACHE_PLUGIN_CONNECTION": str(state_dir / "facts"),
     }
+    # runner's jsonfile fact cache, pointed at the state dir (an absolute path is kept as is)
+    # instead of each run's artifacts, so `gathering = smart` finds last run's facts.
+    fact_cache: dict[str, Any] = {"fact_cache_type": "jsonfile", "fact_cache": str(facts_dir(state_dir))}
+    chosen = Strategy("linear") if stock_settings else choose_strategy()
+    if chosen.notice:
+        log.warning("%s", chosen.notice)
+    if chosen.plugin_dir:
+        envvars["ANSIBLE_STRATEGY_PLUGINS"] = chosen.plugin_dir
+        envvars["ANSIBLE_STRATEGY"] = chosen.name
+        # site.yml's play of independent layers takes its free strategy from here.
+        envvars["AILAB_FREE_STRATEGY"] = MITOGEN_FREE_STRATEGY
     if stock_settings:
         # Ansible's defaults, for comparison: an empty config (else the project's ansible.cfg in
-        # the working directory would apply) and no fact cache. Host key checking stays on.
+        # the working directory would apply) and runner's per-run fact cache. Host key checking stays on.
         stock = state_dir / "stock-ansible.cfg"
         stock.write_text("# Ansible's defaults, for the stock-settings benchmark.\n[defaults]\n")
         envvars["ANSIBLE_CONFIG"] = str(stock)
-        del envvars["ANSIBLE_CACHE_PLUGIN"], envvars["ANSIBLE_CACHE_PLUGIN_CONNECTION"]
+        fact_cache = {"fact_cache_type": "jsonfile"}
     # runner records its whole environment in the artifacts: blank anything secret-like.
     envvars.update({name: "" for name in os.environ if _SECRET_NAME.search(name)})
     cmdline = " ".join(f"-e @{shlex.quote(str(path))}" for path in extra_vars_files)
@@ -159,7 +216,7 @@ def run_playbook(
         private_data_dir=str(private_dir),
         project_dir=str(root),
         playbook=playbook,
-        fact_cache_type="state-dir",  # not runner's per-run cache: facts persist in the state dir
+        **fact_cache,
         inventory=str(inventory.resolve()),
         ident=ident,
         rotate_artifacts=ARTIFACTS_KEPT,
@@ -183,6 +240,7 @@ def run_playbook(
         hosts=tally.hosts,
         failures=tally.failures,
         artifact_dir=Path(runner.config.artifact_dir) if runner.config else None,
+        strategy=chosen.name,
     )
 
 

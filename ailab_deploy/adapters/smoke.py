@@ -28,6 +28,7 @@ from ailab_deploy.core.report import (
     LlmResult,
     MeasurementError,
     PgbenchResult,
+    engine_ceiling_from_llama_bench,
     parse_pgbench,
     tokens_per_second_from_response,
 )
@@ -55,6 +56,32 @@ try:
 except urllib.error.HTTPError as error:
     sys.exit(f"HTTP {error.code}")
 """
+
+
+# Runs on the LLM VM: llama-bench from the running llama-server's own build directory, with the
+# server's model, threads, KV cache types, flash attention and NUMA mode (read from its command
+# line), as the server's user. argv: tokens to generate, context depth (the deployed request's
+# prompt tokens), repetitions. Prints llama-bench's JSON.
+LLAMA_BENCH = r"""
+import os, pwd, subprocess, sys
+n_gen, depth, repetitions = sys.argv[1:4]
+pid = subprocess.check_output(["pgrep", "-o", "-x", "llama-server"], text=True).split()[0]
+with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+    server = cmdline.read().decode().rstrip("\0").split("\0")
+def option(name, default=None):
+    return server[server.index(name) + 1] if name in server else default
+bench = os.path.join(os.path.dirname(os.path.realpath(server[0])), "llama-bench")
+command = [bench, "-m", option("--model"), "-t", option("--threads", "1"), "-p", "0", "-n", n_gen,
+           "-d", depth, "-r", repetitions, "-o", "json",
+           "-ctk", option("--cache-type-k", "f16"), "-ctv", option("--cache-type-v", "f16")]
+if option("--flash-attn") in ("on", "off", "auto"):
+    command += ["-fa", option("--flash-attn")]
+if option("--numa"):
+    command += ["--numa", option("--numa")]
+user = pwd.getpwuid(os.stat(f"/proc/{pid}").st_uid).pw_name
+os.execvp("sudo", ["sudo", "-n", "-u", user, *command])
+"""
+LLAMA_BENCH_REPETITIONS = 3
 
 
 class SmokeError(AilabError):
@@ -125,6 +152,11 @@ def measure_llm(targets: Targets, sizing: LlmSizing) -> LlmResult:
     except json.JSONDecodeError:
         raise SmokeError(f"{url}: answer is not JSON: {raw[:200]!r}") from None
     tokens, tokens_per_second = tokens_per_second_from_response(plan.llm.engine, response)
+    ceiling = None
+    if plan.llm.engine == "llamacpp":
+        # The engine's own ceiling, right after the deployed measurement (never at the same time).
+        depth = int((response.get("timings") or {}).get("prompt_n") or 0)
+        ceiling = measure_engine_ceiling(targets, llm_vm, tokens or plan.verify.llm_tokens, depth)
     return LlmResult(
         engine=plan.llm.engine,
         model=plan.llm.model,
@@ -133,7 +165,15 @@ def measure_llm(targets: Targets, sizing: LlmSizing) -> LlmResult:
         predicted_tokens_per_second=sizing.expected_tokens_per_second,
         bandwidth_gbs=bandwidth,
         bound_tokens_per_second=bandwidth * 1e9 / sizing.bytes_per_token,
+        engine_ceiling_tokens_per_second=ceiling,
     )
+
+
+def measure_engine_ceiling(targets: Targets, llm_vm: VM, tokens: int, depth: int) -> float:
+    """llama-bench's generation tokens/s for what the server runs, on the server's VM."""
+    argv = ["python3", "-c", LLAMA_BENCH, str(tokens), str(depth), str(LLAMA_BENCH_REPETITIONS)]
+    with targets.ssh(llm_vm) as session:
+        return engine_ceiling_from_llama_bench(session.check(argv, timeout=1800))
 
 
 def measure_pgbench(targets: Targets) -> PgbenchResult:

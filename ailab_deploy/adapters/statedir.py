@@ -4,6 +4,7 @@ several adapters share (the known_hosts file the tool trusts)."""
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 STATE_DIRNAME = ".ailab"
@@ -22,3 +23,28 @@ def state_dir_for(plan_path: Path) -> Path:
 def known_hosts_path(state_dir: Path) -> Path:
     """The one known_hosts file the tool trusts: for the node (pyinfra) and the VMs (Ansible)."""
     return state_dir / KNOWN_HOSTS_FILENAME
+
+
+FACTS_DIRNAME = "facts"
+
+
+def facts_dir(state_dir: Path) -> Path:
+    """Ansible's fact cache (jsonfile, one file per inventory host), kept across runs."""
+    return state_dir / FACTS_DIRNAME
+
+
+def cached_facts_files(state_dir: Path, host: str) -> list[Path]:
+    """``host``'s fact cache files: ``<host>``, or ``s<schema>_<host>`` (ansible-core >= 2.19)."""
+    directory = facts_dir(state_dir)
+    if not directory.is_dir():
+        return []
+    pattern = re.compile(rf"(s\d+_)?{re.escape(host)}")
+    return [path for path in directory.iterdir() if pattern.fullmatch(path.name)]
+
+
+def forget_facts(state_dir: Path, host: str) -> bool:
+    """Drop ``host``'s cached facts (its VM was re-created or changed); True if there were any."""
+    found = cached_facts_files(state_dir, host)
+    for path in found:
+        path.unlink(missing_ok=True)
+    return bool(found)

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from ailab_deploy.cli.output import JsonOption, PlanOption, err, load, out
-from ailab_deploy.core.report import Report
+from ailab_deploy.core.report import Report, bound_ratio_text, number_or_dash
 from ailab_deploy.errors import AilabError
 from ailab_deploy.pipeline.verify import VerifyOutcome, verify
 
@@ -30,7 +30,13 @@ def report_table(report: Report) -> Table:
             "",
             "",
             f"bound {llm.bound_tokens_per_second:.2f} ({llm.bandwidth_gbs:.1f} GB/s)",
-            f"ratio {llm.ratio_to_bound:.2f}",
+            f"ratio {bound_ratio_text(llm)}",
+        )
+        table.add_row(
+            "",
+            "",
+            f"llama-bench {number_or_dash(llm.engine_ceiling_tokens_per_second)}",
+            f"deployed / llama-bench {number_or_dash(llm.ratio_to_engine_ceiling)}",
         )
     if report.cost is not None:
         cost = report.cost

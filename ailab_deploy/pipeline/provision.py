@@ -33,6 +33,7 @@ from ailab_deploy.adapters.nodeprep import (
 )
 from ailab_deploy.adapters.proxmox import PermissionDenied, ProxmoxApiError, ProxmoxClient, TaskFailed
 from ailab_deploy.adapters.retry import linear_delays, poll, retry
+from ailab_deploy.adapters.statedir import forget_facts
 from ailab_deploy.core.desired import DesiredVM, desired_vms
 from ailab_deploy.core.diff import (
     ActualVM,
@@ -398,6 +399,8 @@ class Provisioner:
                 result.done.append(self._step(name, "clone", lambda: self._clone(desired, gate, options)))
             if not existed or isinstance(vmplan.first(WaitUnlock), WaitUnlock):
                 vmplan = self._rediff(desired, options)
+            if vmplan.changes_anything:
+                forget_facts(self.state_dir, name)  # new hardware or a new machine: gather afresh
             migrate = vmplan.first(Migrate)
             if isinstance(migrate, Migrate):
                 result.done.append(
@@ -645,6 +648,7 @@ class Provisioner:
             self.known_hosts.remove(previous)  # the VM moved: its old address is no longer its own
         if verdict.writes:
             self.known_hosts.replace(desired.ip, keys)
+            forget_facts(self.state_dir, desired.name)  # a new machine: gather its facts afresh
         self.ledger.bind_address(desired.vmid, desired.ip)
         return verdict.message
 
@@ -845,6 +849,7 @@ class Provisioner:
             options.task_timeout,
         )
         self.forget_vm(vm.vmid)
+        forget_facts(self.state_dir, vm.name)
         return f"VM {vm.vmid} destroyed"
 
     # ------------------------------------------------------------------------------- rollback

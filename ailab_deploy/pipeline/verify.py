@@ -11,7 +11,8 @@ import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ElementTree
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -30,6 +31,7 @@ from ailab_deploy.pipeline.configure import plan_addresses
 from ailab_deploy.pipeline.html_report import write_html_report
 
 T = TypeVar("T")
+CONTROLLER_TESTS = "test_controller.py"  # tests of the controller's own files, not of a host
 
 
 @dataclass(frozen=True)
@@ -42,35 +44,70 @@ class VerifyOutcome:
     problems: tuple[str, ...]  # measurements that could not be taken
 
 
-def run_testinfra(inventory: Path, state_dir: Path, junit: Path, plan: Path) -> dict[str, Any]:
+def run_testinfra(
+    inventory: Path, state_dir: Path, junit: Path, plan: Path, hosts: Sequence[str]
+) -> dict[str, Any]:
     """Run tests/infra with pytest against the generated inventory; outcome counts from JUnit XML.
 
-    The suite also gets the plan: it works out the values that matter from the plan itself.
+    One pytest per host, all at once: the hosts answer in parallel, and each process keeps one
+    SSH master connection per host (the project's ansible.cfg: ControlMaster/ControlPersist, the
+    same control sockets configure's runs leave open). The suite also gets the plan: it works out
+    the values that matter from the plan itself.
     """
-    suite = project_root() / "tests" / "infra"
+    root = project_root()
+    suite = root / "tests" / "infra"
     if not suite.is_dir():
         return {"errors": 1, "detail": f"{suite} is missing"}
-    command = [
-        sys.executable,
-        "-m",
-        "pytest",
-        str(suite),
-        "-q",
-        "-p",
-        "no:cacheprovider",
-        f"--ansible-inventory={inventory}",
-        "--hosts=ansible://all",
-        "--sudo",  # secret files, sshd -T and nft need root; the admin user has passwordless sudo
-        f"--junitxml={junit}",
-    ]
     env = {
         "AILAB_STATE_DIR": str(state_dir),
         "AILAB_PLAN": str(plan.absolute()),
         "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
+        "HOME": str(Path.home()),
+        # testinfra reads ssh_args and control_path from here (else: one SSH connection a command).
+        "ANSIBLE_CONFIG": str(root / "ansible.cfg"),
     }
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=1800, check=False)
-    if not junit.is_file():
-        return {"errors": 1, "detail": (result.stdout + result.stderr)[-500:]}
+    (Path.home() / ".ansible" / "cp").mkdir(parents=True, exist_ok=True)
+    runs: dict[str, tuple[subprocess.Popen[str], Path]] = {}
+    for index, host in enumerate(hosts):
+        host_junit = junit.with_name(f"{junit.stem}-{host}{junit.suffix}")
+        host_junit.unlink(missing_ok=True)
+        command = [
+            sys.executable,
+            "-m",
+            "pytest",
+            str(suite),
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            f"--ansible-inventory={inventory}",
+            f"--hosts=ansible://{host}",
+            "--sudo",  # secret files, sshd -T and nft need root; the admin user has passwordless sudo
+            f"--junitxml={host_junit}",
+        ]
+        if index > 0:  # the controller's side is checked once, with the first host
+            command.append(f"--ignore={suite / CONTROLLER_TESTS}")
+        process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+        )
+        runs[host] = (process, host_junit)
+    totals = {"passed": 0, "failed": 0, "errors": 0, "skipped": 0}
+    details: list[str] = []
+    for host, (process, host_junit) in runs.items():
+        try:
+            output, _ = process.communicate(timeout=1800)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            output, _ = process.communicate()
+        if not host_junit.is_file():
+            totals["errors"] += 1
+            details.append(f"{host}: {output[-500:]}")
+            continue
+        for key, value in _junit_counts(host_junit).items():
+            totals[key] += value
+    return totals | ({"detail": "; ".join(details)} if details else {})
+
+
+def _junit_counts(junit: Path) -> dict[str, int]:
     suite_node = ElementTree.parse(junit).getroot()
     if suite_node.tag == "testsuites":
         suite_node = suite_node[0]
@@ -121,30 +158,41 @@ def verify(
         with ledger.start_run("verify", loaded.text_sha256) as run:
             reports_dir = state / "reports" / f"run-{run.id}"
             reports_dir.mkdir(parents=True, exist_ok=True)
-            infra_counts: dict[str, Any] = {}
-            if infra:
+            found = find_browser() if browser is not False else None
+            if found is None and browser:
+                problems.append(
+                    "browser: chromium and chromedriver are not installed (apt: chromium chromium-driver)"
+                )
+
+            def testinfra() -> dict[str, Any]:
                 inventory = generate_inventory(
                     loaded, plan_addresses(loaded), state_dir=state, private_key_file=private_key_of(loaded)
                 )
                 started = time.monotonic()
-                infra_counts = run_testinfra(
-                    inventory.inventory_path, state, reports_dir / "testinfra.xml", loaded.path
+                counts = run_testinfra(
+                    inventory.inventory_path,
+                    state,
+                    reports_dir / "testinfra.xml",
+                    loaded.path,
+                    [vm.name for vm in loaded.plan.vms],
                 )
                 timings.append({"phase": "testinfra", "seconds": round(time.monotonic() - started, 1)})
+                return counts
+
+            # The checks that measure nothing go side by side: the testinfra suite and the browser.
+            browser_checks: tuple[BrowserResult, ...] = ()
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                infra_run = pool.submit(testinfra) if infra else None
+                if found is not None:
+                    browser_checks = (
+                        attempt("browser", lambda: check_apps_in_browser(targets, found, reports_dir)) or ()
+                    )
+                infra_counts: dict[str, Any] = infra_run.result() if infra_run else {}
+            # Then the measurements, one after the other and alone: they would disturb each other.
             llm_sizing = sizing.llm
             llm = attempt("llm", lambda: measure_llm(targets, llm_sizing)) if llm_sizing else None
             pgbench = attempt("pgbench", lambda: measure_pgbench(targets))
             apps = attempt("apps", lambda: measure_apps(targets)) or ()
-            found = find_browser() if browser is not False else None
-            browser_checks: tuple[BrowserResult, ...] = ()
-            if found is not None:
-                browser_checks = (
-                    attempt("browser", lambda: check_apps_in_browser(targets, found, reports_dir)) or ()
-                )
-            elif browser:
-                problems.append(
-                    "browser: chromium and chromedriver are not installed (apt: chromium chromium-driver)"
-                )
             gates = evaluate_gates(loaded.plan.verify, llm, pgbench, apps, browser_checks)
             cost, idle = electricity_of(loaded.plan, llm)
             report = Report(

@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from ailab_deploy.adapters.ledger import apply_lock
 from ailab_deploy.adapters.proxmox import ProxmoxClient
+from ailab_deploy.adapters.statedir import facts_dir
 from ailab_deploy.core.diff import ActualVM, Conflict, Error, Grow, NoOp, Orphan, Update, diff_vm
 from ailab_deploy.errors import AilabError, ProxmoxError
 from tests.lab.provision_fixtures import (
@@ -305,3 +306,25 @@ def test_what_pve_returns_after_a_create_diffs_to_nothing(emulator: Any, tmp_pat
             desired.vmid, config["name"], emulator.node, "qemu", status, tags=config["tags"], config=config
         )
         assert diff_vm(desired, actual, {desired.vmid}, emulator.node).actions == (NoOp(),), desired.name
+
+
+def test_cached_facts_are_kept_for_unchanged_vms_and_dropped_for_changed_or_new_ones(
+    emulator: Any, tmp_path: Path
+) -> None:
+    engine = make_engine(emulator, tmp_path)
+    facts = facts_dir(engine.state_dir)
+    facts.mkdir(parents=True)
+    stale = {name: facts / f"s1_{name}" for name in ("postgres", "llm", "apps")}
+    for path in stale.values():
+        path.write_text("{}")  # facts of VMs with these names from an earlier life
+    engine.provisioner().apply(LAB_OPTIONS)
+    assert not any(path.exists() for path in stale.values())  # created now: gathered afresh
+
+    for path in stale.values():
+        path.write_text("{}")  # what configure caches after the first run
+    engine.provisioner().apply(LAB_OPTIONS)  # nothing to change
+    assert all(path.exists() for path in stale.values())
+
+    engine.rewrite([lab_vm(0), lab_vm(1), lab_vm(2, cores=4)])
+    engine.provisioner().apply(LAB_OPTIONS)  # apps gets more cores
+    assert {name for name, path in stale.items() if path.exists()} == {"postgres", "llm"}

@@ -27,15 +27,21 @@ PLAYBOOK = """\
 """
 
 
-def test_run_playbook_counts_and_keeps_secrets_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AILAB_PVE_TOKEN_SECRET", "Env-Token-Secret-Value")
-    playbook = tmp_path / "play.yml"
-    playbook.write_text(PLAYBOOK)
-    inventory = tmp_path / "hosts.yml"
+def local_play(directory: Path, text: str) -> tuple[Path, Path]:
+    """``text`` as a playbook, and an inventory whose one host is this machine (local connection)."""
+    playbook = directory / "play.yml"
+    playbook.write_text(text)
+    inventory = directory / "hosts.yml"
     inventory.write_text(
         "all:\n  hosts:\n    controller:\n      ansible_connection: local\n"
         "      ansible_python_interpreter: '{{ ansible_playbook_python }}'\n"
     )
+    return playbook, inventory
+
+
+def test_run_playbook_counts_and_keeps_secrets_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AILAB_PVE_TOKEN_SECRET", "Env-Token-Secret-Value")
+    playbook, inventory = local_play(tmp_path, PLAYBOOK)
     secrets = tmp_path / "secrets.yml"
     secrets.write_text("db_password: Sup3r-Secret-Value\n")
     secrets.chmod(0o600)

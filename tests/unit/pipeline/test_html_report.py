@@ -238,3 +238,55 @@ def test_cli_report_prints_the_path_and_rejects_a_run_that_is_not_verify(
     assert printed.is_file() and printed.name == "report.html"
     code, _, err = run_cli(["report", str(ids[0] - 1), "--plan", str(plan)], capsys)
     assert code == 2 and "is not a verify run" in err
+
+
+def _cell(html: str, cell_id: str) -> str:
+    found = re.search(rf'<td class="num" id="{cell_id}">(.*?)</td>', html)
+    assert found, cell_id
+    return found.group(1)
+
+
+@pytest.mark.parametrize(
+    ("llm_fields", "bound_cell", "ceiling_cell", "ratio_cell"),
+    [
+        (  # a tiny model: llama-bench far below the bandwidth bound
+            {
+                "bandwidth_bound_applies": False,
+                "ratio_to_bound": None,
+                "engine_ceiling_tokens_per_second": 6.5,
+                "ratio_to_engine_ceiling": 0.96,
+            },
+            "not applicable (compute-bound)",
+            "6.50",
+            "0.96",
+        ),
+        (
+            {
+                "bandwidth_bound_applies": True,
+                "ratio_to_bound": 0.81,
+                "engine_ceiling_tokens_per_second": 10.0,
+                "ratio_to_engine_ceiling": 0.97,
+            },
+            "0.81",
+            "10.00",
+            "0.97",
+        ),
+        ({}, "-", "-", "-"),  # a report written before llama-bench was measured
+    ],
+)
+def test_deployed_over_llama_bench_and_the_bound_or_why_not(
+    tmp_path: Path, llm_fields: dict[str, Any], bound_cell: str, ceiling_cell: str, ratio_cell: str
+) -> None:
+    state = tmp_path / ".ailab"
+    with Ledger(state) as ledger:
+        with ledger.start_run("verify", "ab" * 32) as run:
+            report = _report(6.25, 400.0, 1500.0, 4.0, None)
+            report["llm"] |= llm_fields
+            path = state / "report.json"
+            path.write_text(json.dumps(report))
+            run.attach_report("json", path)
+            run.finish("succeeded")
+        html = write_html_report(ledger, run.id).read_text()
+    assert _cell(html, "ratio-to-bound") == bound_cell
+    assert _cell(html, "engine-ceiling") == ceiling_cell
+    assert _cell(html, "ratio-to-engine-ceiling") == ratio_cell
