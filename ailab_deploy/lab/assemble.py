@@ -57,6 +57,7 @@ def write_lab_plan(lab_dir: Path, info: dict[str, Any], key: Path, *, node_addre
             measured_bandwidth_gbs=_measured_bandwidth(lab_dir),
             ca_files=local_ca_files(),
             node_ssh_address=node_address,
+            cluster=tuple(_cluster_addresses(lab_dir, None) or ()),
         )
     )
     plan = Path(info["lab_plan"])

@@ -7,6 +7,7 @@ through the same loader and validation as any plan.
 from __future__ import annotations
 
 import os
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +42,8 @@ class LabPlanInputs:
     measured_bandwidth_gbs: float | None = None
     ca_files: tuple[Path, ...] = ()
     node_ssh_address: str | None = None  # None: an API-only lab, with no node to prepare
+    # a cluster lab's nodes as (name, address on the lab bridge); empty: the one-node form
+    cluster: tuple[tuple[str, str], ...] = ()
 
 
 def local_ca_files(directory: Path = Path("/usr/local/share/ca-certificates")) -> tuple[Path, ...]:
@@ -66,47 +69,119 @@ def _node_ssh(inputs: LabPlanInputs) -> str:
   ssh_private_key_file: {inputs.ssh_private_key_file}  # the lab's key"""
 
 
+SHARED_STORAGE = "shared"  # the storage every node of a cluster lab reaches (the emulator's)
+SPREAD_GROUP = "apart"  # the database and the LLM, on different nodes of a cluster lab
+
+
+def _proxmox_and_hardware(inputs: LabPlanInputs) -> str:
+    access = f"""\
+  token_id: {inputs.token_id}  # least-privilege token made by lab up (`ailab-deploy privileges`)
+  token_secret_env: AILAB_LAB_TOKEN_SECRET  # set this to override the secret file below
+  token_secret_file: {inputs.token_secret_file}  # 0600 file holding the token secret
+  verify_tls: true  # the lab's self-signed certificate is pinned below
+  fingerprint: "{inputs.fingerprint}"  # SHA-256 of the emulator's certificate"""
+    if not inputs.cluster:
+        return f"""\
+proxmox:  # the lab's Proxmox VE API emulator
+  host: 127.0.0.1  # the emulator listens on loopback
+  port: {inputs.api_port}  # emulator port
+  node: {inputs.node}  # node name
+{access}
+{_node_ssh(inputs)}
+
+host:  # this machine, which the lab's VMs share
+{_hardware(inputs, "  ", inputs.host_memory_gib, 4, "kept for the controller and the lab itself")}
+"""
+    count = len(inputs.cluster)
+    # Every node container shares all of this machine's cores; its RAM is split between them.
+    memory = max(1, inputs.host_memory_gib // count)
+    nodes = "\n".join(
+        f"""\
+    - name: {name}  # node name
+      host: {address}  # the node container on the lab bridge (SSH); the API answers on loopback
+      hardware:  # this machine's cores, shared by all nodes, and 1/{count} of its RAM
+{_hardware(inputs, "        ", memory, 1, "kept for the node and, split, the controller")}"""
+        for name, address in inputs.cluster
+    )
+    return f"""\
+proxmox:  # the lab's Proxmox VE API emulator, answering for a cluster of {count} nodes
+  host: 127.0.0.1  # the emulator listens on loopback
+  port: {inputs.api_port}  # emulator port
+{access}
+{_cluster_ssh(inputs)}
+  nodes:  # the cluster's nodes
+{nodes}
+"""
+
+
+def _cluster_ssh(inputs: LabPlanInputs) -> str:
+    if inputs.node_ssh_address is None:
+        return "  prepare_node: false  # an API-only lab has no node to SSH to"
+    return f"""\
+  prepare_node: true  # upload the cloud-init vendor data to each lab node holding a VM, over SSH
+  ssh_user: root  # SSH user on the lab nodes
+  ssh_private_key_file: {inputs.ssh_private_key_file}  # the lab's key"""
+
+
+def _hardware(inputs: LabPlanInputs, indent: str, memory_gib: int, reserve_gib: int, reserve_why: str) -> str:
+    bandwidth = "null" if inputs.measured_bandwidth_gbs is None else f"{inputs.measured_bandwidth_gbs:.1f}"
+    shared = (
+        f"""
+- name: {SHARED_STORAGE}  # storage id
+  kind: hdd  # medium
+  capacity: 500GB  # emulated capacity
+  shared: true  # every node reaches it: HA and clones across nodes"""
+        if inputs.cluster
+        else ""
+    )
+    storages = f"""\
+- name: local-lvm  # storage id
+  kind: ssd  # medium
+  capacity: 237GB  # emulated capacity
+- name: HDDStorage  # storage id
+  kind: hdd  # medium
+  capacity: 2.18TB  # emulated capacity{shared}"""
+    text = f"""\
+cpu_model: lab host  # for the record
+sockets: 1  # one NUMA node
+cores_per_socket: {inputs.host_cores}  # logical CPUs of this machine
+threads_per_core: 1  # counted as cores above
+memory: {memory_gib}G  # RAM of {"this machine" if not inputs.cluster else "this node"}
+memory_channels_per_socket: 2  # nominal; the measured bandwidth below is what counts
+memory_mts: 3200  # nominal
+memory_efficiency: 0.45  # share of theoretical bandwidth generation reaches
+measured_bandwidth_gbs: {bandwidth}  # memory copy bandwidth measured by lab up
+reserved_memory: {reserve_gib}G  # {reserve_why}
+cpu_oversubscription_warn: 2.5  # containers share this machine's cores
+cpu_oversubscription_max: 4.0  # refuse beyond this
+storage:  # the emulator's pools
+{textwrap.indent(storages, "  ")}"""
+    return textwrap.indent(text, indent)
+
+
+def _cluster_vm(clustered: bool, *, ha: bool) -> str:
+    """A cluster lab keeps the database and the LLM apart; HA keeps the database running."""
+    if not clustered:
+        return ""
+    lines = f"    spread: {SPREAD_GROUP}  # the database and the LLM on different nodes\n"
+    if ha:
+        lines += (
+            "    ha: {state: started, failback: false}  # Proxmox's HA manager restarts it elsewhere "
+            "if its node fails\n"
+        )
+    return lines
+
+
 def render_lab_plan(inputs: LabPlanInputs) -> str:
     postgres_ip, llm_ip, apps_ip = LAB_VM_ADDRESSES
-    bandwidth = "null" if inputs.measured_bandwidth_gbs is None else f"{inputs.measured_bandwidth_gbs:.1f}"
     apps = inputs.repo_root / "apps"
+    clustered = bool(inputs.cluster)
     return f"""\
 # yaml-language-server: $schema={inputs.repo_root / "schema" / "vms.schema.json"}
 # The lab plan, written by `ailab-deploy lab up`: vms.yaml's VMs scaled down to this machine.
 version: 1  # plan format version
 
-proxmox:  # the lab's Proxmox VE API emulator
-  host: 127.0.0.1  # the emulator listens on loopback
-  port: {inputs.api_port}  # emulator port
-  node: {inputs.node}  # node name
-  token_id: {inputs.token_id}  # least-privilege token made by lab up (`ailab-deploy privileges`)
-  token_secret_env: AILAB_LAB_TOKEN_SECRET  # set this to override the secret file below
-  token_secret_file: {inputs.token_secret_file}  # 0600 file holding the token secret
-  verify_tls: true  # the lab's self-signed certificate is pinned below
-  fingerprint: "{inputs.fingerprint}"  # SHA-256 of the emulator's certificate
-{_node_ssh(inputs)}
-
-host:  # this machine, which the lab's VMs share
-  cpu_model: lab host  # for the record
-  sockets: 1  # one NUMA node
-  cores_per_socket: {inputs.host_cores}  # logical CPUs of this machine
-  threads_per_core: 1  # counted as cores above
-  memory: {inputs.host_memory_gib}G  # RAM of this machine
-  memory_channels_per_socket: 2  # nominal; the measured bandwidth below is what counts
-  memory_mts: 3200  # nominal
-  memory_efficiency: 0.45  # share of theoretical bandwidth generation reaches
-  measured_bandwidth_gbs: {bandwidth}  # memory copy bandwidth measured by lab up
-  reserved_memory: 4G  # kept for the controller and the lab itself
-  cpu_oversubscription_warn: 2.5  # containers share this machine's cores
-  cpu_oversubscription_max: 4.0  # refuse beyond this
-  storage:  # the emulator's pools
-    - name: local-lvm  # storage id
-      kind: ssd  # medium
-      capacity: 237GB  # emulated capacity
-    - name: HDDStorage  # storage id
-      kind: hdd  # medium
-      capacity: 2.18TB  # emulated capacity
-
+{_proxmox_and_hardware(inputs)}
 network:  # the lab bridge; nothing leaves this machine
   bridge: {LAB_BRIDGE}  # lab bridge
   subnet: {LAB_SUBNET}  # lab subnet
@@ -120,7 +195,7 @@ network:  # the lab bridge; nothing leaves this machine
 template:  # the lab's Debian 12 image
   vmid: 9000  # template VMID
   name: debian-12-cloud  # template name
-  storage: local-lvm  # template storage
+  storage: {SHARED_STORAGE if clustered else "local-lvm"}  # template storage
   admin_user: ailab  # user cloud-init creates
   ssh_public_key_files: [{inputs.ssh_public_key_file}]  # the lab's admin key
   ssh_private_key_file: {inputs.ssh_private_key_file}  # used by Ansible and the smoke tests
@@ -131,10 +206,10 @@ vms:  # the same three VMs as vms.yaml, scaled down
     cores: 1  # vCPUs
     memory: 2G  # RAM
     disk: 8G  # boot disk
-    storage: HDDStorage  # disk storage
+    storage: {SHARED_STORAGE if clustered else "HDDStorage"}  # disk storage
     ip: {postgres_ip}  # static address
     roles: [common, postgresql, backup]  # Ansible roles
-  - vmid: 101  # Proxmox VMID
+{_cluster_vm(clustered, ha=True)}  - vmid: 101  # Proxmox VMID
     name: ollama  # VM name and hostname (the LLM server)
     cores: 2  # vCPUs
     memory: 4G  # RAM
@@ -142,7 +217,7 @@ vms:  # the same three VMs as vms.yaml, scaled down
     storage: HDDStorage  # disk storage
     ip: {llm_ip}  # static address
     roles: [common, llm]  # Ansible roles
-  - vmid: 102  # Proxmox VMID
+{_cluster_vm(clustered, ha=False)}  - vmid: 102  # Proxmox VMID
     name: devapps  # VM name and hostname
     cores: 1  # vCPUs
     memory: 2G  # RAM
