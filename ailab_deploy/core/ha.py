@@ -7,7 +7,7 @@ comment says so) are ever changed or removed; HA objects the user made are left 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,8 +43,9 @@ def _nodes_text(preferred: str | None, allowed: Sequence[str]) -> str:
     )
 
 
-def wanted_ha(plan: Plan, release: str) -> HaWanted:
-    """Every HA object the plan asks for on PVE ``release`` ("8.4" or "9.x")."""
+def wanted_ha(plan: Plan, release: str, existing: Collection[int] | None = None) -> HaWanted:
+    """Every HA object the plan asks for on PVE ``release`` ("8.4" or "9.x"), for the VMs in
+    ``existing`` when given (PVE refuses an HA resource for a VM that does not exist)."""
     grouped = release.startswith("8.")
     all_nodes = [node.name for node in plan.nodes]
     resources: dict[str, dict[str, str]] = {}
@@ -52,7 +53,7 @@ def wanted_ha(plan: Plan, release: str) -> HaWanted:
     rules: dict[str, dict[str, str]] = {}
     spread: dict[str, list[str]] = {}
     for vm in plan.vms:
-        if vm.ha is None:
+        if vm.ha is None or (existing is not None and vm.vmid not in existing):
             continue
         sid = sid_of(vm.vmid)
         fields = {

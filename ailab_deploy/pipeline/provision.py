@@ -355,7 +355,7 @@ class Provisioner:
 
         def reconcile() -> str:
             release = self.client.release()
-            wanted = wanted_ha(self.plan, release)
+            wanted = wanted_ha(self.plan, release, vmids)  # a destroyed VM has no HA resource
             objects = "cluster/ha/groups" if release.startswith("8.") else "cluster/ha/rules"
             calls = ha_calls(
                 wanted,
@@ -473,11 +473,14 @@ class Provisioner:
         }
         source_node = self.client.node_of(template.vmid)
         target = desired.node or source_node
-        # PVE clones to another node only from a template on shared storage; from a local one
-        # it clones beside the template, then the VM migrates (offline) as PVE's docs advise.
+        # PVE clones to another node only from a template on shared storage onto shared storage
+        # ("can't clone to non-shared storage"); otherwise it clones beside the template, then
+        # the VM migrates (offline, its local disk with it) as PVE's docs advise.
         cross_node = target != source_node
-        template_shared = bool((pool := self.plan.storage(template.storage)) and pool.shared)
-        if cross_node and template_shared:
+        direct = all(
+            (pool := self.plan.storage(name)) and pool.shared for name in (template.storage, storage)
+        )
+        if cross_node and direct:
             params["target"] = target
 
         def attempt(number: int) -> str:
@@ -511,7 +514,7 @@ class Provisioner:
         except (ProxmoxApiError, TaskFailed):
             self.ledger.forget_vm(desired.vmid)
             raise
-        if not cross_node or template_shared:
+        if not cross_node or direct:
             self.client.located[desired.vmid] = target
             return done
         self.client.located[desired.vmid] = source_node

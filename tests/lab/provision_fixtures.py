@@ -44,7 +44,38 @@ def _yaml_value(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, str):
         return '"' + value + '"'
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_yaml_value(v)}" for k, v in value.items()) + "}"
     return str(value)
+
+
+HARDWARE = [
+    "cpu_model: lab",
+    "sockets: 2",
+    "cores_per_socket: 18",
+    "threads_per_core: 2",
+    "memory: 126G",
+    "memory_channels_per_socket: 4",
+    "memory_mts: 2133",
+    "cpu_oversubscription_warn: 100",
+    "cpu_oversubscription_max: 100",
+    "storage:",
+    "  - {name: local-lvm, kind: ssd, capacity: 237GB}",
+    "  - {name: HDDStorage, kind: hdd, capacity: 2.18TB}",
+]
+SHARED_STORAGE = "  - {name: shared, kind: hdd, capacity: 500GB, shared: true}"
+
+
+def _where(lab: Any, nodes: list[str] | None) -> list[str]:
+    """One node (proxmox.node and host) or a cluster (proxmox.nodes, each with the lab's
+    hardware and the storage ``shared`` every node reaches)."""
+    if not nodes:
+        return ["host:", *(f"  {line}" for line in HARDWARE)]
+    lines = ["  nodes:"]
+    for index, name in enumerate(nodes):
+        lines += [f"    - name: {name}", f"      host: 10.77.0.{2 + index}", "      hardware:"]
+        lines += [f"        {line}" for line in [*HARDWARE, SHARED_STORAGE]]
+    return lines
 
 
 def write_lab_plan(
@@ -56,8 +87,10 @@ def write_lab_plan(
     image_url: str | None = None,
     token_id: str | None = None,
     vzdump: bool = True,
+    nodes: list[str] | None = None,
 ) -> Path:
-    """A valid plan for the emulator ``lab`` with these VMs; the token secret comes from SECRET_ENV."""
+    """A valid plan for the emulator ``lab`` with these VMs (on the cluster of ``nodes``, whose
+    template is on shared storage); the token secret comes from SECRET_ENV."""
     many = len(vms) > 200
     tls = f'  fingerprint: "{lab.fingerprint}"\n' if fingerprint else f'  ca_file: "{lab.ca_path}"\n'
     lines = [
@@ -65,25 +98,13 @@ def write_lab_plan(
         "proxmox:",
         f"  host: {lab.host}",
         f"  port: {lab.port}",
-        f"  node: {lab.node}",
+        *([] if nodes else [f"  node: {lab.node}"]),
         f'  token_id: "{token_id or lab.token_id}"',
         f"  token_secret_env: {SECRET_ENV}",
         "  prepare_node: false",
         *([] if vzdump else ["  vzdump: {enabled: false}"]),
         tls.rstrip("\n"),
-        "host:",
-        "  cpu_model: lab",
-        "  sockets: 2",
-        "  cores_per_socket: 18",
-        "  threads_per_core: 2",
-        "  memory: 126G",
-        "  memory_channels_per_socket: 4",
-        "  memory_mts: 2133",
-        "  cpu_oversubscription_warn: 100",
-        "  cpu_oversubscription_max: 100",
-        "  storage:",
-        "    - {name: local-lvm, kind: ssd, capacity: 237GB}",
-        "    - {name: HDDStorage, kind: hdd, capacity: 2.18TB}",
+        *_where(lab, nodes),
         "network:",
         "  bridge: vmbr0",
         f"  subnet: {'10.77.0.0/16' if many else '10.77.0.0/24'}",
@@ -94,7 +115,7 @@ def write_lab_plan(
         "template:",
         "  vmid: 9000",
         "  name: debian-12-cloud",
-        "  storage: local-lvm",
+        f"  storage: {'shared' if nodes else 'local-lvm'}",
         "  admin_user: ailab",
         *([f"  image_url: {image_url}"] if image_url else []),
         f'  ssh_public_keys: ["{TEST_KEY}"]',

@@ -114,3 +114,14 @@ def test_an_unpinned_vm_without_node_list_needs_no_group_or_rule(release: str) -
     wanted = wanted_ha(plan_with(postgres={"ha": {}}), release)
     assert list(wanted.resources) == ["vm:100"]
     assert wanted.groups == {} and wanted.rules == {}
+
+
+@pytest.mark.parametrize("release", ["8.4", "9.1"])
+def test_only_existing_vms_get_ha_objects(release: str) -> None:
+    """After a destroy the plan still asks for HA, but PVE refuses a resource for a missing VM."""
+    plan = plan_with(postgres={"node": "pve2", "ha": {}}, devapps={"ha": {}})
+    assert sorted(wanted_ha(plan, release).resources) == ["vm:100", "vm:102"]
+    kept = wanted_ha(plan, release, existing={102})
+    assert list(kept.resources) == ["vm:102"]
+    assert (kept.groups, kept.rules) == ({}, {})  # postgres's group or rule goes with it
+    assert wanted_ha(plan, release, existing=set()).resources == {}
