@@ -133,3 +133,50 @@ def schema_path(method: str, path: str, paths: set[tuple[str, str]]) -> tuple[st
         else:
             return candidate, values
     return None
+
+
+CLUSTER_NODES = ["pve1", "pve2", "pve3"]
+CLUSTER_FEATURES = ["core", "cluster", "ha"]  # the template is there; no backup job
+
+
+def cluster_settings() -> dict[str, Any]:
+    """A three-node API-only lab whose HA manager acts within a test's patience."""
+    return {"nodes": CLUSTER_NODES, "fence_seconds": 0.6, "ha_tick_seconds": 0.1}
+
+
+def cluster_life_cycle(
+    lab: Any, tmp_path: Path, token: tuple[str, str] | None = None
+) -> list[tuple[str, Callable[[], Any]]]:
+    """(command, run it) on a three-node lab: the first apply (a clone to another node, an HA
+    resource and its rule or group), a no-op re-apply, a migration the plan asks for by a
+    changed ``node:``, the destroy (the HA resource purged with its VM)."""
+    engine = Engine(lab, tmp_path / "plan" / "vms.yaml", token)
+    token_id = token[0] if token else None
+
+    def write(apps_node: str) -> None:
+        vms = [
+            lab_vm(0, storage="shared", node="pve1", ha={"state": "started"}),
+            # on shared storage, cloned straight onto its node: only the changed node migrates
+            lab_vm(2, storage="shared", node=apps_node),
+        ]
+        write_lab_plan(
+            lab, engine.plan_path.parent, vms, token_id=token_id, vzdump=False, nodes=CLUSTER_NODES
+        )
+
+    write("pve2")
+
+    def moved_apply() -> Any:
+        write("pve3")
+        return engine.provisioner().apply(LAB_OPTIONS)
+
+    def destroy() -> Any:
+        made = engine.provisioner()
+        return made.destroy(made.destroy_targets(None), LAB_OPTIONS)
+
+    return [
+        ("plan", lambda: engine.provisioner().compute()),
+        ("apply", lambda: engine.provisioner().apply(LAB_OPTIONS)),
+        ("apply (no change)", lambda: engine.provisioner().apply(LAB_OPTIONS)),
+        ("apply (node changed)", moved_apply),
+        ("destroy", destroy),
+    ]

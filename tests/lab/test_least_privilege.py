@@ -20,7 +20,13 @@ from ailab_deploy.errors import AilabError
 from ailab_deploy.lab.deploy_token import ensure_deploy_token
 from ailab_deploy.pipeline.provision import ApplyFailed
 from tests.lab.conftest import ailab_cli, free_port
-from tests.lab.lifecycle import lab_settings, life_cycle
+from tests.lab.lifecycle import (
+    CLUSTER_FEATURES,
+    cluster_life_cycle,
+    cluster_settings,
+    lab_settings,
+    life_cycle,
+)
 from tests.lab.provision_fixtures import emulator_client
 
 pytestmark = pytest.mark.lab
@@ -126,6 +132,64 @@ def test_each_listed_privilege_is_needed(
     assert command == expected_command, line
     assert says in line, line
     assert "`pveum role modify AilabDeploy --append 1 --privs " in line, line  # and how to grant it
+    assert "\n" not in line
+
+
+# A cluster's and HA's own privileges: the command of the cluster life cycle that fails without
+# each, and what its one line says.
+CLUSTER_FIRST_FAILURE = {
+    "VM.Migrate": ("apply (node changed)", "VM.Migrate on /vms/102"),
+    "Sys.Audit": ("apply", "Sys.Audit on /"),  # reading the HA config
+    "Sys.Console": ("apply", "Sys.Console on /"),  # changing it
+}
+
+
+def _first_failure(steps: list[tuple[str, Any]]) -> tuple[str, str] | None:
+    for command, run in steps:
+        try:
+            run()
+        except Exception as error:  # the first failing command, whatever it raised
+            return command, _denied(error)
+    return None
+
+
+@pytest.mark.parametrize("release", catalogue.RELEASES)
+def test_the_listed_privileges_run_the_cluster_life_cycle(
+    make_emulator: Any, tmp_path: Path, release: str
+) -> None:
+    lab = make_emulator(version=release, **cluster_settings())
+    token = deploy_token(lab, release, tmp_path, features=CLUSTER_FEATURES)
+    held = lab.api().access.permissions.get(userid=token[0], path="/")["/"]
+    assert set(held) == set(catalogue.privileges(release, CLUSTER_FEATURES))
+    assert {"VM.Migrate", "Sys.Console", "Sys.Audit"} <= set(held)
+    where: dict[str, dict[int, str]] = {}
+    for command, run in cluster_life_cycle(lab, tmp_path, token=token):
+        run()
+        found = lab.api().cluster.resources.get(type="vm")
+        where[command] = {int(r["vmid"]): str(r["node"]) for r in found}
+    assert where["apply"] == {9000: "pve1", 100: "pve1", 102: "pve2"}
+    assert where["apply (node changed)"] == {9000: "pve1", 100: "pve1", 102: "pve3"}  # migrated
+    assert where["destroy"] == {9000: "pve1"}
+    assert lab.api().cluster.ha.resources.get() == []
+
+
+CLUSTER_CASES = [(release, p) for release in catalogue.RELEASES for p in CLUSTER_FIRST_FAILURE]
+
+
+@pytest.mark.parametrize(("release", "privilege"), CLUSTER_CASES, ids=[f"{r}-{p}" for r, p in CLUSTER_CASES])
+def test_each_cluster_privilege_is_needed(
+    make_emulator: Any, tmp_path: Path, release: str, privilege: str
+) -> None:
+    assert privilege in catalogue.privileges(release, CLUSTER_FEATURES)
+    lab = make_emulator(version=release, **cluster_settings())
+    token = deploy_token(lab, release, tmp_path, without=(privilege,), features=CLUSTER_FEATURES)
+    failed = _first_failure(cluster_life_cycle(lab, tmp_path, token=token))
+    assert failed is not None, f"the cluster life cycle passed without {privilege}"
+    command, line = failed
+    expected_command, says = CLUSTER_FIRST_FAILURE[privilege]
+    assert command == expected_command, line
+    assert says in line, line
+    assert f"`pveum role modify AilabDeploy --append 1 --privs {privilege}`" in line, line
     assert "\n" not in line
 
 
