@@ -1,6 +1,7 @@
 """The vzdump backup job for the VMs this tool manages: read, diff, act, with an explicit no-op.
 
-One job per node, id ``ailab-<node>``, in ``/cluster/backup``. It lists exactly the
+One job per node, id ``ailab-<node>``, in ``/cluster/backup``; in a cluster the job names no
+node, since PVE backs up only the VMs on the job's node when it names one. It lists exactly the
 managed VMIDs; when there are none left the job is removed (PVE refuses a job with
 no ``vmid``, ``pool`` or ``all``). Only fields that differ are PUT, so a second
 run changes nothing.
@@ -76,6 +77,7 @@ class BackupJobSpec:
     schedule: str = DEFAULT_SCHEDULE
     mode: str = DEFAULT_MODE
     compress: str = DEFAULT_COMPRESS
+    every_node: bool = False  # a cluster: no ``node``, so each node backs up the listed VMs it holds
 
     @property
     def id(self) -> str:
@@ -88,7 +90,7 @@ class BackupJobSpec:
                 "schedule": self.schedule,
                 "storage": self.storage,
                 "vmid": self.vmids,
-                "node": self.node,
+                "node": None if self.every_node else self.node,
                 "mode": self.mode,
                 "compress": self.compress,
                 "enabled": True,
@@ -156,8 +158,10 @@ def ensure_backup_job(
     storage: str | None = None,
     schedule: str = DEFAULT_SCHEDULE,
     dry_run: bool = False,
+    every_node: bool = False,
 ) -> BackupJobResult:
-    """Make ``/cluster/backup/ailab-<node>`` back up exactly ``vmids``; change only what differs."""
+    """Make ``/cluster/backup/ailab-<node>`` back up exactly ``vmids`` (on every node of a cluster
+    with ``every_node``); change only what differs."""
     job_id = job_id_for(node)
     wanted_vmids = tuple(sorted(set(vmids)))
     current = _current_job(api, job_id)
@@ -173,6 +177,7 @@ def ensure_backup_job(
         vmids=wanted_vmids,
         storage=backup_storage(api, node, storage),
         schedule=schedule,
+        every_node=every_node,
     )
     desired = spec.form()
     if current is None:
@@ -182,9 +187,13 @@ def ensure_backup_job(
         return BackupJobResult(job_id, "created", {key: (None, value) for key, value in desired.items()})
     have = _normalised(current)
     changes = {key: (have.get(key), value) for key, value in desired.items() if have.get(key) != value}
+    params: dict[str, str] = {key: new for key, (_, new) in changes.items()}
+    if every_node and "node" in have:  # a one-node job the cluster outgrew
+        changes["node"] = (have["node"], "every node")
+        params["delete"] = "node"
     if not changes:
         return BackupJobResult(job_id, "unchanged")
     if not dry_run:
-        _request(api, "PUT", f"cluster/backup/{job_id}", {key: new for key, (_, new) in changes.items()})
+        _request(api, "PUT", f"cluster/backup/{job_id}", params)
     log.info("backup job %s updated: %s", job_id, ", ".join(sorted(changes)))
     return BackupJobResult(job_id, "updated", changes)

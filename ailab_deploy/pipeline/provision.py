@@ -334,7 +334,8 @@ class Provisioner:
             )
 
     def _ensure_vzdump_job(self, vmids: set[int]) -> None:
-        """The node's vzdump job lists exactly the managed VMs (removed when none are left)."""
+        """The vzdump job lists exactly the managed VMs (removed when none are left), on every
+        node of a cluster."""
         job = self.plan.proxmox.vzdump
         if not job.enabled:
             self._skip("node", "vzdump", "proxmox.vzdump.enabled is false")
@@ -343,7 +344,12 @@ class Provisioner:
             "node",
             "vzdump",
             lambda: ensure_backup_job(
-                self.client, self.client.node, vmids, storage=job.storage, schedule=job.schedule
+                self.client,
+                self.client.node,
+                vmids,
+                storage=job.storage,
+                schedule=job.schedule,
+                every_node=len(self.node_names) > 1,  # a job naming a node backs up only that node's
             ).describe(),
         )
 

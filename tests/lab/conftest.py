@@ -74,7 +74,8 @@ class Lab:
         self.lab_dir = lab_dir
         self.host = "127.0.0.1"
         self.port = free_port()
-        self.node = settings.get("node", "pve")
+        # the node the API is asked on: a cluster's first node unless settings name one
+        self.node = settings.get("node") or next(iter(settings.get("nodes") or []), "pve")
         self.user = "root@pam"
         self.password = PASSWORD
         self.token_id = TOKEN_ID

@@ -39,8 +39,10 @@ def apps(**overrides: Any) -> dict[str, Any]:
 
 
 class ClusterEngine(Engine):
+    vzdump = False
+
     def write(self, vms: list[dict[str, Any]]) -> None:
-        write_lab_plan(self.lab, self.plan_path.parent, vms, nodes=NODES, vzdump=False)
+        write_lab_plan(self.lab, self.plan_path.parent, vms, nodes=NODES, vzdump=self.vzdump)
 
     def where(self) -> dict[int, tuple[str, str]]:
         """VMID -> (node, status) as /cluster/resources lists them, the template left out."""
@@ -54,8 +56,9 @@ class ClusterEngine(Engine):
         return self.provisioner().apply(LAB_OPTIONS)
 
 
-def engine_for(lab: Lab, tmp_path: Path, vms: list[dict[str, Any]]) -> ClusterEngine:
+def engine_for(lab: Lab, tmp_path: Path, vms: list[dict[str, Any]], *, vzdump: bool = False) -> ClusterEngine:
     engine = ClusterEngine(lab, tmp_path / "plan" / "vms.yaml")
+    engine.vzdump = vzdump
     engine.write(vms)
     return engine
 
@@ -200,3 +203,29 @@ def test_ha_objects_match_the_plan(make_emulator: Callable[..., Lab], tmp_path: 
         assert int(resources["vm:100"]["failback"]) == 0
     # an unchanged plan changes nothing in the HA config
     assert engine.apply().api_calls["writes"] == 0
+
+
+def test_the_backup_job_covers_the_vms_of_every_node(
+    make_emulator: Callable[..., Lab], tmp_path: Path
+) -> None:
+    lab = cluster_lab(make_emulator)
+    root = lab.api()
+    # a job made when the lab had one node: it names the node, so PVE backs up only pve1's VMs
+    root.cluster.backup.post(
+        id="ailab-pve1", vmid="100", node="pve1", storage="HDDStorage", schedule="sat 02:00"
+    )
+    engine = engine_for(
+        lab, tmp_path, [database(node="pve1"), llm(node="pve2"), apps(node="pve3")], vzdump=True
+    )
+    engine.provisioner().apply(LAB_OPTIONS)
+    missed = {int(g["vmid"]) for g in root.cluster("backup-info")("not-backed-up").get()}
+    assert missed == set()
+    (job,) = root.cluster.backup.get()
+    assert job["id"] == "ailab-pve1" and "node" not in job
+    assert {int(v) for v in str(job["vmid"]).split(",")} == {100, 101, 102}
+    assert engine.provisioner().apply(LAB_OPTIONS).api_calls["writes"] == 0
+
+    # what a job naming a node would have left out, as PVE's VZDump selects guests
+    root.cluster.backup("ailab-pve1").put(node="pve1")
+    missed = {int(g["vmid"]) for g in root.cluster("backup-info")("not-backed-up").get()}
+    assert missed == {101, 102}

@@ -263,7 +263,8 @@ class ReadsApi:
         return {"result": {"host-name": conf.get("name", f"VM{req.params.get('vmid')}")}}
 
     def not_backed_up(self, req: Request) -> Any:
-        """Guests no enabled backup job covers (by vmid, all minus exclude, or pool)."""
+        """Guests no enabled backup job covers (by vmid, all minus exclude, or pool); a job with
+        ``node`` covers only the guests on that node (PVE's VZDump get_included_guests)."""
         schema.check(req.params, {})
         store = self.emu.store
         covered: set[int] = set()
@@ -272,12 +273,16 @@ class ReadsApi:
             for job in store.jobs.values():
                 if str(job.get("enabled", "1")) == "0":
                     continue
+                included: set[int] = set()
                 if str(job.get("all", "0")) == "1":
                     excluded = {int(v) for v in propstr.split_list(str(job.get("exclude", "")))}
-                    covered |= set(every) - excluded
-                covered |= {int(v) for v in propstr.split_list(str(job.get("vmid", "")))}
+                    included |= set(every) - excluded
+                included |= {int(v) for v in propstr.split_list(str(job.get("vmid", "")))}
                 if job.get("pool"):
-                    covered |= set(store.pool_members.get(str(job["pool"]), []))
+                    included |= set(store.pool_members.get(str(job["pool"]), []))
+                if job.get("node"):
+                    included = {v for v in included if v in store.vms and store.node_of(v) == job["node"]}
+                covered |= included
             result = []
             for vmid in sorted(set(every) - covered):
                 entry: dict[str, Any] = {"vmid": vmid, "type": "qemu"}
