@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from ailab_deploy.adapters.proxmox import ProxmoxClient
 from ailab_deploy.core.loader import load_plan
 
-from .conftest import free_port
+from .conftest import ailab_cli, free_port
 from .test_emulator_cli import lab
 
 pytestmark = pytest.mark.lab
@@ -45,5 +49,86 @@ def test_a_cluster_lab_from_the_cli(tmp_path: Path) -> None:
         assert "  nodes: pve1 (online), pve2 (online), pve3 (online)" in shown.splitlines()
         bad = lab("up", "--api-only", "--nodes", "0", cwd=tmp_path, env=env)
         assert (bad.returncode, bad.stderr.strip()) == (2, "--nodes: 0 is not between 1 and 7")
+    finally:
+        lab("down", cwd=tmp_path, env=env)
+
+
+def _planned(plan: str, env: dict[str, str]) -> dict[str, dict[str, Any]]:
+    shown = json.loads(ailab_cli("plan", "--plan", plan, "--json", env=env).stdout)
+    return {vm["name"]: vm for vm in shown["vms"]}
+
+
+def _kinds(shown: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
+    return {name: [a["action"] for a in vm["actions"]] for name, vm in shown.items()}
+
+
+def test_the_cluster_lab_plan_from_apply_through_a_failover_and_a_migration_to_destroy(
+    tmp_path: Path,
+) -> None:
+    """The lab plan of `lab up --api-only --nodes 3` with the CLI: placed apart, the database's
+    node fails and HA moves it (plan: nothing to do), a changed node: migrates, destroy leaves no
+    VM and no HA resource."""
+    env = {**os.environ, "AILAB_LAB_DIR": str(tmp_path / "lab")}
+    env.pop("AILAB_LAB_TOKEN_SECRET", None)
+    try:
+        up = lab(
+            "up", "--api-only", "--nodes", "3", "--port", str(free_port()), "--json", cwd=tmp_path, env=env
+        )
+        assert up.returncode == 0, up.stderr
+        info = json.loads(up.stdout)
+        plan = str(info["lab_plan"])
+        root = ProxmoxClient(  # the lab's housekeeping token, to watch the cluster
+            host=info["host"],
+            port=info["port"],
+            node=info["node"],
+            token_id=info["token_id"],
+            secret=Path(info["token_secret_path"]).read_text().strip(),
+            fingerprint=info["fingerprint"],
+        )
+        ailab_cli("apply", "--plan", plan, "--no-wait-ssh", env=env)
+        shown = _planned(plan, env)
+        assert _kinds(shown) == {"postgres": ["no-op"], "ollama": ["no-op"], "devapps": ["no-op"]}
+        database = shown["postgres"]["node"]
+        assert database != shown["ollama"]["node"]
+        assert database != shown["devapps"]["node"]  # the failure below takes only the database down
+
+        failed = lab("node", "fail", database, cwd=tmp_path, env=env)
+        assert failed.returncode == 0, failed.stderr
+        deadline = time.monotonic() + 60
+        # until the HA manager fenced the node and restarted the database elsewhere
+        while (vm := root.cluster_vms()[100]).node == database or vm.status != "running":
+            assert time.monotonic() < deadline, "HA did not recover the database"
+            time.sleep(0.5)
+        moved = _planned(plan, env)
+        assert moved["postgres"]["node"] == vm.node
+        assert _kinds(moved) == {"postgres": ["no-op"], "ollama": ["no-op"], "devapps": ["no-op"]}
+        assert lab("node", "recover", database, cwd=tmp_path, env=env).returncode == 0
+        assert _kinds(_planned(plan, env)) == {
+            "postgres": ["no-op"],
+            "ollama": ["no-op"],
+            "devapps": ["no-op"],
+        }
+
+        source = moved["devapps"]["node"]
+        target = next(n for n in ("pve1", "pve2", "pve3") if n not in (source, moved["ollama"]["node"]))
+        text = Path(plan).read_text()
+        pinned, count = re.subn(r"(\n    name: devapps  #[^\n]*\n)", rf"\1    node: {target}\n", text)
+        assert count == 1
+        Path(plan).write_text(pinned)
+        (migrate,) = _planned(plan, env)["devapps"]["actions"]
+        assert (migrate["action"], migrate["source"], migrate["target"]) == ("migrate", source, target)
+        ailab_cli("apply", "--plan", plan, "--no-wait-ssh", env=env)
+        after = _planned(plan, env)
+        assert after["devapps"]["node"] == target
+        assert _kinds(after) == {"postgres": ["no-op"], "ollama": ["no-op"], "devapps": ["no-op"]}
+
+        ailab_cli("destroy", "--plan", plan, "--yes", env=env)
+        assert _kinds(_planned(plan, env)) == {
+            "postgres": ["create"],
+            "ollama": ["create"],
+            "devapps": ["create"],
+        }
+        assert list(root.cluster_vms()) == [9000]
+        assert root.get("cluster/ha/resources") == []
     finally:
         lab("down", cwd=tmp_path, env=env)
