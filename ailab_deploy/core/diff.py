@@ -44,6 +44,10 @@ def _json_shaped(value: Any) -> Any:
     return value
 
 
+# /cluster/resources lists a guest with this status while its node does not answer
+UNREACHABLE = "unknown"
+
+
 @dataclass(frozen=True)
 class ActualVM:
     """One guest as ``/cluster/resources`` lists it, with its config when it was read."""
@@ -342,6 +346,13 @@ def diff_vm(
         )
     if actual.lock:
         return plan(WaitUnlock(actual.lock))
+    if actual.status == UNREACHABLE:
+        return plan(
+            Error(
+                f"its node {actual.node} does not answer (down or cut off); Proxmox's HA manager "
+                "restarts an HA VM elsewhere once it has fenced the node: run plan again then"
+            )
+        )
     if actual.config is None:
         return plan(Error("config was not read"))
     disk_actions = _disk_actions(desired, actual.config)

@@ -36,6 +36,7 @@ from ailab_deploy.adapters.retry import linear_delays, poll, retry
 from ailab_deploy.adapters.statedir import forget_facts
 from ailab_deploy.core.desired import DesiredVM, desired_vms
 from ailab_deploy.core.diff import (
+    UNREACHABLE,
     ActualVM,
     Create,
     Grow,
@@ -213,7 +214,11 @@ class Provisioner:
         ours = [
             vmid
             for vmid, vm in vms.items()
-            if vmid in ledger_ids and vm.node in self.node_names and vm.type == "qemu" and not vm.template
+            if vmid in ledger_ids
+            and vm.node in self.node_names
+            and vm.type == "qemu"
+            and not vm.template
+            and vm.status != UNREACHABLE  # its node does not answer: nothing to read there
         ]
         configs = self.client.vm_configs(ours)
         return {vmid: replace(vm, config=configs.get(vmid)) for vmid, vm in vms.items()}

@@ -94,6 +94,16 @@ def test_the_cluster_lab_plan_from_apply_through_a_failover_and_a_migration_to_d
 
         failed = lab("node", "fail", database, cwd=tmp_path, env=env)
         assert failed.returncode == 0, failed.stderr
+        # while the node is being fenced (10 s in the lab) plan says why it cannot plan that VM
+        fenced = ailab_cli("plan", "--plan", plan, "--json", check=False, env=env)
+        assert root.cluster_vms()[100].node == database, "recovered before plan ran: no fence window seen"
+        assert fenced.returncode == 1, fenced.stderr
+        shown = {vm["name"]: vm["actions"] for vm in json.loads(fenced.stdout)["vms"]}
+        (error,) = shown["postgres"]
+        assert error["action"] == "error"
+        assert error["reason"].startswith(f"its node {database} does not answer")
+        assert [a["action"] for a in shown["ollama"] + shown["devapps"]] == ["no-op", "no-op"]
+        assert "retrying" not in fenced.stderr  # nothing is read from the node that does not answer
         deadline = time.monotonic() + 60
         # until the HA manager fenced the node and restarted the database elsewhere
         while (vm := root.cluster_vms()[100]).node == database or vm.status != "running":
