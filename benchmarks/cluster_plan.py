@@ -18,23 +18,14 @@ import time
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from ailab_deploy.core.loader import load_plan  # noqa: E402
+from benchmarks.provision import small_vms  # noqa: E402  (small VMs on each node's HDD pool)
 from tests.lab.conftest import Lab  # noqa: E402  (the emulator harness the lab tests use)
-from tests.lab.provision_fixtures import LAB_OPTIONS, Engine, lab_vm, write_lab_plan  # noqa: E402
-
-
-def _vms(count: int) -> list[dict[str, Any]]:
-    # Small VMs on each node's big HDD pool, so a thousand fit three nodes' capacity checks;
-    # the LLM VM keeps enough memory for the model.
-    return [
-        lab_vm(i, storage="HDDStorage", disk="4G", cores=1, memory="8G" if i == 1 else "256M")
-        for i in range(count)
-    ]
+from tests.lab.provision_fixtures import LAB_OPTIONS, Engine, write_lab_plan  # noqa: E402
 
 
 def main() -> None:
@@ -50,7 +41,7 @@ def main() -> None:
         workdir = Path(tmp)
         lab = Lab(workdir / "lab", {"task_seconds": 0.005, "nodes": nodes})
         try:
-            plan_path = write_lab_plan(lab, workdir / "plan", _vms(args.vms), nodes=nodes, vzdump=False)
+            plan_path = write_lab_plan(lab, workdir / "plan", small_vms(args.vms), nodes=nodes, vzdump=False)
             engine = Engine(lab, plan_path)
             started = time.perf_counter()
             report = engine.provisioner().apply(replace(LAB_OPTIONS, parallel=8, agent_timeout=60))

@@ -26,7 +26,7 @@ from tests.lab.conftest import Lab  # noqa: E402  (the emulator harness the lab 
 from tests.lab.provision_fixtures import LAB_OPTIONS, Engine, lab_vm, write_lab_plan  # noqa: E402
 
 
-def _vms(count: int) -> list[dict[str, Any]]:
+def small_vms(count: int) -> list[dict[str, Any]]:
     # Small VMs on the big HDD pool so 300 of them fit the plan's capacity checks; the LLM
     # VM keeps enough memory for the model.
     return [
@@ -38,7 +38,7 @@ def _vms(count: int) -> list[dict[str, Any]]:
 def plan_latency(workdir: Path, count: int, repeats: int = 3) -> tuple[float, dict[str, Any]]:
     lab = Lab(workdir / f"lab-{count}", {"task_seconds": 0.005})
     try:
-        engine = Engine(lab, write_lab_plan(lab, workdir / f"plan-{count}", _vms(count)))
+        engine = Engine(lab, write_lab_plan(lab, workdir / f"plan-{count}", small_vms(count)))
         report = engine.provisioner().apply(replace(LAB_OPTIONS, parallel=8, agent_timeout=30))
         assert not report.failed, report.failed
         timings = []

@@ -4,7 +4,6 @@ HA objects of PVE 8.4 (groups) and 9.1 (rules) as the plan asks."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from ailab_deploy.core.diff import Migrate, NoOp
 from ailab_deploy.pipeline.provision import ProvisionPlan
 from tests.lab.conftest import Lab
 from tests.lab.provision_fixtures import LAB_OPTIONS, Engine, lab_vm, write_lab_plan
+from tests.lab.test_cluster import wait_for
 
 pytestmark = pytest.mark.lab
 
@@ -65,16 +65,6 @@ def engine_for(lab: Lab, tmp_path: Path, vms: list[dict[str, Any]], *, vzdump: b
 
 def only_noops(plan: ProvisionPlan) -> dict[str, list[str]]:
     return {vm.name: [a.kind for a in vm.actions if not isinstance(a, NoOp)] for vm in plan.vms}
-
-
-def wait_for(condition: Callable[[], Any], timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = condition()
-        if found:
-            return found
-        time.sleep(0.1)
-    raise AssertionError(f"not within {timeout:.0f} s")
 
 
 def test_apply_places_new_vms_and_a_changed_node_migrates_offline(
