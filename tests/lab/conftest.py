@@ -31,6 +31,7 @@ import requests
 from proxmoxer import ProxmoxAPI
 from proxmoxer.tools import Tasks
 
+from ailab_deploy.adapters.proxmox import ProxmoxClient
 from ailab_deploy.lab.emulator import Emulator, RunningEmulator, load_settings
 
 TOKEN_NAME = "test"
@@ -59,6 +60,18 @@ def ailab_cli(
             f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
         )
     return result
+
+
+def housekeeping_client(info: dict[str, Any]) -> ProxmoxClient:
+    """The project's client with the lab's root@pam token, from `lab up/status --json`."""
+    return ProxmoxClient(
+        host=info["host"],
+        port=info["port"],
+        node=info["node"],
+        token_id=info["token_id"],
+        secret=Path(info["token_secret_path"]).read_text().strip(),
+        fingerprint=info["fingerprint"],
+    )
 
 
 def free_port() -> int:

@@ -11,10 +11,9 @@ from typing import Any
 
 import pytest
 
-from ailab_deploy.adapters.proxmox import ProxmoxClient
 from ailab_deploy.core.loader import load_plan
 
-from .conftest import ailab_cli, free_port
+from .conftest import ailab_cli, free_port, housekeeping_client
 from .test_emulator_cli import lab
 
 pytestmark = pytest.mark.lab
@@ -77,14 +76,7 @@ def test_the_cluster_lab_plan_from_apply_through_a_failover_and_a_migration_to_d
         assert up.returncode == 0, up.stderr
         info = json.loads(up.stdout)
         plan = str(info["lab_plan"])
-        root = ProxmoxClient(  # the lab's housekeeping token, to watch the cluster
-            host=info["host"],
-            port=info["port"],
-            node=info["node"],
-            token_id=info["token_id"],
-            secret=Path(info["token_secret_path"]).read_text().strip(),
-            fingerprint=info["fingerprint"],
-        )
+        root = housekeeping_client(info)  # to watch the cluster
         ailab_cli("apply", "--plan", plan, "--no-wait-ssh", env=env)
         shown = _planned(plan, env)
         assert _kinds(shown) == {"postgres": ["no-op"], "ollama": ["no-op"], "devapps": ["no-op"]}

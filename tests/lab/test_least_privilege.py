@@ -13,13 +13,13 @@ import pytest
 import yaml
 from proxmoxer import ResourceException
 
-from ailab_deploy.adapters.proxmox import PermissionDenied, ProxmoxClient
+from ailab_deploy.adapters.proxmox import PermissionDenied
 from ailab_deploy.core import privileges as catalogue
 from ailab_deploy.core.loader import load_plan
 from ailab_deploy.errors import AilabError
 from ailab_deploy.lab.deploy_token import ensure_deploy_token
 from ailab_deploy.pipeline.provision import ApplyFailed
-from tests.lab.conftest import ailab_cli, free_port
+from tests.lab.conftest import ailab_cli, free_port, housekeeping_client
 from tests.lab.lifecycle import (
     CLUSTER_FEATURES,
     cluster_life_cycle,
@@ -218,14 +218,7 @@ def test_lab_up_deploys_with_the_least_privilege_token(tmp_path: Path) -> None:
         secret = Path(plan["proxmox"]["token_secret_file"])
         assert secret == Path(info["deploy_token_secret_path"])
         assert stat.S_IMODE(secret.stat().st_mode) == 0o600
-        root = ProxmoxClient(
-            host=info["host"],
-            port=info["port"],
-            node=info["node"],
-            token_id=info["token_id"],
-            secret=Path(info["token_secret_path"]).read_text().strip(),
-            fingerprint=info["fingerprint"],
-        )
+        root = housekeeping_client(info)
         features = catalogue.plan_features(load_plan(Path(info["lab_plan"])).plan)
         wanted = set(catalogue.privileges("8.4", features))
         held = root.call("GET", "access/permissions", {"userid": "ailab@pve!deploy", "path": "/"})["/"]
