@@ -27,7 +27,7 @@ from ailab_deploy.adapters.known_hosts import KnownHosts
 from ailab_deploy.adapters.smoke import Targets
 from ailab_deploy.core.loader import load_plan
 from ailab_deploy.lab import control
-from ailab_deploy.lab.containers import leftovers
+from ailab_deploy.lab.containers import leftovers, network
 
 from .conftest import ailab_cli as cli
 from .conftest import free_port
@@ -137,6 +137,9 @@ def test_a_failed_node_s_database_is_restarted_elsewhere_and_verified(cluster: C
         assert time.monotonic() < deadline, f"the database VM was not recovered: {now}"
         time.sleep(0.5)
     cluster.timeline["recovered"] = time.monotonic() - started
+    vm = load_plan(Path(cluster.plan)).plan.vms_with_role("postgresql")[0]
+    network.wait_ssh(str(vm.ip), RECOVERY_TIMEOUT)  # the guest has booted on its new node
+    cluster.timeline["answering"] = time.monotonic() - started
     report = verify(cluster.plan)
     cluster.timeline["verified"] = time.monotonic() - started
     assert report["passed"], report["problems"]
@@ -146,6 +149,7 @@ def test_a_failed_node_s_database_is_restarted_elsewhere_and_verified(cluster: C
     print(
         f"\nfailover timeline: node {node} failed at 0.0 s; database running on "
         f"{cluster.vms()[database]['node']} at {cluster.timeline['recovered']:.1f} s; "
+        f"SSH answering at {cluster.timeline['answering']:.1f} s; "
         f"verify passed at {cluster.timeline['verified']:.1f} s"
     )
 
