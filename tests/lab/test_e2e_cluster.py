@@ -139,6 +139,10 @@ def test_a_failed_node_s_database_is_restarted_elsewhere_and_verified(cluster: C
     cluster.timeline["recovered"] = time.monotonic() - started
     vm = load_plan(Path(cluster.plan)).plan.vms_with_role("postgresql")[0]
     network.wait_ssh(str(vm.ip), RECOVERY_TIMEOUT)  # the guest has booted on its new node
+    with Targets(load_plan(Path(cluster.plan)), cluster.state_dir).ssh(vm) as session:
+        while session.run(["pg_isready", "-q"]).rc != 0:  # and PostgreSQL takes connections
+            assert time.monotonic() < deadline, "PostgreSQL did not come up on the new node"
+            time.sleep(0.5)
     cluster.timeline["answering"] = time.monotonic() - started
     report = verify(cluster.plan)
     cluster.timeline["verified"] = time.monotonic() - started
@@ -149,7 +153,7 @@ def test_a_failed_node_s_database_is_restarted_elsewhere_and_verified(cluster: C
     print(
         f"\nfailover timeline: node {node} failed at 0.0 s; database running on "
         f"{cluster.vms()[database]['node']} at {cluster.timeline['recovered']:.1f} s; "
-        f"SSH answering at {cluster.timeline['answering']:.1f} s; "
+        f"PostgreSQL answering at {cluster.timeline['answering']:.1f} s; "
         f"verify passed at {cluster.timeline['verified']:.1f} s"
     )
 
