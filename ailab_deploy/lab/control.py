@@ -32,7 +32,13 @@ from ailab_deploy.core.privileges import TOKEN_NAME, USER
 from ailab_deploy.errors import InputError, LabError
 
 from .emulator.__main__ import READY_FILE
-from .emulator.settings import DEFAULT_PVE_RELEASE, PVE_VERSIONS, SETTINGS_FILE
+from .emulator.settings import (
+    DEBIAN_RELEASES,
+    DEFAULT_DEBIAN_RELEASE,
+    DEFAULT_PVE_RELEASE,
+    PVE_VERSIONS,
+    SETTINGS_FILE,
+)
 from .emulator.state import write_atomic
 from .emulator.tls import CERT_FILE, FINGERPRINT_FILE
 
@@ -111,8 +117,28 @@ def pve_full_version(release: str) -> str:
     return PVE_VERSIONS[release]
 
 
+def check_debian_release(lab_dir: Path, release: int | None) -> int:
+    """The Debian release the lab at ``lab_dir`` serves: ``release`` for a new lab, else the one it
+    was set up with (InputError for another one: its template and VMs are of that release)."""
+    if release is not None and release not in DEBIAN_RELEASES:
+        raise InputError(f"--debian-release: {release} is not one of {', '.join(map(str, DEBIAN_RELEASES))}")
+    current = status(lab_dir)
+    if release is None:
+        return int(current["debian_release"])
+    if release != current["debian_release"] and LabPaths(lab_dir).settings.exists():
+        raise InputError(
+            f"--debian-release: the lab in {lab_dir} serves Debian {current['debian_release']}; a lab "
+            f"keeps its release (no in-place upgrade): use another --lab-dir for Debian {release}"
+        )
+    return release
+
+
 def ensure_settings(
-    lab_dir: Path, port: int | None = None, backend: str | None = None, pve_version: str | None = None
+    lab_dir: Path,
+    port: int | None = None,
+    backend: str | None = None,
+    pve_version: str | None = None,
+    debian_release: int | None = None,
 ) -> dict[str, Any]:
     """Create or complete settings.json: root@pam with a password, the lab's API token."""
     paths = LabPaths(lab_dir)
@@ -142,6 +168,8 @@ def ensure_settings(
         settings["backend"] = backend
     if pve_version is not None:
         settings["version"] = pve_full_version(pve_version)
+    if debian_release is not None:
+        settings["debian_release"] = debian_release
     write_atomic(paths.settings, json.dumps(settings, indent=2) + "\n", mode=0o600)
     return settings
 
@@ -201,6 +229,7 @@ def status(lab_dir: Path) -> dict[str, Any]:
         "node": settings.get("node", "pve"),
         "backend": settings.get("backend", "null"),
         "pve_version": settings.get("version", PVE_VERSIONS[DEFAULT_PVE_RELEASE]),
+        "debian_release": int(settings.get("debian_release", DEFAULT_DEBIAN_RELEASE)),
         "token_id": TOKEN_ID,
         "token_secret_path": str(paths.token_secret),
         "deploy_token_id": DEPLOY_TOKEN_ID,
@@ -221,6 +250,7 @@ def up(
     backend: str = "null",
     timeout: float = 30.0,
     pve_version: str | None = None,
+    debian_release: int | None = None,
 ) -> dict[str, Any]:
     """Start the emulator in the background unless it already runs. Idempotent."""
     paths = LabPaths(lab_dir)
@@ -237,7 +267,7 @@ def up(
         return current
     if current["pid"] is not None:
         down(lab_dir)
-    ensure_settings(lab_dir, port, backend, pve_version)
+    ensure_settings(lab_dir, port, backend, pve_version, debian_release)
     paths.ready_file.unlink(missing_ok=True)
     with paths.log_file.open("ab") as log:
         process = subprocess.Popen(

@@ -137,6 +137,6 @@ def test_pgtune_ssd_and_small_machine() -> None:
 def test_reference_plan_postgres_sizing_uses_vm_and_storage() -> None:
     pg = size_plan(load_plan(REPO / "vms.yaml").plan).postgres
     assert pg is not None
-    assert (pg.cpus, pg.storage_kind, pg.version) == (4, "hdd", 15)
+    assert (pg.cpus, pg.storage_kind, pg.version) == (4, "hdd", 17)  # Debian 13 ships 17
     assert pg.settings["shared_buffers"] == "2GB"
     assert pg.settings["work_mem"] == "20164kB"  # 6 GiB / ((100 + 4) x 3)
