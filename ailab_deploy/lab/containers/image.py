@@ -112,6 +112,7 @@ class TemplateImage:
     key: str
     seconds: float
     cached: bool
+    debootstrap_seconds: float | None = None  # None: the base stage came from the cache
 
 
 def _digest(data: object) -> str:
@@ -220,6 +221,7 @@ def build_template(
     cache_dir = cache_dir or cache_dir_from_env()
     recipe = recipe or default_recipe(release)
     started = time.monotonic()
+    debootstrap_seconds = None
     with _cache_lock(cache_dir):
         template = cache_dir / f"template-{recipe.template_key()}"
         cached = (template / "recipe.json").is_file()
@@ -228,12 +230,12 @@ def build_template(
             if not (base / "recipe.json").is_file():
                 debootstrap_started = time.monotonic()
                 _build_stage(base, lambda rootfs: _debootstrap(rootfs, recipe), recipe)
-                seconds = time.monotonic() - debootstrap_started
-                log.info("debootstrap of %s took %.1f s", recipe.suite, seconds)
+                debootstrap_seconds = time.monotonic() - debootstrap_started
+                log.info("debootstrap of %s took %.1f s", recipe.suite, debootstrap_seconds)
             _build_stage(template, lambda rootfs: _configure(base / "rootfs", rootfs, recipe), recipe)
     seconds = time.monotonic() - started
     log.info("template image %s ready in %.1f s (cached: %s)", template.name, seconds, cached)
-    return TemplateImage(template / "rootfs", recipe.template_key(), seconds, cached)
+    return TemplateImage(template / "rootfs", recipe.template_key(), seconds, cached, debootstrap_seconds)
 
 
 def _build_stage(stage_dir: Path, build: Callable[[Path], None], recipe: Recipe) -> None:
