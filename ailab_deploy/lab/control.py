@@ -42,6 +42,8 @@ from .emulator.settings import (
 from .emulator.state import write_atomic
 from .emulator.tls import CERT_FILE, FINGERPRINT_FILE
 
+LEGACY_DEBIAN_RELEASE = 12  # what labs made before the release was a setting were built with
+
 DEFAULT_LAB_DIR = Path(".ailab/lab")
 DEFAULT_PORT = 8006
 TOKEN_ID = "root@pam!ailab"  # the lab's housekeeping token
@@ -149,6 +151,7 @@ def ensure_settings(
             settings = json.loads(paths.settings.read_text())
         except json.JSONDecodeError as err:
             raise LabError(f"{paths.settings}: {err}") from err
+    existing = dict(settings)
     _write_secret(paths.token_secret)
     _write_secret(paths.root_password)
 
@@ -168,8 +171,7 @@ def ensure_settings(
         settings["backend"] = backend
     if pve_version is not None:
         settings["version"] = pve_full_version(pve_version)
-    if debian_release is not None:
-        settings["debian_release"] = debian_release
+    settings["debian_release"] = debian_release or _debian_release(existing)
     write_atomic(paths.settings, json.dumps(settings, indent=2) + "\n", mode=0o600)
     return settings
 
@@ -210,6 +212,12 @@ def _probe(url: str, paths: LabPaths) -> bool:
         return False
 
 
+def _debian_release(settings: dict[str, Any]) -> int:
+    """A new lab's default, or the release a lab was made with; labs made before the release was
+    a setting booted Debian 12's image."""
+    return int(settings.get("debian_release", LEGACY_DEBIAN_RELEASE if settings else DEFAULT_DEBIAN_RELEASE))
+
+
 def status(lab_dir: Path) -> dict[str, Any]:
     paths = LabPaths(lab_dir)
     settings: dict[str, Any] = {}
@@ -229,7 +237,7 @@ def status(lab_dir: Path) -> dict[str, Any]:
         "node": settings.get("node", "pve"),
         "backend": settings.get("backend", "null"),
         "pve_version": settings.get("version", PVE_VERSIONS[DEFAULT_PVE_RELEASE]),
-        "debian_release": int(settings.get("debian_release", DEFAULT_DEBIAN_RELEASE)),
+        "debian_release": _debian_release(settings),
         "token_id": TOKEN_ID,
         "token_secret_path": str(paths.token_secret),
         "deploy_token_id": DEPLOY_TOKEN_ID,
