@@ -32,6 +32,7 @@ def _print_status(info: dict[str, object], as_json: bool) -> None:
     for key in (
         "endpoint",
         "pve_version",
+        "debian_release",
         "node",
         "token_id",
         "token_secret_path",
@@ -51,13 +52,22 @@ def up(
     pve_version: str = typer.Option(
         DEFAULT_PVE_RELEASE, "--pve-version", help="the Proxmox VE release to emulate: 9.1 or 8.4"
     ),
+    debian_release: int | None = typer.Option(
+        None,
+        "--debian-release",
+        help="Debian release of the template and VMs, 13 or 12 (a new lab: 13; else the lab's own)",
+    ),
     lab_dir: Path | None = LabDir,
     as_json: bool = typer.Option(False, "--json", help="print the status as JSON"),
 ) -> None:
     """Start the lab (idempotent): bridge, proxy, template image, node, emulator, lab plan."""
     try:
         info = assemble.up(
-            control.resolve_lab_dir(lab_dir), api_only=api_only, port=port, pve_version=pve_version
+            control.resolve_lab_dir(lab_dir),
+            api_only=api_only,
+            port=port,
+            pve_version=pve_version,
+            debian_release=debian_release,
         )
     except AilabError as err:
         raise _fail(err) from err
@@ -118,7 +128,7 @@ def vm_create(
     lab_dir: Path | None = LabDir,
     as_json: bool = typer.Option(False, "--json", help="print how to reach it as one JSON object"),
 ) -> None:
-    """Create a booted Debian 12 VM on the running lab (idempotent: an existing one is reused)."""
+    """Create a booted VM of the lab's Debian release (idempotent: an existing one is reused)."""
     try:
         vm = scratch_vms.create(control.resolve_lab_dir(lab_dir), name, progress=_progress)
     except AilabError as err:

@@ -19,6 +19,7 @@ from pydantic import (
     WithJsonSchema,
 )
 
+from ailab_deploy.core.releases import DEFAULT_RELEASE, RELEASES, SUPPORTED, DebianRelease
 from ailab_deploy.core.units import disk_gib, memory_mib, parse_size
 
 KNOWN_ROLES = ("common", "postgresql", "llm", "python_app", "backup")
@@ -110,6 +111,19 @@ CapacityBytes = Annotated[
     ),
 ]
 DnsLabel = Annotated[str, AfterValidator(_dns_label)]
+
+
+def _debian_release(value: int) -> int:
+    if value not in RELEASES:
+        raise ValueError(f"Debian {value} is not a release the roles support (supported: {SUPPORTED})")
+    return value
+
+
+DebianMajor = Annotated[
+    int,
+    AfterValidator(_debian_release),
+    WithJsonSchema({"type": "integer", "enum": list(RELEASES), "description": "Debian major release"}),
+]
 DnsName = Annotated[str, AfterValidator(_dns_name)]
 Tag = Annotated[str, AfterValidator(_tag)]
 VmId = Annotated[int, Field(ge=VMID_MIN, le=VMID_MAX)]
@@ -286,6 +300,9 @@ class Network(Model):
 
 class Template(Model):
     vmid: VmId = Field(description="VMID of the cloud-image template")
+    release: DebianMajor = Field(
+        DEFAULT_RELEASE, description="Debian release of the template and so of every VM (13 or 12)"
+    )
     name: DnsLabel = Field(description="Name of the template VM")
     storage: str = Field(description="Storage holding the template disk")
     image_url: str | None = Field(
@@ -402,7 +419,10 @@ class DatabaseUser(Model):
 class Database(Model):
     source: Literal["debian", "pgdg"] = Field("debian", description="Package source")
     version: int | None = Field(
-        None, ge=12, le=18, description="Major version (pgdg only; Debian 12 ships 15)"
+        None,
+        ge=12,
+        le=18,
+        description="Major version (default: the release's, 17 on Debian 13, 15 on 12; others need pgdg)",
     )
     port: Port = Field(5432, description="Listen port")
     max_connections: int = Field(100, ge=5, le=10000, description="max_connections")
@@ -464,6 +484,16 @@ class Plan(Model):
 
     def storage(self, name: str) -> Storage | None:
         return next((pool for pool in self.host.storage if pool.name == name), None)
+
+    @property
+    def debian(self) -> DebianRelease:
+        """The Debian release every VM runs (the template's)."""
+        return RELEASES[self.template.release]
+
+    @property
+    def postgresql_major(self) -> int:
+        """database.version when given, else the PostgreSQL the release ships."""
+        return self.database.version or self.debian.postgresql
 
 
 def json_schema() -> dict[str, Any]:

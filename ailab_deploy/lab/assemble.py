@@ -56,6 +56,7 @@ def write_lab_plan(lab_dir: Path, info: dict[str, Any], key: Path, *, node_addre
             measured_bandwidth_gbs=_measured_bandwidth(lab_dir),
             ca_files=local_ca_files(),
             node_ssh_address=node_address,
+            debian_release=int(info["debian_release"]),
         )
     )
     plan = Path(info["lab_plan"])
@@ -83,11 +84,17 @@ def ensure_lab_deploy_token(lab_dir: Path, info: dict[str, Any]) -> list[str]:
 
 
 def up(
-    lab_dir: Path, *, api_only: bool, port: int | None = None, pve_version: str | None = None
+    lab_dir: Path,
+    *,
+    api_only: bool,
+    port: int | None = None,
+    pve_version: str | None = None,
+    debian_release: int | None = None,
 ) -> dict[str, Any]:
     backend = "null" if api_only else "containers"
     if pve_version is not None:
         control.pve_full_version(pve_version)  # refuse a bad version before building anything
+    release = control.check_debian_release(lab_dir, debian_release)
     current = control.status(lab_dir)
     if current["running"] and current["backend"] != backend:
         control.down(lab_dir)  # the backend is chosen at start
@@ -96,7 +103,7 @@ def up(
     if not api_only:
         from ailab_deploy.lab.containers import lab_up
 
-        built = lab_up(lab_dir)
+        built = lab_up(lab_dir, debian_release=release)
         infra = {
             "bridge": built.bridge,
             "gateway": built.gateway,
@@ -107,7 +114,7 @@ def up(
             "node": built.node.address if built.node else None,
         }
         node = built.node
-    info = control.up(lab_dir, port=port, backend=backend, pve_version=pve_version)
+    info = control.up(lab_dir, port=port, backend=backend, pve_version=pve_version, debian_release=release)
     if not api_only:  # the node has booted: its onboot VMs start, as pve-guests.service does
         info["startall"] = control.guests_power(lab_dir, "startall")
     key = lab_key(lab_dir)  # the admin key of every lab VM, and the node's root key

@@ -41,6 +41,7 @@ class LabPlanInputs:
     measured_bandwidth_gbs: float | None = None
     ca_files: tuple[Path, ...] = ()
     node_ssh_address: str | None = None  # None: an API-only lab, with no node to prepare
+    debian_release: int = 13  # the lab's template image (lab up --debian-release)
 
 
 def local_ca_files(directory: Path = Path("/usr/local/share/ca-certificates")) -> tuple[Path, ...]:
@@ -117,9 +118,10 @@ network:  # the lab bridge; nothing leaves this machine
   http_proxy: {LAB_PROXY_URL}  # the lab's proxy, the guests' only way out
   extra_ca_certificates: [{", ".join(str(f) for f in inputs.ca_files)}]  # CAs this machine added locally
 
-template:  # the lab's Debian 12 image
+template:  # the lab's Debian image
   vmid: 9000  # template VMID
-  name: debian-12-cloud  # template name
+  release: {inputs.debian_release}  # Debian release (lab up --debian-release)
+  name: debian-{inputs.debian_release}-cloud  # template name
   storage: local-lvm  # template storage
   admin_user: ailab  # user cloud-init creates
   ssh_public_key_files: [{inputs.ssh_public_key_file}]  # the lab's admin key
@@ -174,7 +176,7 @@ llm:  # llama.cpp with a small real model: Ollama and Llama weights cannot be fe
       sha256: {LAB_MODEL_SHA256}  # checked after assembly
 
 database:  # PostgreSQL
-  source: debian  # Debian's PostgreSQL 15
+  source: debian  # the release's PostgreSQL (17 on Debian 13, 15 on 12)
   port: 5432  # listen port
   max_connections: 50  # connection limit
   workload: web  # pgtune workload

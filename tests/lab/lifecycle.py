@@ -15,7 +15,7 @@ import requests
 from ailab_deploy.pipeline.provision import ApplyOptions, Provisioner
 from tests.lab.provision_fixtures import LAB_OPTIONS, Engine, lab_vm, make_engine, write_lab_plan
 
-IMAGE_URL = "https://cloud.debian.org/images/cloud/bookworm/latest/debian-12-genericcloud-amd64.qcow2"
+IMAGE_URL = "https://cloud.debian.org/images/cloud/trixie/latest/debian-13-genericcloud-amd64.qcow2"
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ def qcow2_image(path: Path) -> Path:
 
 def lab_settings(tmp_path: Path) -> dict[str, Any]:
     """An API-only lab without the template VM, so apply builds it from the (local) image."""
-    return {"template": None, "download_map": {IMAGE_URL: str(qcow2_image(tmp_path / "debian-12.qcow2"))}}
+    return {"template": None, "download_map": {IMAGE_URL: str(qcow2_image(tmp_path / "debian-13.qcow2"))}}
 
 
 def _snapshot(options: ApplyOptions) -> ApplyOptions:

@@ -14,7 +14,7 @@ from ailab_deploy.errors import LabError
 from ailab_deploy.lab.backend import AgentNotRunning, BackendError, VMConfig
 from ailab_deploy.lab.containers import network
 from ailab_deploy.lab.containers.cloudinit import Storages
-from ailab_deploy.lab.containers.image import build_template
+from ailab_deploy.lab.containers.image import DEFAULT_RELEASE, build_template
 from ailab_deploy.lab.containers.machine import Machine
 from ailab_deploy.lab.containers.proc import run
 from ailab_deploy.lab.containers.provision import HOST_CA_BUNDLE, start_guest
@@ -90,8 +90,10 @@ class ContainerBackend:
         host_ca_bundle: Path = HOST_CA_BUNDLE,
         shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
         storage_paths: Mapping[str, Path] | None = None,
+        debian_release: int = DEFAULT_RELEASE,
     ) -> None:
         self.lab_dir = Path(lab_dir)
+        self.debian_release = debian_release
         self.image_cache = image_cache
         self._template_rootfs = template_rootfs
         self.host_ca_bundle = host_ca_bundle if trust_host_ca else None
@@ -106,7 +108,7 @@ class ContainerBackend:
     def template_rootfs(self) -> Path:
         """The lab template image (built on first use; cached by recipe hash)."""
         if self._template_rootfs is None:
-            self._template_rootfs = build_template(self.image_cache).rootfs
+            self._template_rootfs = build_template(self.image_cache, release=self.debian_release).rootfs
         return self._template_rootfs
 
     def _existing(self, vmid: int) -> Machine:
@@ -216,4 +218,5 @@ def create_backend(lab_dir: Path, settings: Any = None) -> ContainerBackend:
         for storage in getattr(settings, "storages", None) or []
         if getattr(storage, "path", None)
     }
-    return ContainerBackend(lab_dir, storage_paths=paths)
+    release = int(getattr(settings, "debian_release", DEFAULT_RELEASE))
+    return ContainerBackend(lab_dir, storage_paths=paths, debian_release=release)

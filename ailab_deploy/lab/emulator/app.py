@@ -95,7 +95,7 @@ class Emulator:
         storage = str(spec.get("storage", "local-lvm"))
         size = str(spec.get("disk_size", "3G"))
         conf = {
-            "name": str(spec.get("name", "debian-12-cloud")),
+            "name": str(spec.get("name", f"debian-{self.settings.debian_release}-cloud")),
             "memory": str(spec.get("memory", 2048)),
             "cores": str(spec.get("cores", 2)),
             "sockets": "1",

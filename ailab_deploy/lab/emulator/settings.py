@@ -45,9 +45,13 @@ DEFAULT_STORAGES: list[dict[str, Any]] = [
     },
 ]
 
+# The Debian releases the lab's template image can be (what `lab up --debian-release` takes).
+DEBIAN_RELEASES = (13, 12)
+DEFAULT_DEBIAN_RELEASE = 13
+
 DEFAULT_TEMPLATE: dict[str, Any] = {
     "vmid": 9000,
-    "name": "debian-12-cloud",
+    "name": f"debian-{DEFAULT_DEBIAN_RELEASE}-cloud",
     "storage": "local-lvm",
     "disk_size": "3G",
     "memory": 2048,
@@ -79,6 +83,7 @@ class Settings:
     port: int = 8006
     backend: str = "null"
     version: str = PVE_VERSIONS[DEFAULT_PVE_RELEASE]
+    debian_release: int = DEFAULT_DEBIAN_RELEASE  # of the template image every VM is cloned from
     hardware: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_HARDWARE))
     storages: list[StorageSettings] = field(default_factory=list)
     users: dict[str, str] = field(default_factory=dict)  # userid -> password
@@ -190,9 +195,17 @@ def load_settings(lab_dir: Path) -> Settings:
         "download_map",
         "faults",
         "template",
+        "debian_release",
     ):
         if key in raw:
             setattr(settings, key, raw[key])
+    if settings.debian_release not in DEBIAN_RELEASES:
+        raise ConfigError(
+            f"settings.json: debian_release {settings.debian_release!r} is not a release the lab builds "
+            f"({', '.join(map(str, DEBIAN_RELEASES))})"
+        )
+    if "template" not in raw and settings.template is not None:
+        settings.template["name"] = f"debian-{settings.debian_release}-cloud"
     if ".".join(str(settings.version).split(".")[:2]) not in PVE_VERSIONS:
         raise ConfigError(
             f"settings.json: version '{settings.version}' is not a PVE release the lab emulates "

@@ -54,3 +54,11 @@ def test_lab_plan_trusts_only_the_locally_added_cas(tmp_path: Path) -> None:
     plan = load_plan_text(render_lab_plan(inputs)).plan
     assert plan.network.extra_ca_certificates == [str(f) for f in files]
     assert local_ca_files(tmp_path / "missing") == ()
+
+
+def test_lab_plan_asks_for_the_labs_debian_release(tmp_path: Path) -> None:
+    for release, postgresql in ((13, 17), (12, 15)):
+        inputs = dataclasses.replace(_inputs(tmp_path), debian_release=release)
+        plan = load_plan_text(render_lab_plan(inputs), "vms.lab.yaml").plan
+        assert (plan.template.release, plan.template.name) == (release, f"debian-{release}-cloud")
+        assert plan.postgresql_major == postgresql
