@@ -93,9 +93,16 @@ class PlanText:
             line, column = parent.lc.key(key)
             self.lines[line] = f"{self.lines[line][:column]}{key}: {line_text}"
             return
-        first = next(iter(parent))
-        line, column = parent.lc.key(first)
-        self.lines.insert(line + 1, f"{' ' * column}{key}: {line_text}")
+        line, column = parent.lc.key(next(iter(parent)))
+        end = line + 1  # after the mapping's last line: the first line indented less than its keys
+        while end < len(self.lines):
+            text = self.lines[end]
+            if text.strip() and len(text) - len(text.lstrip()) < column:
+                break
+            end += 1
+        while not self.lines[end - 1].strip():
+            end -= 1
+        self.lines.insert(end, f"{' ' * column}{key}: {line_text}")
 
     def remove_item(self, path: Sequence[str | int], index: int) -> None:
         """Drop one item of a block sequence (its ``- `` line and the lines indented below it)."""
@@ -194,18 +201,19 @@ def write_host(plan: PlanText, discovery: HostDiscovery) -> list[str]:
     storages = _disk_storages(discovery)
     listed = plan.get([*host, "storage"]) if plan.has([*host, "storage"]) else []
     listed_names = [str(item["name"]) for item in listed]
-    for storage in reversed(storages):
-        comment = _storage_comment(storage, api.node)
+    for storage in storages:  # capacities first: appending shifts the list's indices
         if storage.name in listed_names:
             index = listed_names.index(storage.name)
+            comment = _storage_comment(storage, api.node)
             plan.set([*host, "storage", index, "capacity"], capacity_text(storage.total_bytes), comment)
-        else:
+    for storage in reversed(storages):
+        if storage.name not in listed_names:
             plan.append_item(
                 [*host, "storage"],
                 [
                     ("name", storage.name, "storage id (from the node)"),
                     ("kind", SEED_STORAGE_KIND, "medium: the API does not say; set ssd or nvme if so"),
-                    ("capacity", capacity_text(storage.total_bytes), comment),
+                    ("capacity", capacity_text(storage.total_bytes), _storage_comment(storage, api.node)),
                 ],
             )
             notes.append(f"host.storage {storage.name}: set its kind (hdd, ssd or nvme)")
