@@ -121,3 +121,34 @@ def test_progress_lines_reach_a_log_at_most_every_few_seconds(monkeypatch: pytes
     quiet.hosts({"postgres": HostTally(ok=1)})
     quiet.progress("apply: postgres: cloned")
     assert quiet_log.getvalue() == ""
+
+
+def test_demo_closing_lines_name_each_app_and_a_shell_per_vm() -> None:
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    from ailab_deploy.cli.demo import closing_lines
+    from ailab_deploy.core.loader import load_plan
+    from ailab_deploy.pipeline.up import UpResult
+
+    plan = load_plan(SEED).plan
+    lines = closing_lines(plan, SEED, UpResult(), "ailab-deploy")
+    apps = {
+        line.split(":", 1)[0].removeprefix("app "): line.split(": ", 1)[1]
+        for line in lines
+        if line.startswith("app ")
+    }
+    (apps_vm,) = [vm for vm in plan.vms if "python_app" in vm.roles]
+    assert plan.apps is not None and set(apps) == {app.name for app in plan.apps.apps}
+    for app in plan.apps.apps:
+        url = urlsplit(apps[app.name])
+        assert url.hostname is not None and ipaddress.ip_address(url.hostname) == apps_vm.ip
+        assert url.port == app.port
+    shells = [line for line in lines if line.startswith("shell on ")]
+    assert [line.split(":")[0].removeprefix("shell on ") for line in shells] == [vm.name for vm in plan.vms]
+    assert all(
+        line.endswith(f"{plan.template.admin_user}@{vm.ip}")
+        for line, vm in zip(shells, plan.vms, strict=True)
+    )
+    assert lines[-1].startswith("tear down: ailab-deploy demo --down")
+    assert "changed=0 api_writes=0" in lines
