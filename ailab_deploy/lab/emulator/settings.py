@@ -27,6 +27,10 @@ DEFAULT_HARDWARE: dict[str, Any] = {
     "cores_per_socket": 18,
     "threads_per_core": 2,
     "memory": "126G",
+    # read by the lab node's dmidecode and numactl stand-ins (containers/node_hardware.py)
+    "memory_channels_per_socket": 4,
+    "memory_mts": 2133,
+    "memory_type": "DDR4",
 }
 
 DEFAULT_STORAGES: list[dict[str, Any]] = [
