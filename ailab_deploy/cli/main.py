@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from ailab_deploy.cli import configure, plan_file, privileges, provision, report, runs, up, verify
+from ailab_deploy.cli import backups, configure, plan_file, privileges, provision, report, runs, up, verify
 from ailab_deploy.cli.lab import lab_app
 from ailab_deploy.cli.output import err
 from ailab_deploy.errors import AilabError
@@ -28,6 +28,7 @@ verify.register(app)  # verify
 report.register(app)  # report
 up.register(app)  # up
 privileges.register(app)  # privileges
+backups.register(app)  # backups, restore
 app.add_typer(lab_app, name="lab", help="The local rehearsal lab (Proxmox emulator and VMs).")
 
 
