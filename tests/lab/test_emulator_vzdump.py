@@ -40,7 +40,11 @@ def test_vzdump_on_demand_writes_a_listed_archive_with_notes(emulator: Lab) -> N
     api = emulator.api()
     before = int(time.time())
     upid = api.nodes(emulator.node).vzdump.post(
-        vmid=100, storage="local", mode="snapshot", compress="zstd", **{"notes-template": "{{guestname}} ({{vmid}})"}
+        vmid=100,
+        storage="local",
+        mode="snapshot",
+        compress="zstd",
+        **{"notes-template": "{{guestname}} ({{vmid}})"},
     )
     assert upid.split(":")[5:7] == ["vzdump", "100"]  # task type and id, as PVE forks it
     status = emulator.wait(upid)
@@ -86,7 +90,11 @@ def test_retention_prunes_after_each_backup(make_emulator: Any) -> None:
     _clone(emulator, 100, "postgres")
     api = emulator.api()
     for _ in range(3):
-        emulator.wait(api.nodes(emulator.node).vzdump.post(vmid=100, compress="zstd", **{"prune-backups": "keep-last=2"}))
+        emulator.wait(
+            api.nodes(emulator.node).vzdump.post(
+                vmid=100, compress="zstd", **{"prune-backups": "keep-last=2"}
+            )
+        )
         time.sleep(0.05)
     listed = _backups(emulator, 100)
     assert len(listed) == 2
@@ -96,7 +104,9 @@ def test_retention_prunes_after_each_backup(make_emulator: Any) -> None:
     assert "INFO: prune older backups with retention: keep-last=2" in log
     oldest = min(listed, key=lambda item: item["ctime"])
     assert f"INFO: removing backup '{oldest['volid']}'" in log
-    assert {item["volid"] for item in _backups(emulator, 100)} >= {max(listed, key=lambda i: i["ctime"])["volid"]}
+    assert {item["volid"] for item in _backups(emulator, 100)} >= {
+        max(listed, key=lambda i: i["ctime"])["volid"]
+    }
     assert len(_backups(emulator, 100)) == 2
 
 
