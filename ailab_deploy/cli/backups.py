@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import typer
@@ -34,12 +33,9 @@ def _age(hours: float) -> str:
     return f"{hours * 60:.0f} min"
 
 
-def _progress(quiet: bool) -> Callable[[str], None]:
-    def say(message: str) -> None:
-        if not quiet:
-            err.print(message, markup=False)
-
-    return say
+def _progress(message: str) -> None:
+    """Progress goes to stderr, also with --json (stdout is the JSON alone)."""
+    err.print(message, markup=False)
 
 
 def backups_command(
@@ -50,11 +46,10 @@ def backups_command(
 ) -> None:
     """The vzdump archives of each VM on the node and the database dumps, with age and size."""
     loaded = load(plan, quiet=as_json)
-    progress = _progress(as_json)
     if run:
-        progress("running the backup job now")
+        _progress("running the backup job now")
     listing = list_backups(
-        loaded, run_now=run, options=ApplyOptions(clone_timeout=task_timeout), progress=progress
+        loaded, run_now=run, options=ApplyOptions(clone_timeout=task_timeout), progress=_progress
     )
     if as_json:
         out.print_json(json.dumps(listing.to_dict()))
@@ -90,14 +85,13 @@ def restore_command(
         if not sys.stdin.isatty():
             raise AilabError(f"restore would put back {what}; pass --yes to confirm (no terminal to ask)")
         typer.confirm(f"Restore {what}?", abort=True)
-    progress = _progress(as_json)
     outcome = restore_vm(
         loaded,
         vm,
         archive,
         options=ApplyOptions(task_timeout=task_timeout),
         run_verify=not no_verify,
-        progress=progress,
+        progress=_progress,
     )
     restored = outcome.restored
     passed = outcome.verified is None or (outcome.verified.report.passed and not outcome.verified.problems)

@@ -64,7 +64,7 @@ def write(
         argv = ["--zstd", "-cf", str(partial), "-C", staging, CONFIG_MEMBER]
         if disk_dir is not None and members:
             # --transform puts the disk files under disk/ without copying them first
-            argv += ["--xattrs", "--acls", "--numeric-owner", "--sparse", "-C", str(disk_dir),
+            argv += ["--xattrs", "--xattrs-include=*", "--acls", "--numeric-owner", "--sparse", "-C", str(disk_dir),
                      f"--transform=s,^,{DISK_PREFIX}/,", *members]  # fmt: skip
         try:
             _tar(argv, f"writing {target.name}")
@@ -87,7 +87,7 @@ def extract_disk(archive: Path, destination: Path) -> None:
     """The archive's disk files into ``destination`` (without the ``disk/`` prefix)."""
     destination.mkdir(parents=True, exist_ok=True)
     _tar(
-        ["--zstd", "-xf", str(archive), "-C", str(destination), "--xattrs", "--acls", "--numeric-owner",
+        ["--zstd", "-xf", str(archive), "-C", str(destination), "--xattrs", "--xattrs-include=*", "--acls", "--numeric-owner",
          "--strip-components=1", "--wildcards", f"{DISK_PREFIX}/*"],
         f"extracting the disk of {archive.name}",
     )  # fmt: skip

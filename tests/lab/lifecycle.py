@@ -102,7 +102,9 @@ def life_cycle(
         return made.destroy(made.destroy_targets(None), LAB_OPTIONS)
 
     backups = [("backups --run", lambda: provisioner().back_up_now(LAB_OPTIONS))] if vzdump else []
-    restore = [("restore postgres", lambda: provisioner().restore("postgres", None, LAB_OPTIONS))] if vzdump else []
+    restore = (
+        [("restore postgres", lambda: provisioner().restore("postgres", None, LAB_OPTIONS))] if vzdump else []
+    )
     return [
         ("plan", lambda: provisioner().compute()),
         ("apply", lambda: provisioner().apply(LAB_OPTIONS)),
