@@ -17,6 +17,8 @@ from pathlib import Path
 
 CONFIG_MEMBER = "qemu-server.conf"
 DISK_PREFIX = "disk"
+# owners as numbers, ACLs and every xattr: the overlay's opaque directories are trusted.* xattrs
+KEEP_METADATA = ("--xattrs", "--xattrs-include=*", "--acls", "--numeric-owner")
 
 
 class ArchiveError(Exception):
@@ -63,9 +65,17 @@ def write(
         (Path(staging) / CONFIG_MEMBER).write_text(config_text(conf))
         argv = ["--zstd", "-cf", str(partial), "-C", staging, CONFIG_MEMBER]
         if disk_dir is not None and members:
-            # --transform puts the disk files under disk/ without copying them first
-            argv += ["--xattrs", "--xattrs-include=*", "--acls", "--numeric-owner", "--sparse", "-C", str(disk_dir),
-                     f"--transform=s,^,{DISK_PREFIX}/,", *members]  # fmt: skip
+            # --transform puts the disk files under disk/ without copying them first; it applies to
+            # every member, so it names the disk's members (the config stays at the top)
+            names = "\\|".join(members)
+            argv += [
+                *KEEP_METADATA,
+                "--sparse",
+                "-C",
+                str(disk_dir),
+                f"--transform=s,^\\({names}\\)\\(/\\|$\\),{DISK_PREFIX}/\\1\\2,",
+                *members,
+            ]
         try:
             _tar(argv, f"writing {target.name}")
         except ArchiveError:
@@ -87,7 +97,7 @@ def extract_disk(archive: Path, destination: Path) -> None:
     """The archive's disk files into ``destination`` (without the ``disk/`` prefix)."""
     destination.mkdir(parents=True, exist_ok=True)
     _tar(
-        ["--zstd", "-xf", str(archive), "-C", str(destination), "--xattrs", "--xattrs-include=*", "--acls", "--numeric-owner",
+        ["--zstd", "-xf", str(archive), "-C", str(destination), *KEEP_METADATA,
          "--strip-components=1", "--wildcards", f"{DISK_PREFIX}/*"],
         f"extracting the disk of {archive.name}",
     )  # fmt: skip

@@ -196,7 +196,7 @@ def test_no_secret_outside_its_allowed_places(lab: Rehearsal) -> None:
         summary_file.write_text(json.dumps(summary | {"secret_scan": coverage}, indent=2) + "\n")
 
 
-ARCHIVE_NAME = re.compile(r"local:backup/vzdump-qemu-(\d+)-\d{4}_\d\d_\d\d-\d\d_\d\d_\d\d\.vma\.zst")
+ARCHIVE_NAME = re.compile(r"\w[\w.-]*:backup/vzdump-qemu-(\d+)-\d{4}_\d\d_\d\d-\d\d_\d\d_\d\d\.vma\.zst")
 
 
 def _node_as_root(lab: Rehearsal) -> ProxmoxAPI:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from ailab_deploy.lab import archive
 from ailab_deploy.lab.backend import BackendError
 
-from . import propstr, schema
+from . import codeperms, propstr, schema
 from .apierror import fail, param_error
 from .router import Request
 from .schema import P
@@ -436,12 +436,7 @@ class Vzdump:
         parsed = parse_archive_name(name)
         if parsed is None:
             raise fail(f"unable to parse volume filename '{name}'")
-        access = self.emu.access
-        # PVE::Storage::check_volume_access: Datastore.Allocate, or a backup of a guest the user
-        # may back up (VM.Backup on its vmid) with Datastore.AllocateSpace on the storage
-        if not access.allowed(authid, f"/storage/{storage_name}", ["Datastore.Allocate"]):
-            access.check(authid, f"/storage/{storage_name}", ["Datastore.AllocateSpace"])
-            access.check_vm(authid, parsed.vmid, ["VM.Backup"])
+        codeperms.volume_access(self.emu.access, authid, vmid, volid)
         path = storage.path / "dump" / name
         if not path.is_file():
             raise fail(f"volume '{volid}' does not exist")
