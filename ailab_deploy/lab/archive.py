@@ -86,7 +86,8 @@ def write(
 
 def read_config(archive: Path) -> dict[str, str]:
     """The VM config stored in ``archive``."""
-    text = _tar(["--zstd", "-xOf", str(archive), CONFIG_MEMBER], f"reading {archive.name}")
+    # the config is the first member: no need to read the disk behind it
+    text = _tar(["--zstd", "-xOf", str(archive), "--occurrence=1", CONFIG_MEMBER], f"reading {archive.name}")
     conf = parse_config(text)
     if not conf:
         raise ArchiveError(f"{archive.name}: no VM configuration in the archive")
