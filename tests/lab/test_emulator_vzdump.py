@@ -157,6 +157,10 @@ def test_restore_refuses_a_damaged_archive(emulator: Lab) -> None:
     (listed,) = _backups(emulator, 100)
     path = _dump_dir(emulator) / listed["volid"].removeprefix("local:backup/")
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    over = emulator.wait(node.qemu.post(vmid=100, archive=listed["volid"], force=1))
+    assert over["exitstatus"] != "OK"
+    assert node.qemu(100).config.get()["name"] == "postgres"  # the VM it would have replaced is intact
+    assert "lock" not in node.qemu(100).config.get()
     emulator.wait(node.qemu(100).delete())
     status = emulator.wait(node.qemu.post(vmid=100, archive=listed["volid"]))
     assert status["exitstatus"] != "OK" and path.name in status["exitstatus"]

@@ -748,6 +748,7 @@ class QemuApi:
                 self.store.save_vm(VMConfig(vmid=vmid, conf={"lock": "create"}))
 
         def work(ctx: TaskContext) -> None:
+            replaced = False  # until the old VM's disks go, a failure leaves it as it was
             try:
                 tmp = f"/var/tmp/vzdumptmp{ctx.task.pid}"
                 ctx.log(f"restore vma archive: zstd -q -d -c {source} | vma extract -v -r {tmp}.fifo - {tmp}")
@@ -758,6 +759,7 @@ class QemuApi:
                     raise TaskFailed(str(error)) from error
                 ctx.log(f"CFG: size: {len(lab_archive.config_text(conf))} name: qemu-server.conf")
                 if existing is not None:
+                    replaced = True
                     self.emu.backend.destroy(vmid)
                     for key, value in sorted(existing.conf.items()):
                         if propstr.is_drive_key(key) or key.startswith("unused"):
@@ -775,7 +777,11 @@ class QemuApi:
                         self.store.add_to_pool(params["pool"], vmid)
             except BaseException:
                 with self.store.lock:
-                    self.store.delete_vm(vmid)
+                    if existing is not None and not replaced:
+                        existing.conf.pop("lock", None)
+                        self.store.save_vm(existing)
+                    else:
+                        self.store.delete_vm(vmid)
                 raise
             if params.get("start"):
                 ctx.log("Execute autostart")

@@ -257,7 +257,6 @@ class Vzdump:
         task_id = str(vmids[0]) if len(vmids) == 1 else ""
 
         def work(ctx: TaskContext) -> None:
-            started_job = self.now()
             ctx.log(f"INFO: starting new backup job: {command}")
             failed = []
             for vmid in vmids:
@@ -269,7 +268,7 @@ class Vzdump:
                     ctx.log(f"INFO: Failed at {self._stamp(self.now())}")
             if failed:
                 raise TaskFailed(f"job errors (backup of VM(s) {', '.join(map(str, failed))} failed)")
-            ctx.log(f"INFO: Backup job finished successfully ({_duration(self.now() - started_job)})")
+            ctx.log("INFO: Backup job finished successfully")
 
         return self.emu.tasks.start("vzdump", task_id, authid, work).upid
 
