@@ -692,10 +692,7 @@ class QemuApi:
                 if "boot" not in final and _default_boot(final):
                     final["boot"] = _default_boot(final)
                 self.emu.backend.create(vmid, dict(final))
-                with self.store.lock:
-                    self.store.save_vm(VMConfig(vmid=vmid, conf=final))
-                    if params.get("pool"):
-                        self.store.add_to_pool(params["pool"], vmid)
+                self._store_new(vmid, final, params.get("pool"))
             except BaseException:
                 with self.store.lock:
                     self.store.delete_vm(vmid)
@@ -704,6 +701,13 @@ class QemuApi:
                 self._do_start(ctx, vmid, skiplock=False)
 
         return self._task(req, "qmcreate", vmid, work)
+
+    def _store_new(self, vmid: int, conf: dict[str, str], pool: str | None) -> None:
+        """A created or restored VM's final config, in its pool if it was given one."""
+        with self.store.lock:
+            self.store.save_vm(VMConfig(vmid=vmid, conf=conf))
+            if pool:
+                self.store.add_to_pool(pool, vmid)
 
     def _restore(self, req: Request, params: dict[str, Any], spec: dict[str, P]) -> Any:
         """qemu-server's create_vm with ``archive``: a ``qmrestore`` task over a new or (force)
@@ -771,10 +775,7 @@ class QemuApi:
                 ctx.simulate()
                 self.emu.backend.restore(vmid, dict(restored), source)
                 ctx.log("rescan volumes...")
-                with self.store.lock:
-                    self.store.save_vm(VMConfig(vmid=vmid, conf=restored))
-                    if params.get("pool"):
-                        self.store.add_to_pool(params["pool"], vmid)
+                self._store_new(vmid, restored, params.get("pool"))
             except BaseException:
                 with self.store.lock:
                     if existing is not None and not replaced:
