@@ -81,6 +81,7 @@ def write(
         except ArchiveError:
             partial.unlink(missing_ok=True)
             raise
+    partial.chmod(0o600)  # it holds the whole VM, secrets included
     partial.replace(target)
 
 

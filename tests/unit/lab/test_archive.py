@@ -35,6 +35,7 @@ def test_round_trip_keeps_config_and_disk_apart(tmp_path: Path) -> None:
     assert files == ["lower", "upper", "upper/etc", "upper/etc/marker", "upper/qemu-server.conf"]
     assert (restored / "upper" / "etc" / "marker").read_text() == "kept"
     assert not list(tmp_path.glob(".*.tmp"))  # written through a temporary name
+    assert target.stat().st_mode & 0o077 == 0  # the VM's secrets are in it
 
 
 def test_a_truncated_archive_is_refused(tmp_path: Path) -> None:
