@@ -245,7 +245,7 @@ def test_a_lost_database_vm_comes_back_from_its_archive(lab: Rehearsal) -> None:
     newest = min((item for item in archives if item["vm"] == database_vm.name), key=lambda i: i["age_hours"])
     match = ARCHIVE_NAME.fullmatch(newest["name"])
     assert match is not None and int(match.group(1)) == database_vm.vmid
-    assert newest["size"] > 10 * 1024**2 and newest["age_hours"] < 0.5  # a whole VM, just now
+    assert newest["size"] > 1024**2 and newest["age_hours"] < 0.5  # a disk, not a config alone; just now
     assert newest["notes"] == database_vm.name  # the job's notes template
     dumps = [item for item in listing["backups"] if item["kind"] == "dump"]
     assert dumps and all(item["vm"] == database_vm.name and item["size"] > 0 for item in dumps)
