@@ -7,6 +7,7 @@ import sys
 import typer
 
 from ailab_deploy.cli import (
+    backups,
     configure,
     demo,
     discover,
@@ -39,6 +40,7 @@ verify.register(app)  # verify
 report.register(app)  # report
 up.register(app)  # up
 privileges.register(app)  # privileges
+backups.register(app)  # backups, restore
 demo.register(app)  # demo: the lab, deployed and verified
 discover.register(app)  # discover, init: a plan from the node, a starter plan
 app.add_typer(lab_app, name="lab", help="The local rehearsal lab (Proxmox emulator and VMs).")

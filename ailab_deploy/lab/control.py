@@ -167,6 +167,7 @@ def ensure_settings(
     if port is not None:
         settings["port"] = port
     settings.setdefault("port", DEFAULT_PORT)
+    settings.setdefault("run_backup_jobs", True)  # a node runs its backup jobs; so does the lab
     if backend is not None:
         settings["backend"] = backend
     if pve_version is not None:

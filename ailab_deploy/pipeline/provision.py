@@ -50,8 +50,8 @@ from ailab_deploy.core.hostkeys import judge_host_keys
 from ailab_deploy.core.loader import LoadedPlan
 from ailab_deploy.core.privileges import grant_command
 from ailab_deploy.core.pveformat import actual_value
-from ailab_deploy.errors import AilabError, ConfigError, ProxmoxError
-from ailab_deploy.pipeline.backup_job import ensure_backup_job
+from ailab_deploy.errors import AilabError, ConfigError, InputError, ProxmoxError
+from ailab_deploy.pipeline.backup_job import ensure_backup_job, run_job_now
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,15 @@ class ApplyOptions:
     restart: bool = False
     clone_attempts: int = 5
     lock_backoff: float = 2.0
+
+
+@dataclass(frozen=True)
+class RestoreResult:
+    name: str
+    vmid: int
+    archive: str  # the volume id restored from
+    restore_seconds: float  # the qmrestore task
+    seconds: float  # restore, start, guest agent and host keys
 
 
 @dataclass
@@ -301,7 +310,12 @@ class Provisioner:
             "node",
             "vzdump",
             lambda: ensure_backup_job(
-                self.client, self.client.node, vmids, storage=job.storage, schedule=job.schedule
+                self.client,
+                self.client.node,
+                vmids,
+                storage=job.storage,
+                schedule=job.schedule,
+                prune_backups=job.retention.prune_backups(),
             ).describe(),
         )
 
@@ -702,6 +716,85 @@ class Provisioner:
         self.forget_vm(vm.vmid)
         forget_facts(self.state_dir, vm.name)
         return f"VM {vm.vmid} destroyed"
+
+    # ------------------------------------------------------------------------------- backups
+
+    def backup_archives(self, vmid: int | None = None) -> list[dict[str, Any]]:
+        """The vzdump archives (of ``vmid``) on every storage that takes backups, newest first."""
+        archives: list[dict[str, Any]] = []
+        for pool in self.client.storages("backup"):
+            storage = str(pool["storage"])
+            filters = {"content": "backup", **({"vmid": vmid} if vmid is not None else {})}
+            listed = self.client.get(f"nodes/{self.client.node}/storage/{storage}/content", **filters)
+            archives += [dict(item, storage=storage) for item in listed if item.get("content") == "backup"]
+        return sorted(archives, key=lambda item: int(item.get("ctime", 0)), reverse=True)
+
+    def back_up_now(self, options: ApplyOptions) -> str:
+        """The node's backup job, run now; the task's UPID."""
+        return run_job_now(
+            self.client,
+            self.client.node,
+            lambda upid: self.client.wait_task(upid, "backup of the managed VMs", options.clone_timeout),
+        )
+
+    def restore(self, name: str, archive: str | None, options: ApplyOptions) -> RestoreResult:
+        """Put VM ``name`` back from its newest (or the given) archive, start it, check its host
+        keys as for any VM this run did not create (the restored VM keeps the recorded ones)."""
+        desired = self.desired.get(name)
+        if desired is None:
+            raise InputError(
+                f"--vm: no VM named {name!r} in {self.loaded.path} (VMs: {', '.join(self.desired)})"
+            )
+        archives = self.backup_archives(desired.vmid)
+        if archive is None:
+            if not archives:
+                raise AilabError(
+                    f"{name} (VM {desired.vmid}) has no vzdump archive on any backup storage; "
+                    "`ailab-deploy backups --run` takes one while the VM still exists"
+                )
+            archive = str(archives[0]["volid"])
+        elif archive not in {str(item["volid"]) for item in archives}:
+            known = ", ".join(str(item["volid"]) for item in archives) or "none"
+            raise InputError(
+                f"--archive: {archive} is not an archive of {name} (VM {desired.vmid}); its: {known}"
+            )
+        current = self.read_vm(desired.vmid)
+        managed = self.ledger.managed_vmids()
+        if current is not None and current.name != name and desired.vmid not in managed:
+            raise AilabError(
+                f"VM {desired.vmid} on the node is {current.name!r}, not {name}, and ailab-deploy does not "
+                "manage it: restore refuses to overwrite it"
+            )
+        started = self.client.clock()
+        with (
+            apply_lock(self.state_dir, self.loaded.text_sha256),
+            self.ledger.start_run("restore", self.loaded.text_sha256) as run,
+        ):
+            self._run = run
+            if current is not None and current.status == "running":
+                self._step(name, "stop", lambda: self._stop(current, options))
+            restore_started = self.client.clock()
+
+            def restore() -> str:
+                params = {"vmid": desired.vmid, "archive": archive, "force": 1 if current is not None else 0}
+                self.client.run_task(
+                    "POST",
+                    f"nodes/{self.client.node}/qemu",
+                    params,
+                    f"restore of {name}",
+                    options.clone_timeout,
+                )
+                self.ledger.record_vm(desired.vmid, name)
+                return f"VM {desired.vmid} restored from {archive}"
+
+            self._step(name, "restore", restore)
+            restore_seconds = self.client.clock() - restore_started
+            self._step(name, "start", lambda: self._start(desired, options))
+            self._step(name, "agent", lambda: self._wait_agent(desired, options))
+            if options.wait_ssh:
+                self._step(name, "ssh", lambda: self._ssh(desired, options, created=False))
+            self._ensure_vzdump_job(self.ledger.managed_vmids())  # destroy took it out of the job
+        return RestoreResult(name, desired.vmid, archive, restore_seconds, self.client.clock() - started)
 
     # ------------------------------------------------------------------------------- rollback
 

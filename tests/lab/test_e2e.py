@@ -5,8 +5,10 @@ the README's main command in a clean clone of this repository (``bash scripts/se
 with the apps' URLs) -> discover reads the lab node into a plan -> up again, from Python through
 ``pipeline.up`` without the CLI (no API writes, changed=0) -> the LLM refuses requests without its
 key, and no secret is anywhere but its allowed places (every VM's whole filesystem, the
-controller's lab and state directories) -> lab down -> lab up (a node reboot: VMs, disks and
-configs kept) -> plan (no changes) -> the README's command again (changed=0, 0 API writes) ->
+controller's lab and state directories) -> a question stored through the app, the backup job run
+now, the database VM lost on the node, `restore --vm postgres` (verified, the question still
+there) -> a damaged dump fails the restore gate -> lab down -> lab up (a node reboot: VMs, disks
+and configs kept) -> plan (no changes) -> the README's command again (changed=0, 0 API writes) ->
 lab reset -> up (verified again; host keys of the VMs it re-created replaced, not refused) ->
 destroy -> lab down --purge, leaving nothing behind.
 
@@ -31,12 +33,17 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+import requests
+from proxmoxer import ProxmoxAPI
 
+from ailab_deploy.adapters.dumpcheck import BACKUP_DIR, check_latest_dump
 from ailab_deploy.adapters.known_hosts import KnownHosts
 from ailab_deploy.adapters.ledger import Ledger
 from ailab_deploy.adapters.smoke import HTTP_POST, Targets
 from ailab_deploy.core.loader import load_plan
+from ailab_deploy.core.report import evaluate_gates
 from ailab_deploy.core.units import MIB
+from ailab_deploy.lab import control
 from ailab_deploy.lab.containers import leftovers
 from ailab_deploy.lab.containers.backend import machines_dir
 from ailab_deploy.lab.emulator.settings import load_settings
@@ -358,6 +365,137 @@ def test_no_secret_outside_its_allowed_places(lab: Rehearsal) -> None:
         summary_file = Path(os.environ["AILAB_E2E_SUMMARY"])
         summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
         summary_file.write_text(json.dumps(summary | {"secret_scan": coverage}, indent=2) + "\n")
+
+
+ARCHIVE_NAME = re.compile(r"\w[\w.-]*:backup/vzdump-qemu-(\d+)-\d{4}_\d\d_\d\d-\d\d_\d\d_\d\d\.vma\.zst")
+
+
+def _node_as_root(lab: Rehearsal) -> ProxmoxAPI:
+    """The lab node with its housekeeping token: what happens on the node behind the tool's back."""
+    paths = control.LabPaths(lab.lab_dir)
+    port = load_plan(Path(lab.plan)).plan.proxmox.port
+    user, _, token = control.TOKEN_ID.partition("!")
+    return ProxmoxAPI(
+        "127.0.0.1",
+        port=port,
+        user=user,
+        token_name=token,
+        token_value=paths.token_secret.read_text().strip(),
+        verify_ssl=str(paths.cert),
+    )
+
+
+def _stored_question(targets: Targets, stored_id: int) -> str:
+    database_vm = targets.vm_with_role("postgresql")
+    database = next(app.database for app in targets.loaded.plan.apps.apps if app.database)
+    sql = f"SELECT question FROM exchanges WHERE id = {int(stored_id)}"
+    argv = ["sudo", "-n", "-u", "postgres", "psql", "-X", "-At", "-d", str(database), "-c", sql]
+    with targets.ssh(database_vm) as session:
+        return session.check(argv, timeout=60).strip()
+
+
+def test_a_lost_database_vm_comes_back_from_its_archive(lab: Rehearsal) -> None:
+    """The home-lab owner's worst day, rehearsed: a question stored through the app, the backup job
+    run now, the database VM lost on the node (deleted there; the tool's records are untouched, as
+    a dead disk leaves them), `restore --vm postgres`: verify passes and the question is there."""
+    loaded = load_plan(Path(lab.plan))
+    targets = Targets(loaded, lab.state_dir)
+    apps_vm, database_vm = targets.vm_with_role("python_app"), targets.vm_with_role("postgresql")
+    api_app = next(app for app in loaded.plan.apps.apps if app.kind == "asgi")
+    question = "In one sentence: why keep backups?"
+    web = requests.Session()
+    web.trust_env = False  # the apps are on the lab network, never behind a proxy
+    asked = web.post(f"http://{apps_vm.ip}:{api_app.port}/ask", json={"question": question}, timeout=600)
+    assert asked.status_code == 200, asked.text
+    stored_id = int(asked.json()["stored_id"])
+    assert stored_id > 0 and _stored_question(targets, stored_id) == question
+
+    listing = json.loads(cli("backups", "--plan", lab.plan, "--run", "--json", timeout=1800).stdout)
+    archives = [item for item in listing["backups"] if item["kind"] == "archive"]
+    assert {item["vm"] for item in archives} == set(lab.vmids())  # the job backs up every VM
+    newest = min((item for item in archives if item["vm"] == database_vm.name), key=lambda i: i["age_hours"])
+    match = ARCHIVE_NAME.fullmatch(newest["name"])
+    assert match is not None and int(match.group(1)) == database_vm.vmid
+    assert newest["size"] > 1024**2 and newest["age_hours"] < 0.5  # a disk, not a config alone; just now
+    assert newest["notes"] == database_vm.name  # the job's notes template
+    dumps = [item for item in listing["backups"] if item["kind"] == "dump"]
+    assert dumps and all(item["vm"] == database_vm.name and item["size"] > 0 for item in dumps)
+
+    known_hosts = KnownHosts(lab.state_dir)
+    keys_before = known_hosts.keys_for(str(database_vm.ip))
+    node = _node_as_root(lab).nodes(loaded.plan.proxmox.node)
+    for step in (node.qemu(database_vm.vmid).status.stop.post, node.qemu(database_vm.vmid).delete):
+        upid = step()
+        for _ in range(600):
+            status = node.tasks(upid).status.get()
+            if status["status"] == "stopped":
+                break
+            time.sleep(0.5)
+        assert status.get("exitstatus") == "OK", status
+    assert planned_actions(lab.plan)[database_vm.name] == {"create"}
+
+    result = cli("restore", "--plan", lab.plan, "--vm", database_vm.name, "--yes", "--json", timeout=3600)
+    restored = json.loads(result.stdout)
+    print(
+        f"restore of the database VM: qmrestore {restored['restore_seconds']:.1f} s, running with "
+        f"its host keys after {restored['seconds']:.1f} s (archive {newest['size'] / 1024**2:.0f} MiB)"
+    )
+    assert (restored["vm"], restored["vmid"], restored["archive"]) == (
+        database_vm.name,
+        database_vm.vmid,
+        newest["name"],
+    )
+    assert 0 < restored["restore_seconds"] <= restored["seconds"]
+    assert restored["passed"], restored["verify"]
+    assert_verified(restored["verify"])
+    gates = {gate["name"]: gate for gate in restored["verify"]["gates"]}
+    assert gates["database dump restores"]["passed"] and gates["database dump age hours"]["passed"]
+    assert "ssh: host keys match" in result.stderr  # the restored VM kept its keys
+    assert known_hosts.keys_for(str(database_vm.ip)) == keys_before
+    assert _stored_question(targets, stored_id) == question
+    assert planned_actions(lab.plan)[database_vm.name] == {"no-op"}
+    if os.environ.get("AILAB_E2E_SUMMARY"):
+        summary_file = Path(os.environ["AILAB_E2E_SUMMARY"])
+        summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
+        timing = {key: restored[key] for key in ("restore_seconds", "seconds")}
+        summary_file.write_text(json.dumps(summary | {"restore": timing}, indent=2) + "\n")
+
+
+def test_a_damaged_dump_fails_the_restore_gate(lab: Rehearsal) -> None:
+    """One byte of the newest dump changed: the restore check names the dump and its checksums,
+    and the restore gate fails; with the dump whole again, it passes."""
+    loaded = load_plan(Path(lab.plan))
+    targets = Targets(loaded, lab.state_dir)
+    database_vm = targets.vm_with_role("backup")
+    find_newest = f"ls -1 {BACKUP_DIR}/manifest-*.json | tail -n 1"
+    with targets.ssh(database_vm) as session:
+        manifest = json.loads(session.check(["sudo", "-n", "sh", "-c", f"cat $({find_newest})"]))
+        dump = f"{BACKUP_DIR}/{next(iter(manifest['databases'].values()))['file']}"
+        session.check(["sudo", "-n", "cp", "-p", dump, "/root/dump.whole"])
+        # the byte in the middle of the file, inverted
+        flip = (
+            "import os, sys; f = open(sys.argv[1], 'r+b'); f.seek(os.path.getsize(sys.argv[1]) // 2); "
+            "b = f.read(1); f.seek(-1, 1); f.write(bytes([b[0] ^ 0xFF]))"
+        )
+        session.check(["sudo", "-n", "python3", "-c", flip, dump])
+    try:
+        damaged = check_latest_dump(targets)
+        assert not damaged.passed
+        assert any(
+            p.endswith("the manifest says " + next(iter(manifest["databases"].values()))["sha256"][:12] + "…")
+            and f"dump {Path(dump).name} is damaged" in p
+            for p in damaged.problems
+        ), damaged.problems
+        gates = evaluate_gates(loaded.plan.verify, None, None, (), dump=damaged, dump_expected=True)
+        restores = next(gate for gate in gates if gate.name == "database dump restores")
+        age = next(gate for gate in gates if gate.name == "database dump age hours")
+        assert not restores.passed and age.passed  # the dump is recent, but it does not restore
+    finally:
+        with targets.ssh(database_vm) as session:
+            session.check(["sudo", "-n", "cp", "-p", "/root/dump.whole", dump])
+            session.check(["sudo", "-n", "rm", "/root/dump.whole"])
+    whole = check_latest_dump(targets)
+    assert whole.passed and whole.problems == () and whole.rows > 0, whole
 
 
 def test_lab_down_and_up_is_a_node_reboot(lab: Rehearsal) -> None:

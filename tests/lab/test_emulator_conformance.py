@@ -45,7 +45,12 @@ _UPID = (
     "upid is a plain string in the schema; PVE's task handlers answer one they cannot parse with "
     "a 400 naming 'upid' (raise_param_exc in PVE/API2/Tasks.pm)"
 )
+_EXCLUDE_WITHOUT_ALL = (
+    "PVE/VZDump.pm verify_vzdump_parameters refuses 'exclude' without 'all' with a 400 naming "
+    "'exclude' (raise_param_exc), a rule the schema does not express"
+)
 EXCEPTIONS: dict[tuple[str, str, str, str], str] = {
+    ("*", "POST", "/nodes/{node}/vzdump", "exclude"): _EXCLUDE_WITHOUT_ALL,
     **{("*", m, "/cluster/backup/{id}", "id"): _UNKNOWN_JOB for m in ("GET", "PUT", "DELETE")},
     **{("*", "GET", f"/nodes/{{node}}/tasks/{{upid}}/{leaf}", "upid"): _UPID for leaf in ("status", "log")},
 }

@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from ailab_deploy.errors import LabError
+from ailab_deploy.lab import archive
 from ailab_deploy.lab.backend import AgentNotRunning, BackendError, VMConfig
 from ailab_deploy.lab.containers import network
 from ailab_deploy.lab.containers.cloudinit import Storages
 from ailab_deploy.lab.containers.image import DEFAULT_RELEASE, build_template
-from ailab_deploy.lab.containers.machine import Machine
+from ailab_deploy.lab.containers.machine import Machine, frozen
 from ailab_deploy.lab.containers.proc import run
 from ailab_deploy.lab.containers.provision import HOST_CA_BUNDLE, start_guest
 
@@ -191,6 +192,37 @@ class ContainerBackend:
                 what=f"reading VM {vmid}'s interfaces",
             )
             return agent_interfaces(json.loads(result.stdout or "[]"))
+
+    def backup(self, vmid: int, config: VMConfig, target: Path) -> None:
+        """The overlay's upper layer and the list of lower layers: everything the VM changed
+        on top of the template image, i.e. the whole VM given the image the lab is built on."""
+        with _as_task_error():
+            machine = self._existing(vmid)
+            try:
+                with frozen(machine):
+                    archive.write(target, config, machine.dir, ["upper", "lower"])
+            except archive.ArchiveError as error:
+                raise BackendError(str(error)) from error
+
+    def restore(self, vmid: int, config: VMConfig, source: Path) -> None:
+        with _as_task_error():
+            machine = self.machine(vmid)
+            if machine.exists():
+                raise BackendError(f"unable to restore VM {vmid}: its disk already exists")
+            try:
+                archive.extract_disk(source, machine.dir)
+            except archive.ArchiveError as error:
+                machine.destroy()
+                raise BackendError(str(error)) from error
+            missing = [layer for layer in machine.lower if not (layer / "etc/os-release").exists()]
+            if not machine.lower or missing:
+                machine.destroy()
+                raise BackendError(
+                    f"{source.name}: the lab image it was made on is gone "
+                    f"({', '.join(map(str, missing)) or 'no layers listed'})"
+                )
+            (machine.dir / "work").mkdir(exist_ok=True)
+            machine.rootfs.mkdir(exist_ok=True)
 
     # -- beyond the protocol: for lab tests and tools ----------------------------------------
 

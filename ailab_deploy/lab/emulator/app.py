@@ -23,6 +23,7 @@ from .settings import Settings, storage_cfg_text
 from .state import Store
 from .storagecfg import STORAGE_CFG
 from .tasks import TaskManager
+from .vzdump import Vzdump
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +70,13 @@ class Emulator:
         self.qemu = api_qemu.register(self)
         self.cluster_api = api_cluster.register(self)
         self.reads_api = api_reads.register(self)
+        self.vzdump = Vzdump(self, api_cluster.job_spec)
+        self.vzdump.register()
         self.access_api = api_access.register(self)
         if self.store.fresh and settings.template:
             self.seed_template()
         self._resume_backend()
+        self.vzdump.start_scheduler()
 
     # --- life cycle ---------------------------------------------------------------------------
 
@@ -141,6 +145,7 @@ class Emulator:
         return removed
 
     def close(self) -> None:
+        self.vzdump.stop_scheduler()
         self.tasks.shutdown()
 
     # --- helpers used by the API modules -----------------------------------------------------------

@@ -105,6 +105,7 @@ DECLARED: dict[tuple[str, str], Any] = {
     ),
     ("DELETE", "/nodes/{node}/qemu/{vmid}/snapshot/{snapname}"): vm("VM.Snapshot"),
     ("POST", "/nodes/{node}/startall"): ALL,
+    ("POST", "/nodes/{node}/vzdump"): ALL,
     ("POST", "/nodes/{node}/stopall"): ALL,
     ("GET", "/cluster/nextid"): ALL,
     ("GET", "/cluster/resources"): ALL,

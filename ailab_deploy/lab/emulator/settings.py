@@ -102,6 +102,8 @@ class Settings:
     template: dict[str, Any] | None = field(default_factory=lambda: dict(DEFAULT_TEMPLATE))
     storage_digest: str = ""
     pools: dict[str, str] = field(default_factory=dict)  # poolid -> comment (PVE's user.cfg pools)
+    run_backup_jobs: bool = False  # run /cluster/backup jobs on their schedules (the lab: on)
+    clock_speed: float = 1.0  # lab seconds per real second for schedules and backup times
 
     @property
     def state_dir(self) -> Path:
@@ -200,6 +202,8 @@ def load_settings(lab_dir: Path) -> Settings:
         "faults",
         "template",
         "debian_release",
+        "run_backup_jobs",
+        "clock_speed",
     ):
         if key in raw:
             setattr(settings, key, raw[key])
