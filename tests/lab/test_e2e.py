@@ -469,6 +469,8 @@ def test_a_damaged_dump_fails_the_restore_gate(lab: Rehearsal) -> None:
     database_vm = targets.vm_with_role("backup")
     find_newest = f"ls -1 {BACKUP_DIR}/manifest-*.json | tail -n 1"
     with targets.ssh(database_vm) as session:
+        # a dump now, as the nightly timer takes it: it holds the app's tables and the stored question
+        session.check(["sudo", "-n", "systemctl", "start", "ailab-pg-backup.service"], timeout=600)
         manifest = json.loads(session.check(["sudo", "-n", "sh", "-c", f"cat $({find_newest})"]))
         dump = f"{BACKUP_DIR}/{next(iter(manifest['databases'].values()))['file']}"
         session.check(["sudo", "-n", "cp", "-p", dump, "/root/dump.whole"])
