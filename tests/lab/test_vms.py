@@ -179,11 +179,12 @@ def test_reboot_with_changed_config_reruns_cloud_init(vm_lab: VMLab) -> None:
 def test_a_reboot_inside_the_guest_boots_it_again(vm_lab: VMLab) -> None:
     backend, machine, address = vm_lab.backend, vm_lab.backend.machine(102), VMS[102][1]
     init_before = machine.leader_pid()
-    vm_lab.clients[102].exec_command("sudo systemctl reboot")
+    _, stdout, _ = vm_lab.clients[102].exec_command("sudo systemctl reboot")
+    # Closing the session at once can end systemctl before it has asked for the reboot (Debian
+    # 13's does): wait until it exits, or the guest going down drops the session.
+    stdout.channel.status_event.wait(60)
     vm_lab.clients[102].close()
-    # a bound, not a speed target: the guest's own shutdown (stop jobs, the SSH session that
-    # asked for the reboot) takes its time on a loaded machine
-    deadline = time.monotonic() + 180
+    deadline = time.monotonic() + 120  # a bound on the guest's shutdown and boot, not a speed target
     while machine.leader_pid() in (None, init_before):
         assert backend.is_running(102), "the VM stopped instead of rebooting"
         assert time.monotonic() < deadline, "the guest did not come back after its reboot"
