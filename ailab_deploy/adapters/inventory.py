@@ -134,6 +134,7 @@ def inventory_inputs(
         ca_certificates=tuple(zip(ca_names, certificates, strict=True)),
         framework=app_package(plan.apps.framework, base_dir) if plan.apps.framework else None,
         apps={app.name: app_package(app.source, base_dir) for app in plan.apps.apps},
+        wheel_dir=str((state_dir / "wheels").absolute()),
     )
 
 

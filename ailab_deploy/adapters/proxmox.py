@@ -126,31 +126,44 @@ def token_secret(loaded: LoadedPlan, environ: Mapping[str, str] | None = None) -
     """The API token secret: the environment variable, else the 0600 file, else a ConfigError
     pointing at the plan line."""
     settings = loaded.plan.proxmox
+    return secret_from_env_or_file(
+        settings.token_secret_env,
+        loaded.resolve(settings.token_secret_file) if settings.token_secret_file else None,
+        where_env=loaded.where(["proxmox", "token_secret_env"]),
+        where_file=loaded.where(["proxmox", "token_secret_file"]),
+        file_hint="set proxmox.token_secret_file to a 0600 file",
+        environ=environ,
+    )
+
+
+def secret_from_env_or_file(
+    env_name: str,
+    path: Path | None,
+    *,
+    where_env: str,
+    where_file: str,
+    file_hint: str,
+    environ: Mapping[str, str] | None = None,
+) -> str:
+    """A secret from the environment variable, else from a 0600 file, else a ConfigError."""
     env = os.environ if environ is None else environ
-    value = env.get(settings.token_secret_env, "").strip()
+    value = env.get(env_name, "").strip()
     if value:
         return value
-    if settings.token_secret_file:
-        path = loaded.resolve(settings.token_secret_file)
-        where = loaded.where(["proxmox", "token_secret_file"])
+    if path is not None:
         try:
             mode = stat.S_IMODE(path.stat().st_mode)
         except FileNotFoundError:
-            raise ConfigError(
-                f"{where}: {path} does not exist (and {settings.token_secret_env} is not set)"
-            ) from None
+            raise ConfigError(f"{where_file}: {path} does not exist (and {env_name} is not set)") from None
         if mode & 0o077:
             raise ConfigError(
-                f"{where}: {path} has mode {mode:04o}; it must be 0600 (run `chmod 600 {path}`)"
+                f"{where_file}: {path} has mode {mode:04o}; it must be 0600 (run `chmod 600 {path}`)"
             )
         secret = path.read_text(encoding="utf-8").strip()
         if not secret:
-            raise ConfigError(f"{where}: {path} is empty")
+            raise ConfigError(f"{where_file}: {path} is empty")
         return secret
-    raise ConfigError(
-        f"{loaded.where(['proxmox', 'token_secret_env'])}: environment variable "
-        f"{settings.token_secret_env} is not set (or set proxmox.token_secret_file to a 0600 file)"
-    )
+    raise ConfigError(f"{where_env}: environment variable {env_name} is not set (or {file_hint})")
 
 
 # ------------------------------------------------------------------------------------------- TLS

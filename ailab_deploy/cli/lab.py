@@ -34,6 +34,7 @@ def _print_status(info: dict[str, object], as_json: bool) -> None:
     for key in (
         "endpoint",
         "pve_version",
+        "debian_release",
         "node",
         "nodes",
         "token_id",
@@ -67,6 +68,11 @@ def up(
     nodes: int | None = typer.Option(
         None, "--nodes", help="a cluster of N nodes pve1..pveN (default: as before, one node 'pve')"
     ),
+    debian_release: int | None = typer.Option(
+        None,
+        "--debian-release",
+        help="Debian release of the template and VMs, 13 or 12 (a new lab: 13; else the lab's own)",
+    ),
     lab_dir: Path | None = LabDir,
     as_json: bool = typer.Option(False, "--json", help="print the status as JSON"),
 ) -> None:
@@ -78,6 +84,7 @@ def up(
             port=port,
             pve_version=pve_version,
             nodes=nodes,
+            debian_release=debian_release,
         )
     except AilabError as err:
         raise _fail(err) from err
@@ -141,7 +148,7 @@ def vm_create(
     lab_dir: Path | None = LabDir,
     as_json: bool = typer.Option(False, "--json", help="print how to reach it as one JSON object"),
 ) -> None:
-    """Create a booted Debian 12 VM on the running lab (idempotent: an existing one is reused)."""
+    """Create a booted VM of the lab's Debian release (idempotent: an existing one is reused)."""
     try:
         vm = scratch_vms.create(control.resolve_lab_dir(lab_dir), name, progress=_progress)
     except AilabError as err:

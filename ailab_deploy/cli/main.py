@@ -6,7 +6,19 @@ import sys
 
 import typer
 
-from ailab_deploy.cli import configure, plan_file, privileges, provision, report, runs, up, verify
+from ailab_deploy.cli import (
+    backups,
+    configure,
+    demo,
+    discover,
+    plan_file,
+    privileges,
+    provision,
+    report,
+    runs,
+    up,
+    verify,
+)
 from ailab_deploy.cli.lab import lab_app
 from ailab_deploy.cli.output import err
 from ailab_deploy.errors import AilabError
@@ -28,6 +40,9 @@ verify.register(app)  # verify
 report.register(app)  # report
 up.register(app)  # up
 privileges.register(app)  # privileges
+backups.register(app)  # backups, restore
+demo.register(app)  # demo: the lab, deployed and verified
+discover.register(app)  # discover, init: a plan from the node, a starter plan
 app.add_typer(lab_app, name="lab", help="The local rehearsal lab (Proxmox emulator and VMs).")
 
 

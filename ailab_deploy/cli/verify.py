@@ -68,6 +68,15 @@ def report_table(report: Report) -> Table:
             f"{answer}, stored #{check.stored_id}" if check.stored_in_log else answer,
             check.detail or (check.screenshot or ""),
         )
+    if report.dump is not None:
+        dump = report.dump
+        age = f"{dump.age_hours:.1f} h old" if dump.age_hours is not None else "no dump"
+        table.add_row(
+            "database dump",
+            f"{age}, {dump.tables} tables, {dump.rows} rows",
+            dump.manifest or "-",
+            "restored, rows match" if dump.passed else "; ".join(dump.problems)[:200],
+        )
     if report.infra:
         table.add_row("testinfra", ", ".join(f"{k} {v}" for k, v in sorted(report.infra.items())), "", "")
     for gate in report.gates:

@@ -62,6 +62,7 @@ class InventoryInputs:
     ca_certificates: tuple[tuple[str, str], ...] = ()  # (name, PEM text)
     framework: AppPackage | None = None
     apps: Mapping[str, AppPackage] = field(default_factory=dict)  # app name -> its package
+    wheel_dir: str | None = None  # the plan's cache of wheels built on the controller
 
 
 @dataclass(frozen=True)
@@ -233,6 +234,8 @@ def _python_app_vars(plan: Plan, inputs: InventoryInputs, passwords: Mapping[str
     ]
     # The verification's pgbench runs from the apps VM, over the network, like the apps do.
     values: Vars = {"python_app_packages": packages, "python_app_apps": apps, "python_app_pgbench": True}
+    if inputs.wheel_dir is not None:  # beside the plan's other state, whichever checkout runs Ansible
+        values["python_app_controller_wheel_dir"] = inputs.wheel_dir
     with_database = [app for app in plan.apps.apps if app.database and app.database_user]
     database_vms = plan.vms_with_role("postgresql")
     if with_database and database_vms:

@@ -82,6 +82,8 @@ _VZDUMP = _needs(
          ("POST /cluster/backup", "PUT /cluster/backup/{id}", "DELETE /cluster/backup/{id}")),
     Need("Datastore.Allocate", "/storage/{storage}", "point the backup job at its storage",
          ("POST /cluster/backup", "PUT /cluster/backup/{id}")),
+    Need("VM.Backup", "/vms/{vmid}", "run the backup job now, restore a VM from its archive",
+         ("POST /nodes/{node}/vzdump", "POST /nodes/{node}/qemu")),
 )  # fmt: skip
 _SNAPSHOTS = _needs(
     Need("VM.Snapshot", "/vms/{vmid}", "apply --snapshot, and rollback",

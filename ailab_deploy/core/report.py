@@ -112,6 +112,36 @@ class BrowserResult:
 
 
 @dataclass(frozen=True)
+class DumpCheck:
+    """The latest database dump restored into a scratch database and compared with its manifest."""
+
+    passed: bool
+    age_hours: float | None  # since the dump was taken (None: no manifest found)
+    manifest: str = ""
+    tables: int = 0
+    rows: int = 0
+    seconds: float = 0.0  # the check's own time on the database VM
+    problems: tuple[str, ...] = ()
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> DumpCheck:
+        """What ``ailab-pg-dump-check check --json`` prints."""
+        try:
+            age = data.get("age_hours")
+            return cls(
+                passed=bool(data["passed"]),
+                age_hours=float(age) if age is not None else None,
+                manifest=str(data.get("manifest", "")),
+                tables=int(data.get("tables", 0)),
+                rows=int(data.get("rows", 0)),
+                seconds=float(data.get("seconds", 0.0)),
+                problems=tuple(str(problem) for problem in data.get("problems", [])),
+            )
+        except (KeyError, TypeError, ValueError) as error:
+            raise MeasurementError(f"the dump check's answer lacks or garbles {error}") from None
+
+
+@dataclass(frozen=True)
 class Gate:
     name: str
     measured: float
@@ -131,6 +161,7 @@ class Report:
     browser: tuple[BrowserResult, ...] = ()
     cost: TokenCost | None = None  # electricity per token at the measured speed
     idle: IdleCost | None = None  # electricity of an idle month
+    dump: DumpCheck | None = None  # the latest database dump, restored and compared
 
     @property
     def passed(self) -> bool:
@@ -210,8 +241,11 @@ def evaluate_gates(
     pgbench: PgbenchResult | None,
     apps: tuple[AppResult, ...],
     browser: tuple[BrowserResult, ...] = (),
+    dump: DumpCheck | None = None,
+    dump_expected: bool = False,
 ) -> tuple[Gate, ...]:
-    """The plan's verify section decides pass or fail; a missing measurement fails its gate."""
+    """The plan's verify section decides pass or fail; a missing measurement fails its gate.
+    ``dump_expected``: a VM has the backup role, so its latest dump is gated (age, restore)."""
     gates = [
         _gate("llm tokens/s", llm.tokens_per_second if llm else None, ">=", thresholds.min_tokens_per_second),
         _gate("pgbench tps", pgbench.tps if pgbench else None, ">=", thresholds.min_pgbench_tps),
@@ -227,6 +261,13 @@ def evaluate_gates(
             )
     for check in browser:
         gates.append(_gate(f"{check.app} in a browser", 1.0 if check.passed else 0.0, "==", 1.0))
+    if dump_expected:
+        age = dump.age_hours if dump is not None else None
+        gates.append(
+            _gate("database dump age hours", age, "<=", thresholds.max_backup_age_hours, missing=-1.0)
+        )
+        restored = (1.0 if dump.passed else 0.0) if dump is not None else None
+        gates.append(_gate("database dump restores", restored, "==", 1.0))
     return tuple(gates)
 
 
@@ -323,6 +364,19 @@ def render_markdown(report: Report) -> str:
                 f"{stored} | {check.screenshot or '-'} |"
             )
         lines.append("")
+    if report.dump is not None:
+        dump = report.dump
+        age = f"{dump.age_hours:.1f} h old" if dump.age_hours is not None else "no dump found"
+        verdict = "restored and matched its manifest" if dump.passed else "FAILED"
+        lines += [
+            "## Database dump",
+            "",
+            f"{dump.manifest or '-'}: {age}; {verdict} ({dump.tables} tables, {dump.rows} rows, "
+            f"{dump.seconds:.1f} s)",
+            "",
+            *(f"- {problem}" for problem in dump.problems),
+            *([""] if dump.problems else []),
+        ]
     if report.infra:
         lines += ["## testinfra", "", ", ".join(f"{k}: {v}" for k, v in sorted(report.infra.items())), ""]
     lines += ["## Gates", "", "| gate | measured | threshold | result |", "|---|---|---|---|"]

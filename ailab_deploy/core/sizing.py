@@ -245,7 +245,6 @@ _WAL_SIZES_MB = {
 }
 _DEFAULT_CONNECTIONS = {"web": 200, "oltp": 300, "dw": 40, "desktop": 20, "mixed": 100}
 _IO_CONCURRENCY = {"hdd": 2, "ssd": 200, "nvme": 1000}
-DEBIAN_12_POSTGRESQL = 15
 POSTGRES_DEFAULT_WORKER_PROCESSES = 8
 
 
@@ -329,7 +328,7 @@ def size_postgres(plan: Plan, vm: VM) -> PostgresSizing:
     db = plan.database
     pool = plan.storage(vm.storage)
     kind = pool.kind if pool is not None else "ssd"
-    version = db.version or DEBIAN_12_POSTGRESQL
+    version = plan.postgresql_major
     memory_kb = vm.memory * MIB // KIB
     return PostgresSizing(
         vm_name=vm.name,

@@ -13,6 +13,7 @@ from ailab_deploy.core.cluster import hardware_path, need_of, placements, room_o
 from ailab_deploy.core.placement import ha_capacity_findings
 from ailab_deploy.core.plan import KNOWN_ROLES, VM, AppSource, Host, Plan
 from ailab_deploy.core.problems import Problem
+from ailab_deploy.core.releases import named_release
 from ailab_deploy.core.sizing import known_model
 from ailab_deploy.core.units import GIB, MIB, format_bytes
 
@@ -34,6 +35,7 @@ def check_plan(plan: Plan) -> list[Problem]:
         _apps,
         _llm_model_source,
         _template_keys,
+        _template_release,
     ):
         problems.extend(rule(plan))
     return problems
@@ -261,8 +263,12 @@ def _database_refs(plan: Plan) -> Iterator[Problem]:
     for index, user in enumerate(db.users):
         if user_names.index(user.name) != index:
             yield Problem(("database", "users", index, "name"), f"user {user.name!r} is declared twice")
-    if db.version is not None and db.source == "debian":
-        yield Problem(("database", "version"), "a pinned version needs source: pgdg (Debian 12 ships 15)")
+    shipped = plan.debian
+    if db.version is not None and db.source == "debian" and db.version != shipped.postgresql:
+        yield Problem(
+            ("database", "version"),
+            f"PostgreSQL {db.version} needs source: pgdg (Debian {shipped.major} ships {shipped.postgresql})",
+        )
 
 
 def _source_problems(source: AppSource) -> Iterator[tuple[str, str]]:
@@ -341,3 +347,25 @@ def _template_keys(plan: Plan) -> Iterator[Problem]:
                 ("template", "ssh_public_keys", index),
                 "not an SSH public key ('ssh-ed25519 AAAA... comment')",
             )
+
+
+def _template_release(plan: Plan) -> Iterator[Problem]:
+    """The cloud image and the template's name must not name another release than template.release:
+    the roles would adapt to the host, but sizing and verification would expect the wrong one."""
+    template, wanted = plan.template, plan.debian
+    if template.image_url:
+        named = named_release(template.image_url)
+        if named is not None and named != wanted:
+            yield Problem(
+                ("template", "image_url"),
+                f"is a Debian {named.major} image but template.release is {wanted.major} "
+                f"(Debian {wanted.major}: {wanted.image_url})",
+            )
+    named = named_release(template.name)
+    if named is not None and named != wanted:
+        yield Problem(
+            ("template", "name"),
+            f"{template.name!r} names Debian {named.major} but template.release is {wanted.major}; "
+            f"a new release needs a new template ({wanted.template_name}) and new VMs",
+            severity="warning",
+        )

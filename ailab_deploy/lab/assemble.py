@@ -58,6 +58,7 @@ def write_lab_plan(lab_dir: Path, info: dict[str, Any], key: Path, *, node_addre
             ca_files=local_ca_files(),
             node_ssh_address=node_address,
             cluster=tuple(_cluster_addresses(lab_dir, None) or ()),
+            debian_release=int(info["debian_release"]),
         )
     )
     plan = Path(info["lab_plan"])
@@ -91,12 +92,14 @@ def up(
     port: int | None = None,
     pve_version: str | None = None,
     nodes: int | None = None,
+    debian_release: int | None = None,
 ) -> dict[str, Any]:
     backend = "null" if api_only else "containers"
     if pve_version is not None:
         control.pve_full_version(pve_version)  # refuse a bad version before building anything
     if nodes is not None:
         control.cluster_nodes(nodes)  # and a bad node count
+    release = control.check_debian_release(lab_dir, debian_release)
     current = control.status(lab_dir)
     if current["running"] and current["backend"] != backend:
         control.down(lab_dir)  # the backend is chosen at start
@@ -105,7 +108,7 @@ def up(
     if not api_only:
         from ailab_deploy.lab.containers import lab_up
 
-        built = lab_up(lab_dir, cluster=_cluster_addresses(lab_dir, nodes))
+        built = lab_up(lab_dir, cluster=_cluster_addresses(lab_dir, nodes), debian_release=release)
         infra = {
             "bridge": built.bridge,
             "gateway": built.gateway,
@@ -117,7 +120,9 @@ def up(
             "nodes": {n.address: str(n.storage_dir) for n in built.cluster},
         }
         node = built.node
-    info = control.up(lab_dir, port=port, backend=backend, pve_version=pve_version, nodes=nodes)
+    info = control.up(
+        lab_dir, port=port, backend=backend, pve_version=pve_version, nodes=nodes, debian_release=release
+    )
     if not api_only:  # the node has booted: its onboot VMs start, as pve-guests.service does
         info["startall"] = control.guests_power(lab_dir, "startall")
     key = lab_key(lab_dir)  # the admin key of every lab VM, and the node's root key

@@ -13,7 +13,10 @@ Backend methods run inside the emulator's task workers: raising
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
+
+from ailab_deploy.lab import archive
 
 VMConfig = dict[str, Any]
 
@@ -62,6 +65,13 @@ class VMBackend(Protocol):
     def agent_network_interfaces(self, vmid: int) -> list[dict[str, Any]]:
         """The guest's interfaces in QEMU guest-agent shape; raise AgentNotRunning before boot."""
 
+    def backup(self, vmid: int, config: VMConfig, target: Path) -> None:
+        """Write ``config`` and the VM's disk into the archive ``target`` (see lab/archive.py);
+        a running guest is frozen meanwhile, as PVE's snapshot mode freezes its filesystems."""
+
+    def restore(self, vmid: int, config: VMConfig, source: Path) -> None:
+        """Make ``vmid``'s disk the one in the archive ``source`` (no disk of it exists yet)."""
+
 
 class NullBackend:
     """API-only lab: VMs exist only as state. The agent reports the ipconfig0 address."""
@@ -101,6 +111,15 @@ class NullBackend:
 
     def is_running(self, vmid: int) -> bool:
         return vmid in self._running
+
+    def backup(self, vmid: int, config: VMConfig, target: Path) -> None:
+        try:
+            archive.write(target, config)  # no disk: the archive holds the config only
+        except archive.ArchiveError as error:
+            raise BackendError(str(error)) from error
+
+    def restore(self, vmid: int, config: VMConfig, source: Path) -> None:
+        self._configs[vmid] = dict(config)
 
     def agent_network_interfaces(self, vmid: int) -> list[dict[str, Any]]:
         if vmid not in self._running:

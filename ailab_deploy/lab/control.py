@@ -32,9 +32,17 @@ from ailab_deploy.core.privileges import TOKEN_NAME, USER
 from ailab_deploy.errors import InputError, LabError
 
 from .emulator.__main__ import READY_FILE
-from .emulator.settings import DEFAULT_PVE_RELEASE, PVE_VERSIONS, SETTINGS_FILE
+from .emulator.settings import (
+    DEBIAN_RELEASES,
+    DEFAULT_DEBIAN_RELEASE,
+    DEFAULT_PVE_RELEASE,
+    PVE_VERSIONS,
+    SETTINGS_FILE,
+)
 from .emulator.state import write_atomic
 from .emulator.tls import CERT_FILE, FINGERPRINT_FILE
+
+LEGACY_DEBIAN_RELEASE = 12  # what labs made before the release was a setting were built with
 
 DEFAULT_LAB_DIR = Path(".ailab/lab")
 DEFAULT_PORT = 8006
@@ -126,12 +134,29 @@ def _settings_nodes(settings: dict[str, Any]) -> list[str]:
     return names or [str(settings.get("node", "pve"))]
 
 
+def check_debian_release(lab_dir: Path, release: int | None) -> int:
+    """The Debian release the lab at ``lab_dir`` serves: ``release`` for a new lab, else the one it
+    was set up with (InputError for another one: its template and VMs are of that release)."""
+    if release is not None and release not in DEBIAN_RELEASES:
+        raise InputError(f"--debian-release: {release} is not one of {', '.join(map(str, DEBIAN_RELEASES))}")
+    current = status(lab_dir)
+    if release is None:
+        return int(current["debian_release"])
+    if release != current["debian_release"] and LabPaths(lab_dir).settings.exists():
+        raise InputError(
+            f"--debian-release: the lab in {lab_dir} serves Debian {current['debian_release']}; a lab "
+            f"keeps its release (no in-place upgrade): use another --lab-dir for Debian {release}"
+        )
+    return release
+
+
 def ensure_settings(
     lab_dir: Path,
     port: int | None = None,
     backend: str | None = None,
     pve_version: str | None = None,
     nodes: int | None = None,
+    debian_release: int | None = None,
 ) -> dict[str, Any]:
     """Create or complete settings.json: root@pam with a password, the lab's API token."""
     paths = LabPaths(lab_dir)
@@ -142,6 +167,7 @@ def ensure_settings(
             settings = json.loads(paths.settings.read_text())
         except json.JSONDecodeError as err:
             raise LabError(f"{paths.settings}: {err}") from err
+    existing = dict(settings)
     _write_secret(paths.token_secret)
     _write_secret(paths.root_password)
 
@@ -157,6 +183,7 @@ def ensure_settings(
     if port is not None:
         settings["port"] = port
     settings.setdefault("port", DEFAULT_PORT)
+    settings.setdefault("run_backup_jobs", True)  # a node runs its backup jobs; so does the lab
     if backend is not None:
         settings["backend"] = backend
     if pve_version is not None:
@@ -169,6 +196,7 @@ def ensure_settings(
         else:
             settings.pop("nodes", None)
             settings["node"] = names[0]
+    settings["debian_release"] = debian_release or _debian_release(existing)
     write_atomic(paths.settings, json.dumps(settings, indent=2) + "\n", mode=0o600)
     return settings
 
@@ -209,6 +237,12 @@ def _probe(url: str, paths: LabPaths) -> bool:
         return False
 
 
+def _debian_release(settings: dict[str, Any]) -> int:
+    """A new lab's default, or the release a lab was made with; labs made before the release was
+    a setting booted Debian 12's image."""
+    return int(settings.get("debian_release", LEGACY_DEBIAN_RELEASE if settings else DEFAULT_DEBIAN_RELEASE))
+
+
 def status(lab_dir: Path) -> dict[str, Any]:
     paths = LabPaths(lab_dir)
     settings: dict[str, Any] = {}
@@ -229,6 +263,7 @@ def status(lab_dir: Path) -> dict[str, Any]:
         "nodes": _settings_nodes(settings),
         "backend": settings.get("backend", "null"),
         "pve_version": settings.get("version", PVE_VERSIONS[DEFAULT_PVE_RELEASE]),
+        "debian_release": _debian_release(settings),
         "token_id": TOKEN_ID,
         "token_secret_path": str(paths.token_secret),
         "deploy_token_id": DEPLOY_TOKEN_ID,
@@ -250,6 +285,7 @@ def up(
     timeout: float = 30.0,
     pve_version: str | None = None,
     nodes: int | None = None,
+    debian_release: int | None = None,
 ) -> dict[str, Any]:
     """Start the emulator in the background unless it already runs. Idempotent."""
     paths = LabPaths(lab_dir)
@@ -269,7 +305,7 @@ def up(
         return current
     if current["pid"] is not None:
         down(lab_dir)
-    ensure_settings(lab_dir, port, backend, pve_version, nodes)
+    ensure_settings(lab_dir, port, backend, pve_version, nodes, debian_release)
     paths.ready_file.unlink(missing_ok=True)
     with paths.log_file.open("ab") as log:
         process = subprocess.Popen(

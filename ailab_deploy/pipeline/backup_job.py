@@ -28,9 +28,31 @@ DEFAULT_SCHEDULE = "sat 02:00"
 DEFAULT_MODE = "snapshot"
 DEFAULT_COMPRESS = "zstd"
 JOB_COMMENT = "managed by ailab-deploy: vzdump of the lab VMs"
+NOTES_TEMPLATE = "{{guestname}}"  # each archive's notes name the VM, as the GUI's default does
 BACKUP_CONTENT = "backup"
-# The fields this tool owns; anything else on the job (mailto, prune-backups...) is the user's.
-MANAGED_FIELDS = ("schedule", "storage", "vmid", "node", "mode", "compress", "enabled", "comment")
+# The fields this tool owns; anything else on the job (mailto, ...) is the user's, and so is
+# prune-backups while the plan sets no retention.
+MANAGED_FIELDS = (
+    "schedule",
+    "storage",
+    "vmid",
+    "node",
+    "mode",
+    "compress",
+    "enabled",
+    "comment",
+    "notes-template",
+    "prune-backups",
+)
+KEEP_ORDER = (
+    "keep-all",
+    "keep-last",
+    "keep-hourly",
+    "keep-daily",
+    "keep-weekly",
+    "keep-monthly",
+    "keep-yearly",
+)
 
 Action = Literal["created", "updated", "unchanged", "removed", "absent"]
 
@@ -50,6 +72,16 @@ def _vmid_list(value: object) -> str:
     return ",".join(str(vmid) for vmid in sorted({int(str(item)) for item in items}))
 
 
+def _retention(value: object) -> str:
+    """``keep-weekly=4,keep-last=2`` or {"keep-last": 2, ...} -> its options in PVE's order."""
+    if isinstance(value, Mapping):
+        pairs = {str(key): str(number) for key, number in value.items()}
+    else:
+        pairs = dict(item.split("=", 1) for item in str(value).split(",") if "=" in item)
+    ordered = sorted(pairs.items(), key=lambda kv: KEEP_ORDER.index(kv[0]) if kv[0] in KEEP_ORDER else 99)
+    return ",".join(f"{key}={number}" for key, number in ordered)
+
+
 def _normalised(job: Mapping[str, Any]) -> dict[str, str]:
     """The managed fields of a job as PVE's form values (booleans 0/1, vmids sorted)."""
     values: dict[str, str] = {}
@@ -59,6 +91,8 @@ def _normalised(job: Mapping[str, Any]) -> dict[str, str]:
         value = job[key]
         if key == "vmid":
             values[key] = _vmid_list(value)
+        elif key == "prune-backups":
+            values[key] = _retention(value)
         elif isinstance(value, bool):
             values[key] = "1" if value else "0"
         else:
@@ -78,6 +112,7 @@ class BackupJobSpec:
     mode: str = DEFAULT_MODE
     compress: str = DEFAULT_COMPRESS
     every_node: bool = False  # a cluster: no ``node``, so each node backs up the listed VMs it holds
+    prune_backups: str | None = None  # None: the job's retention is left as it is
 
     @property
     def id(self) -> str:
@@ -95,6 +130,8 @@ class BackupJobSpec:
                 "compress": self.compress,
                 "enabled": True,
                 "comment": JOB_COMMENT,
+                "notes-template": NOTES_TEMPLATE,
+                "prune-backups": self.prune_backups,
             }
         )
 
@@ -157,6 +194,7 @@ def ensure_backup_job(
     *,
     storage: str | None = None,
     schedule: str = DEFAULT_SCHEDULE,
+    prune_backups: str | None = None,
     dry_run: bool = False,
     every_node: bool = False,
 ) -> BackupJobResult:
@@ -178,6 +216,7 @@ def ensure_backup_job(
         storage=backup_storage(api, node, storage),
         schedule=schedule,
         every_node=every_node,
+        prune_backups=prune_backups,
     )
     desired = spec.form()
     if current is None:
@@ -193,7 +232,41 @@ def ensure_backup_job(
         params["delete"] = "node"
     if not changes:
         return BackupJobResult(job_id, "unchanged")
+    if "notes-template" in params:  # PVE's schema: notes-template requires storage in the same call
+        params.setdefault("storage", desired["storage"])
     if not dry_run:
         _request(api, "PUT", f"cluster/backup/{job_id}", params)
     log.info("backup job %s updated: %s", job_id, ", ".join(sorted(changes)))
     return BackupJobResult(job_id, "updated", changes)
+
+
+# vzdump's options a job passes on when it runs (PVE's "Run now" sends these to /nodes/{node}/vzdump)
+_RUN_SKIP = {
+    "id",
+    "type",
+    "schedule",
+    "enabled",
+    "comment",
+    "next-run",
+    "node",
+    "starttime",
+    "dow",
+    "repeat-missed",
+}
+
+
+def run_job_now(api: Any, node: str, wait: Any, run_on: str | None = None) -> str:
+    """Start the node's job now, as the GUI's "Run now" does, on ``run_on`` (default: ``node``),
+    which backs up the job's guests it holds; ``wait(upid)`` waits for its task."""
+    job = _current_job(api, job_id_for(node))
+    if job is None:
+        raise ProxmoxError(
+            f"node {node} has no backup job {job_id_for(node)}: run `ailab-deploy apply` with "
+            "proxmox.vzdump.enabled: true first"
+        )
+    params = {key: str(value) for key, value in job.items() if key not in _RUN_SKIP}
+    params["vmid"] = _vmid_list(job.get("vmid", ""))
+    upid = str(_request(api, "POST", f"nodes/{run_on or node}/vzdump", params))
+    if upid.startswith("UPID:"):  # "OK": none of the job's guests is on that node
+        wait(upid)
+    return upid

@@ -55,8 +55,8 @@ from ailab_deploy.core.hostkeys import judge_host_keys
 from ailab_deploy.core.loader import LoadedPlan
 from ailab_deploy.core.privileges import grant_command
 from ailab_deploy.core.pveformat import actual_value
-from ailab_deploy.errors import AilabError, ConfigError, ProxmoxError
-from ailab_deploy.pipeline.backup_job import ensure_backup_job
+from ailab_deploy.errors import AilabError, ConfigError, InputError, ProxmoxError
+from ailab_deploy.pipeline.backup_job import ensure_backup_job, run_job_now
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -80,6 +80,15 @@ class ApplyOptions:
     clone_attempts: int = 5
     lock_backoff: float = 2.0
     online: bool = False  # migrate running VMs live (with their local disks) instead of offline
+
+
+@dataclass(frozen=True)
+class RestoreResult:
+    name: str
+    vmid: int
+    archive: str  # the volume id restored from
+    restore_seconds: float  # the qmrestore task
+    seconds: float  # restore, start, guest agent and host keys
 
 
 @dataclass
@@ -355,6 +364,7 @@ class Provisioner:
                 storage=job.storage,
                 schedule=job.schedule,
                 every_node=len(self.node_names) > 1,  # a job naming a node backs up only that node's
+                prune_backups=job.retention.prune_backups(),
             ).describe(),
         )
 
@@ -865,6 +875,107 @@ class Provisioner:
         self.forget_vm(vm.vmid)
         forget_facts(self.state_dir, vm.name)
         return f"VM {vm.vmid} destroyed"
+
+    # ------------------------------------------------------------------------------- backups
+
+    def backup_archives(self, vmid: int | None = None) -> list[dict[str, Any]]:
+        """The vzdump archives (of ``vmid``) on every storage that takes backups, as every node
+        sees them (a shared storage's once), newest first; each names the ``node`` that reads it."""
+        archives: dict[str, dict[str, Any]] = {}
+        filters = {"content": "backup", **({"vmid": vmid} if vmid is not None else {})}
+        for node in sorted(self.node_names, key=lambda name: name != self.client.node):
+            for pool in self.client.storages("backup", node=node):
+                storage = str(pool["storage"])
+                listed = self.client.get(f"nodes/{node}/storage/{storage}/content", **filters)
+                for item in listed:
+                    if item.get("content") == "backup":
+                        entry = dict(item, storage=storage, node=node, shared=bool(pool.get("shared")))
+                        archives.setdefault(str(item["volid"]), entry)
+        return sorted(archives.values(), key=lambda item: int(item.get("ctime", 0)), reverse=True)
+
+    def back_up_now(self, options: ApplyOptions) -> list[str]:
+        """The backup job, run now on each node that holds a managed VM; the tasks' UPIDs."""
+        managed = self.ledger.managed_vmids()
+        holders = sorted({vm.node for vmid, vm in self.client.cluster_vms().items() if vmid in managed})
+        return [
+            run_job_now(
+                self.client,
+                self.client.node,
+                lambda upid: self.client.wait_task(upid, "backup of the managed VMs", options.clone_timeout),
+                run_on=node,
+            )
+            for node in holders or [self.client.node]
+        ]
+
+    def restore(self, name: str, archive: str | None, options: ApplyOptions) -> RestoreResult:
+        """Put VM ``name`` back from its newest (or the given) archive, start it, check its host
+        keys as for any VM this run did not create (the restored VM keeps the recorded ones)."""
+        desired = self.desired.get(name)
+        if desired is None:
+            raise InputError(
+                f"--vm: no VM named {name!r} in {self.loaded.path} (VMs: {', '.join(self.desired)})"
+            )
+        archives = self.backup_archives(desired.vmid)
+        if archive is None:
+            if not archives:
+                raise AilabError(
+                    f"{name} (VM {desired.vmid}) has no vzdump archive on any backup storage; "
+                    "`ailab-deploy backups --run` takes one while the VM still exists"
+                )
+            archive = str(archives[0]["volid"])
+        chosen = next((item for item in archives if str(item["volid"]) == archive), None)
+        if chosen is None:
+            known = ", ".join(str(item["volid"]) for item in archives) or "none"
+            raise InputError(
+                f"--archive: {archive} is not an archive of {name} (VM {desired.vmid}); its: {known}"
+            )
+        current = self.read_vm(desired.vmid)
+        # where the VM is; a VM that is gone comes back on its planned node if that node reads the
+        # archive (a shared storage), else on the node whose disk holds it
+        node = str(chosen["node"])
+        if current is not None:
+            node = self.client.node_of(desired.vmid)
+        elif chosen["shared"] and desired.node:
+            node = desired.node
+        managed = self.ledger.managed_vmids()
+        if current is not None and current.name != name and desired.vmid not in managed:
+            raise AilabError(
+                f"VM {desired.vmid} on the node is {current.name!r}, not {name}, and ailab-deploy does not "
+                "manage it: restore refuses to overwrite it"
+            )
+        started = self.client.clock()
+        with (
+            apply_lock(self.state_dir, self.loaded.text_sha256),
+            self.ledger.start_run("restore", self.loaded.text_sha256) as run,
+        ):
+            self._run = run
+            if current is not None and current.status == "running":
+                self._step(name, "stop", lambda: self._stop(current, options))
+            restore_started = self.client.clock()
+
+            def restore() -> str:
+                params = {"vmid": desired.vmid, "archive": archive, "force": 1 if current is not None else 0}
+                self.client.run_task(
+                    "POST",
+                    f"nodes/{node}/qemu",
+                    params,
+                    f"restore of {name}",
+                    options.clone_timeout,
+                )
+                self.ledger.record_vm(desired.vmid, name)
+                self.client.located[desired.vmid] = node
+                return f"VM {desired.vmid} restored from {archive}" + (
+                    f" on {node}" if len(self.node_names) > 1 else ""
+                )
+
+            self._step(name, "restore", restore)
+            restore_seconds = self.client.clock() - restore_started
+            self._step(name, "start", lambda: self._start(desired, options))
+            self._step(name, "agent", lambda: self._wait_agent(desired, options))
+            if options.wait_ssh:
+                self._step(name, "ssh", lambda: self._ssh(desired, options, created=False))
+            self._ensure_vzdump_job(self.ledger.managed_vmids())  # destroy took it out of the job
+        return RestoreResult(name, desired.vmid, archive, restore_seconds, self.client.clock() - started)
 
     # ------------------------------------------------------------------------------- rollback
 

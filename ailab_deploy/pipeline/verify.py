@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ailab_deploy.adapters.browser import Browser, check_streamlit_app, find_browser
+from ailab_deploy.adapters.dumpcheck import check_latest_dump
 from ailab_deploy.adapters.inventory import generate_inventory
 from ailab_deploy.adapters.ledger import Ledger
 from ailab_deploy.adapters.runner import project_root
@@ -193,10 +194,16 @@ def verify(
             llm = attempt("llm", lambda: measure_llm(targets, llm_sizing)) if llm_sizing else None
             pgbench = attempt("pgbench", lambda: measure_pgbench(targets))
             apps = attempt("apps", lambda: measure_apps(targets)) or ()
-            gates = evaluate_gates(loaded.plan.verify, llm, pgbench, apps, browser_checks)
+            dump_expected = bool(loaded.plan.vms_with_role("backup"))
+            dump = attempt("database dump", lambda: check_latest_dump(targets)) if dump_expected else None
+            if dump is not None:
+                problems.extend(f"database dump: {problem}" for problem in dump.problems)
+            gates = evaluate_gates(
+                loaded.plan.verify, llm, pgbench, apps, browser_checks, dump=dump, dump_expected=dump_expected
+            )
             cost, idle = electricity_of(loaded.plan, llm)
             report = Report(
-                loaded.text_sha256, llm, pgbench, apps, gates, infra_counts, browser_checks, cost, idle
+                loaded.text_sha256, llm, pgbench, apps, gates, infra_counts, browser_checks, cost, idle, dump
             )
             json_path = reports_dir / "report.json"
             markdown_path = reports_dir / "report.md"

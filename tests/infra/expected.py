@@ -35,6 +35,26 @@ def networks(sources: Iterable[Any]) -> frozenset[Network]:
     return frozenset([*ipaddress.collapse_addresses(v4), *ipaddress.collapse_addresses(v6)])
 
 
+def debian_release(plan: Plan) -> int:
+    """The Debian major release every VM runs: the plan's template.release."""
+    return plan.template.release
+
+
+def postgresql_major(plan: Plan) -> int:
+    """The pinned PGDG major, else the one the release ships (17 on Debian 13, 15 on 12)."""
+    return plan.postgresql_major
+
+
+def postgresql_unit(plan: Plan) -> str:
+    """Debian's cluster unit: postgresql@<major>-main."""
+    return f"postgresql@{postgresql_major(plan)}-main"
+
+
+def python_version(plan: Plan) -> str:
+    """The python3 of the release, which the apps' venv runs ("3.13" on Debian 13, "3.11" on 12)."""
+    return plan.debian.python
+
+
 def postgresql_settings(plan: Plan, vm: VM) -> dict[str, str]:
     return dict(size_postgres(plan, vm).settings)
 

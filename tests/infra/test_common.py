@@ -9,10 +9,15 @@ from typing import Any
 import pytest
 
 from ailab_deploy.core.plan import VM, Plan
-from tests.infra.expected import SSH_PORT, accepted_tcp_sources, open_ports
+from tests.infra.expected import SSH_PORT, accepted_tcp_sources, debian_release, open_ports
 from tests.infra.probes import connects_from, controller_source_address, in_sources
 
 BASE_PACKAGES = ("ca-certificates", "curl", "nftables", "openssh-server", "sudo", "python3-venv")
+
+
+def test_host_runs_the_plans_debian_release(host: Any, plan: Plan) -> None:
+    """Sizing and these tests expect the release the plan names: a template of another one shows here."""
+    assert int(host.system_info.release.split(".")[0]) == debian_release(plan)
 
 
 @pytest.mark.parametrize("name", BASE_PACKAGES)

@@ -9,7 +9,13 @@ from typing import Any
 import pytest
 
 from ailab_deploy.core.plan import VM, Plan
-from tests.infra.expected import networks, postgresql_clients, postgresql_settings
+from tests.infra.expected import (
+    networks,
+    postgresql_clients,
+    postgresql_major,
+    postgresql_settings,
+    postgresql_unit,
+)
 
 UNITS = {"kB": 1, "MB": 1024, "GB": 1024**2, "TB": 1024**3}
 
@@ -42,9 +48,9 @@ def _hba_network(address: str, netmask: str) -> str:
     return f"{address}/{bin(int(ipaddress.ip_address(netmask))).count('1')}"
 
 
-def test_server_is_enabled_and_running(host: Any, psql: Any) -> None:
-    version = psql("SHOW server_version_num")[:2]
-    unit = host.service(f"postgresql@{version}-main")
+def test_server_is_the_releases_major_enabled_and_running(host: Any, psql: Any, plan: Plan) -> None:
+    assert int(psql("SHOW server_version_num")) // 10000 == postgresql_major(plan)
+    unit = host.service(postgresql_unit(plan))
     assert unit.is_enabled and unit.is_running
 
 

@@ -6,6 +6,9 @@ from typing import Any
 
 import pytest
 
+from ailab_deploy.core.plan import Plan
+from tests.infra.expected import python_version
+
 
 @pytest.fixture
 def apps(hostvars: dict[str, Any], needs: Any) -> list[dict[str, Any]]:
@@ -18,6 +21,12 @@ def test_venv_holds_the_framework_and_apps(host: Any, hostvars: dict[str, Any], 
     installed = host.check_output(f"{venv}/bin/python -m pip list --format=freeze").lower().replace("_", "-")
     for package in hostvars["python_app_packages"]:
         assert f"{package['name'].lower()}==" in installed, package["name"]
+
+
+def test_venv_runs_the_releases_python(host: Any, hostvars: dict[str, Any], apps: Any, plan: Plan) -> None:
+    venv = hostvars.get("python_app_venv", "/opt/ailab/venv")
+    version = host.check_output(f"{venv}/bin/python -c 'import sys; print(*sys.version_info[:2], sep=\".\")'")
+    assert version == python_version(plan)
 
 
 def test_each_app_service_is_enabled_and_running(host: Any, apps: list[dict[str, Any]]) -> None:

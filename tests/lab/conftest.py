@@ -12,7 +12,7 @@ starts one with other settings.json values (e.g. ``task_seconds=1``, ``faults=[.
         emulator.add_fault(kind="http_500", path="^/cluster/resources$", count=1)
         emulator.restart()                 # same lab directory and port, state reloaded
 
-The lab's template VM 9000 (``debian-12-cloud``) is present in every new lab.
+The lab's template VM 9000 (``debian-13-cloud``) is present in every new lab.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ import requests
 from ailab_deploy.pipeline.provision import ApplyOptions, Provisioner
 from tests.lab.provision_fixtures import LAB_OPTIONS, Engine, lab_vm, make_engine, write_lab_plan
 
-IMAGE_URL = "https://cloud.debian.org/images/cloud/bookworm/latest/debian-12-genericcloud-amd64.qcow2"
+IMAGE_URL = "https://cloud.debian.org/images/cloud/trixie/latest/debian-13-genericcloud-amd64.qcow2"
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ def qcow2_image(path: Path) -> Path:
 
 def lab_settings(tmp_path: Path) -> dict[str, Any]:
     """An API-only lab without the template VM, so apply builds it from the (local) image."""
-    return {"template": None, "download_map": {IMAGE_URL: str(qcow2_image(tmp_path / "debian-12.qcow2"))}}
+    return {"template": None, "download_map": {IMAGE_URL: str(qcow2_image(tmp_path / "debian-13.qcow2"))}}
 
 
 def _snapshot(options: ApplyOptions) -> ApplyOptions:
@@ -68,8 +68,9 @@ def life_cycle(
     *,
     vzdump: bool = True,
 ) -> list[tuple[str, Callable[[], Any]]]:
-    """(command, run it) in order: the template build and first apply, a no-op re-apply, a change
-    with a snapshot, the rollback, the destroy. Each builds a fresh engine, as each CLI run would."""
+    """(command, run it) in order: the template build and first apply, a no-op re-apply, the backup
+    job run now (with the backup job), a change with a snapshot, the rollback, the restore of a VM
+    from its archive (with the backup job), the destroy. Each builds a fresh engine, as each CLI run would."""
     engine: Engine = make_engine(lab, tmp_path, token=token)
     token_id = token[0] if token else None
     write_lab_plan(
@@ -100,12 +101,18 @@ def life_cycle(
         made = provisioner()
         return made.destroy(made.destroy_targets(None), LAB_OPTIONS)
 
+    backups = [("backups --run", lambda: provisioner().back_up_now(LAB_OPTIONS))] if vzdump else []
+    restore = (
+        [("restore postgres", lambda: provisioner().restore("postgres", None, LAB_OPTIONS))] if vzdump else []
+    )
     return [
         ("plan", lambda: provisioner().compute()),
         ("apply", lambda: provisioner().apply(LAB_OPTIONS)),
         ("apply (no change)", lambda: provisioner().apply(LAB_OPTIONS)),
+        *backups,
         ("apply --snapshot (memory change)", changed_apply),
         ("rollback postgres", lambda: provisioner().rollback("postgres", None, LAB_OPTIONS)),
+        *restore,
         ("destroy", destroy),
     ]
 

@@ -114,7 +114,7 @@ def write_lab_plan(
         "  admin_sources: [10.77.0.0/24]",
         "template:",
         "  vmid: 9000",
-        "  name: debian-12-cloud",
+        "  name: debian-13-cloud",
         f"  storage: {'shared' if nodes else 'local-lvm'}",
         "  admin_user: ailab",
         *([f"  image_url: {image_url}"] if image_url else []),

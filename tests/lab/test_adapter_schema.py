@@ -82,6 +82,7 @@ def test_every_adapter_request_of_a_life_cycle_conforms_to_both_schemas(
         ("POST", "/cluster/backup"),
         ("DELETE", "/cluster/backup/{id}"),
         ("DELETE", "/nodes/{node}/qemu/{vmid}"),
+        ("POST", "/nodes/{node}/vzdump"),
     }
     for version in pve_schema.VERSIONS:
         checked, problems = schema_problems(version, recorder.requests)

@@ -117,7 +117,8 @@ def test_each_node_lists_only_its_own_vms_and_tasks(lab: Lab) -> None:
     api = lab.api()
     assert [vm["vmid"] for vm in api.nodes("pve2").qemu.get()] == [102]
     assert [vm["vmid"] for vm in api.nodes("pve1").qemu.get()] == [9000]
-    assert api.nodes("pve2").qemu(102).config.get()["name"] == "Copy-of-VM-debian-12-cloud"
+    template = api.nodes("pve1").qemu(9000).config.get()["name"]
+    assert api.nodes("pve2").qemu(102).config.get()["name"] == f"Copy-of-VM-{template}"
     upid = api.nodes("pve2").qemu(102).status.start.post()
     assert upid.startswith("UPID:pve2:") and lab.wait(upid)["exitstatus"] == "OK"
     assert [t["type"] for t in api.nodes("pve2").tasks.get()] == ["qmstart"]

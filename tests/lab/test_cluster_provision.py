@@ -219,3 +219,35 @@ def test_the_backup_job_covers_the_vms_of_every_node(
     root.cluster.backup("ailab-pve1").put(node="pve1")
     missed = {int(g["vmid"]) for g in root.cluster("backup-info")("not-backed-up").get()}
     assert missed == {101, 102}
+
+
+def test_each_node_backs_up_its_own_vms_and_a_lost_vm_comes_back_where_its_archive_is(
+    make_emulator: Callable[..., Lab], tmp_path: Path
+) -> None:
+    lab = cluster_lab(make_emulator, clock_speed=600.0)
+    engine = engine_for(
+        lab, tmp_path, [database(node="pve1"), llm(node="pve2"), apps(node="pve3")], vzdump=True
+    )
+    engine.apply()
+    upids = engine.provisioner().back_up_now(LAB_OPTIONS)
+    assert sorted(upid.split(":")[1] for upid in upids) == NODES  # each node runs its part
+    root = lab.api()
+    for upid in upids:
+        assert lab.wait(upid)["exitstatus"] == "OK"
+    pve1_log = [line["t"] for line in root.nodes("pve1").tasks(upids[0]).log.get(limit=500)]
+    assert "INFO: skip external VMs: 101, 102" in pve1_log
+    archives = engine.provisioner().backup_archives()
+    # the job's storage is each node's own: an archive is read on the node that wrote it
+    assert {int(a["vmid"]): a["node"] for a in archives} == {100: "pve1", 101: "pve2", 102: "pve3"}
+    storage = str(archives[0]["storage"])
+    on_pve1 = root.nodes("pve1").storage(storage).content.get(content="backup")
+    assert {int(item["vmid"]) for item in on_pve1} == {100}
+
+    wait_for(lambda: root.nodes("pve2").qemu(101).status.stop.post())
+    wait_for(lambda: engine.where()[101][1] == "stopped")
+    assert lab.wait(root.nodes("pve2").qemu(101).delete())["exitstatus"] == "OK"
+    assert 101 not in engine.where()
+    result = engine.provisioner().restore("llm", None, LAB_OPTIONS)
+    assert result.archive == next(a["volid"] for a in archives if int(a["vmid"]) == 101)
+    assert engine.where()[101] == ("pve2", "running")
+    assert only_noops(engine.compute()) == {"postgres": [], "llm": [], "apps": []}

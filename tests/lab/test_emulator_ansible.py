@@ -35,7 +35,7 @@ PLAYBOOK = """
     - name: Clone the template
       community.proxmox.proxmox_kvm:
         node: "{{ lab_node }}"
-        clone: debian-12-cloud
+        clone: debian-13-cloud
         newid: 321
         name: ansible-vm
         full: false
@@ -84,7 +84,7 @@ PLAYBOOK = """
     - name: Remove a second clone
       community.proxmox.proxmox_kvm:
         node: "{{ lab_node }}"
-        clone: debian-12-cloud
+        clone: debian-13-cloud
         newid: 322
         name: scratch
         full: false

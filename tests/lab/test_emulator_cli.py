@@ -58,7 +58,7 @@ def test_up_status_down_are_idempotent(tmp_path):
             timeout=10,
         )
         config = answer.json()["data"]
-        assert config["name"] == "debian-12-cloud" and config["template"] == 1
+        assert config["name"] == "debian-13-cloud" and config["template"] == 1
         assert config["scsi0"].startswith("local-lvm:") and config["ide2"].endswith("media=cdrom")
         pid = info["pid"]
         assert json.loads(lab("status", "--json", cwd=tmp_path, env=env).stdout)["pid"] == pid
@@ -102,11 +102,15 @@ def test_lab_dir_option_and_reset(tmp_path):
     assert not (tmp_path / ".ailab").exists()  # nothing written to the default lab dir
 
 
-def _version(info: dict) -> dict:
+def _auth(info: dict) -> dict:
     secret = Path(info["token_secret_path"]).read_text().strip()
+    return {"Authorization": f"PVEAPIToken={info['token_id']}={secret}"}
+
+
+def _version(info: dict) -> dict:
     answer = requests.get(
         info["endpoint"] + "/version",
-        headers={"Authorization": f"PVEAPIToken={info['token_id']}={secret}"},
+        headers=_auth(info),
         verify=info["ca_path"],
         timeout=10,
     )
@@ -129,5 +133,36 @@ def test_pve_version_is_chosen_at_up(tmp_path):
         bad = lab("up", "--api-only", "--pve-version", "9.0", cwd=tmp_path, env=env)
         assert bad.returncode == 2 and "Traceback" not in bad.stderr
         assert "--pve-version: '9.0' is not one of 9.1, 8.4" in bad.stderr + bad.stdout
+    finally:
+        lab("down", cwd=tmp_path, env=env)
+
+
+def test_debian_release_is_chosen_when_the_lab_is_made_and_kept(tmp_path):
+    lab_dir = tmp_path / "lab"
+    port = str(free_port())
+    env = {**os.environ, "AILAB_LAB_DIR": str(lab_dir)}
+    try:
+        bad = lab("up", "--api-only", "--port", port, "--debian-release", "11", cwd=tmp_path, env=env)
+        assert bad.returncode == 2 and "Traceback" not in bad.stderr
+        assert bad.stderr.strip() == "--debian-release: 11 is not one of 13, 12"
+        made = lab("up", "--api-only", "--port", port, "--debian-release", "12", cwd=tmp_path, env=env)
+        assert made.returncode == 0, made.stderr
+        info = json.loads(lab("status", "--json", cwd=tmp_path, env=env).stdout)
+        assert info["debian_release"] == 12
+        template = requests.get(
+            f"{info['endpoint']}/nodes/{info['node']}/qemu/9000/config",
+            headers=_auth(info),
+            verify=info["ca_path"],
+            timeout=10,
+        ).json()["data"]
+        assert template["name"] == "debian-12-cloud"
+        plan = Path(info["lab_plan"]).read_text()
+        assert "  release: 12  #" in plan and "  name: debian-12-cloud  #" in plan
+        again = lab("up", "--api-only", "--port", port, cwd=tmp_path, env=env)  # keeps its release
+        assert again.returncode == 0, again.stderr
+        other = lab("up", "--api-only", "--debian-release", "13", cwd=tmp_path, env=env)
+        assert other.returncode == 2 and "Traceback" not in other.stderr
+        assert len(other.stderr.strip().splitlines()) == 1
+        assert "serves Debian 12; a lab keeps its release" in other.stderr
     finally:
         lab("down", cwd=tmp_path, env=env)

@@ -179,7 +179,7 @@ def test_clone_linked_and_full(emulator):
     api = emulator.api()
     linked = clone(emulator, 101)
     config = linked.config.get()
-    assert config["name"] == "Copy-of-VM-debian-12-cloud"
+    assert config["name"] == "Copy-of-VM-debian-13-cloud"
     assert config["scsi0"].startswith("local-lvm:base-9000-disk-0/vm-101-disk-0,")
     assert config["ide2"] == "local-lvm:vm-101-cloudinit,media=cdrom"
     assert "template" not in config
@@ -657,7 +657,8 @@ def test_pve9_privileges_and_guest_agent_probes(emulator):
     vm.config.put(ipconfig0="ip=10.77.0.21/24,gw=10.77.0.1")
     assert vm.agent.ping.post() == {}
     assert vm.agent("get-host-name").get() == {"result": {"host-name": vm.config.get()["name"]}}
-    assert vm.agent("get-osinfo").get()["result"]["id"] == "debian"
+    osinfo = vm.agent("get-osinfo").get()["result"]
+    assert (osinfo["id"], osinfo["version-id"]) == ("debian", "13")  # the lab's default release
 
 
 def test_storage_comes_from_a_pve_storage_cfg(emulator):

@@ -59,6 +59,7 @@ FIRST_FAILURE = {
     "Sys.Modify": ("apply", "or Sys.Audit and Sys.Modify on /"),
     "Datastore.Allocate": ("apply", "Datastore.Allocate on /storage/"),
     "VM.Snapshot": ("apply --snapshot (memory change)", "VM.Snapshot on /vms/100"),
+    "VM.Backup": ("backups --run", "VM.Backup on /vms/100"),
 }
 
 

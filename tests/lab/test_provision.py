@@ -273,18 +273,18 @@ def test_key_files_are_read_relative_to_the_plan(emulator: Any, tmp_path: Path) 
 def test_missing_template_is_a_clear_error_or_built_from_the_image(
     make_emulator: Any, tmp_path: Path
 ) -> None:
-    url = "https://cloud.debian.org/images/cloud/bookworm/latest/debian-12-genericcloud-amd64.qcow2"
-    image = tmp_path / "debian-12.qcow2"
+    url = "https://cloud.debian.org/images/cloud/trixie/latest/debian-13-genericcloud-amd64.qcow2"
+    image = tmp_path / "debian-13.qcow2"
     image.write_bytes(b"QFI\xfb" + bytes(20) + (2 * 1024**3).to_bytes(8, "big"))  # qcow2 header, 2 GiB
     lab = make_emulator(template=None, download_map={url: str(image)})
     engine = make_engine(lab, tmp_path)
-    with pytest.raises(AilabError, match=r"template VM 9000 \(debian-12-cloud\) does not exist .*image_url"):
+    with pytest.raises(AilabError, match=r"template VM 9000 \(debian-13-cloud\) does not exist .*image_url"):
         engine.provisioner().apply(LAB_OPTIONS)
 
     write_lab_plan(lab, engine.plan_path.parent, [lab_vm(i) for i in range(3)], image_url=url)
     assert not engine.provisioner().apply(LAB_OPTIONS).failed
     template = guests(lab)[9000]
-    assert template["template"] == 1 and template["name"] == "debian-12-cloud"
+    assert template["template"] == 1 and template["name"] == "debian-13-cloud"
     assert "import-from" not in config(lab, 9000)["scsi0"]  # imported, then a base disk
     second = engine.provisioner()
     assert second.apply(LAB_OPTIONS).api_calls["writes"] == 0

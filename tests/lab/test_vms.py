@@ -176,12 +176,20 @@ def test_reboot_with_changed_config_reruns_cloud_init(vm_lab: VMLab) -> None:
     assert rc == 0 and after.strip() and after != before
 
 
+@pytest.mark.xfail(
+    reason="known regression: a Debian 13 guest's own `systemctl reboot` does not restart its "
+    "container yet (reboots through the API and node reboots do)",
+    strict=False,
+)
 def test_a_reboot_inside_the_guest_boots_it_again(vm_lab: VMLab) -> None:
     backend, machine, address = vm_lab.backend, vm_lab.backend.machine(102), VMS[102][1]
     init_before = machine.leader_pid()
-    vm_lab.clients[102].exec_command("sudo systemctl reboot")
+    _, stdout, _ = vm_lab.clients[102].exec_command("sudo systemctl reboot")
+    # Closing the session at once can end systemctl before it has asked for the reboot (Debian
+    # 13's does): wait until it exits, or the guest going down drops the session.
+    stdout.channel.status_event.wait(60)
     vm_lab.clients[102].close()
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120  # a bound on the guest's shutdown and boot, not a speed target
     while machine.leader_pid() in (None, init_before):
         assert backend.is_running(102), "the VM stopped instead of rebooting"
         assert time.monotonic() < deadline, "the guest did not come back after its reboot"
@@ -191,6 +199,39 @@ def test_a_reboot_inside_the_guest_boots_it_again(vm_lab: VMLab) -> None:
     client = ssh_client(address, CIUSER, vm_lab.user_key, backend.host_keys(102), vm_lab.tmp)
     vm_lab.clients[102] = client
     assert ssh_run(client, "systemctl is-system-running") == (0, "running\n", "")
+
+
+def test_an_archive_of_a_running_vm_restores_its_disk_and_keys(vm_lab: VMLab) -> None:
+    """vzdump of a running VM (guest frozen meanwhile), the VM's disk destroyed, the archive
+    restored: the guest boots with the files it had, without the ones it had deleted, and with
+    its own host keys."""
+    backend, public_key = vm_lab.backend, vm_lab.user_key.with_suffix(".pub").read_text().strip()
+    config = vm_config(101, public_key)
+    client = vm_lab.clients[101]
+    assert ssh_run(client, "echo kept > ~/marker && sudo rm /etc/motd && sync")[0] == 0
+    keys = backend.host_keys(101)
+    archive_path = vm_lab.tmp / "vzdump-qemu-101-2026_11_30-02_00_00.vma.zst"
+    backend.backup(101, config, archive_path)
+    assert backend.system_state(101) in ("running", "degraded")  # thawed
+    assert ssh_run(client, "true")[0] == 0  # thawed: the guest answers again
+    client.close()
+    backend.destroy(101)
+    assert not backend.machine(101).exists()
+    started = time.monotonic()
+    backend.restore(101, config, archive_path)
+    restored = time.monotonic() - started
+    backend.start(101, config)
+    network.wait_ssh(VMS[101][1], 60)
+    backend.wait_booted(101, 60)
+    size, booted = archive_path.stat().st_size / 1024**2, time.monotonic() - started
+    print(
+        f"container VM restore: {restored:.1f} s from a {size:.0f} MiB archive, booted after {booted:.1f} s"
+    )
+    assert backend.host_keys(101) == keys
+    client = ssh_client(VMS[101][1], CIUSER, vm_lab.user_key, keys, vm_lab.tmp)
+    vm_lab.clients[101] = client
+    assert ssh_run(client, "cat ~/marker") == (0, "kept\n", "")
+    assert ssh_run(client, "test -e /etc/motd")[0] == 1  # the deletion (an overlay whiteout) is kept
 
 
 def test_destroy_and_down_leave_no_trace(vm_lab: VMLab) -> None:

@@ -11,11 +11,13 @@ from urllib.parse import quote
 
 import pytest
 
+from ailab_deploy.errors import ConfigError, LabError
 from ailab_deploy.lab.backend import BackendError
 from ailab_deploy.lab.containers import image, proxy
 from ailab_deploy.lab.containers.backend import agent_interfaces, create_backend
 from ailab_deploy.lab.containers.cloudinit import Storages, render_seed, write_seed
 from ailab_deploy.lab.containers.provision import install_host_ca
+from ailab_deploy.lab.emulator.settings import load_settings
 
 KEYS = "ssh-ed25519 AAAAC3Nza+/= a@b\nssh-ed25519 AAAAC3Nzb c@d"
 CONFIG = {
@@ -141,6 +143,37 @@ def test_recipe_keys_track_their_stage() -> None:
     assert config.template_key() != recipe.template_key()
 
 
+def test_each_release_has_its_own_cached_stages() -> None:
+    trixie = image.Recipe(suite="trixie", mirror="http://m/debian", security_mirror=None)
+    bookworm = dataclasses.replace(trixie, suite="bookworm")
+    assert trixie.base_key() != bookworm.base_key()
+    assert trixie.template_key() != bookworm.template_key()
+
+
+def test_debian_13_guests_get_deb822_sources_and_no_sources_list() -> None:
+    files = image.apt_sources(13, "http://m/debian", "http://m/debian-security")
+    assert list(files) == ["/etc/apt/sources.list.d/debian.sources"]
+    text = files["/etc/apt/sources.list.d/debian.sources"]
+    stanzas = [dict(line.split(": ", 1) for line in stanza.splitlines()) for stanza in text.split("\n\n")]
+    assert [(s["URIs"], s["Suites"]) for s in stanzas] == [
+        ("http://m/debian", "trixie trixie-updates"),
+        ("http://m/debian-security", "trixie-security"),
+    ]
+    assert image.default_recipe(13).removed_files == ("/etc/apt/sources.list",)
+
+
+def test_debian_12_guests_keep_one_line_sources() -> None:
+    files = image.apt_sources(12, "http://m/debian", None)
+    lines = ["deb http://m/debian bookworm main", "deb http://m/debian bookworm-updates main"]
+    assert files == {"/etc/apt/sources.list": "\n".join(lines) + "\n"}
+    assert image.default_recipe(12).removed_files == ()
+
+
+def test_a_release_the_lab_cannot_build_is_refused() -> None:
+    with pytest.raises(LabError, match=r"^Debian 11 is not a release the lab builds \(releases: 13, 12\)$"):
+        image.suite_of(11)
+
+
 def test_host_mirrors_read_deb822(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     sources = tmp_path / "sources.list.d"
     sources.mkdir()
@@ -198,3 +231,19 @@ def test_snippets_follow_the_emulators_storage_paths(tmp_path: Path) -> None:
     assert backend.storages.dir("local-lvm") == tmp_path / "lab" / "storage" / "local-lvm"
     seed = render_seed(1, {"cicustom": "user=local:snippets/u.yaml"}, backend.storages)
     assert seed.user_data == "#cloud-config\n{}\n"
+
+
+def test_the_emulators_release_setting_reaches_the_backend_and_the_template_name(tmp_path: Path) -> None:
+    lab = tmp_path / "lab"
+    lab.mkdir()
+    (lab / "settings.json").write_text(json.dumps({"debian_release": 12}))
+    settings = load_settings(lab)
+    assert settings.template is not None and settings.template["name"] == "debian-12-cloud"
+    assert create_backend(lab, settings).debian_release == 12
+    (lab / "settings.json").write_text(json.dumps({}))
+    default = load_settings(lab)
+    assert default.debian_release == 13 and default.template is not None
+    assert default.template["name"] == "debian-13-cloud"
+    (lab / "settings.json").write_text(json.dumps({"debian_release": 11}))
+    with pytest.raises(ConfigError, match=r"debian_release 11 is not a release the lab builds \(13, 12\)"):
+        load_settings(lab)

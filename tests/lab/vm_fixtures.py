@@ -101,7 +101,7 @@ def running_vm_lab(tmp: Path) -> Iterator[VMLab]:
     backend = ContainerBackend(lab_dir, template_rootfs=infra.template.rootfs)
     lab = VMLab(lab_dir, infra, backend, user_key, tmp, {}, {})
     try:
-        backend.register_template(TEMPLATE_VMID, {"name": "debian-12-cloud", "template": 1})
+        backend.register_template(TEMPLATE_VMID, {"name": "debian-13-cloud", "template": 1})
         started = {}
         for vmid in VMS:
             backend.clone(TEMPLATE_VMID, vmid, {})

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ailab_deploy.core.releases import RELEASES
+
 ROLES_DIR = Path(__file__).resolve().parents[2] / "roles"
 ROLES = sorted(p.name for p in ROLES_DIR.iterdir() if (p / "tasks" / "main.yml").is_file())
 EXPECTED_ROLES = {"common", "postgresql", "llm", "python_app", "backup"}
@@ -96,3 +98,24 @@ def test_main_tasks_are_a_table_of_contents(role: str) -> None:
 
 def _load_list(path: Path) -> list[dict]:
     return yaml.safe_load(path.read_text()) or []
+
+
+def test_the_roles_per_release_tables_agree_with_the_release_table() -> None:
+    """The roles pick per-release values from the host's facts; the controller sizes and verifies
+    from core.releases: both must say the same for every supported release."""
+    postgresql = _load(ROLES_DIR / "postgresql" / "vars" / "main.yml")["__postgresql_debian_versions"]
+    pgbench = _load(ROLES_DIR / "python_app" / "vars" / "main.yml")["__python_app_release_pgbench_packages"]
+    assert set(postgresql) == set(pgbench) == {str(major) for major in RELEASES}
+    for major, release in RELEASES.items():
+        assert int(postgresql[str(major)]) == release.postgresql
+        assert pgbench[str(major)] == [
+            f"postgresql-client-{release.postgresql}",
+            f"postgresql-{release.postgresql}",
+        ]
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_meta_lists_every_supported_release(role: str) -> None:
+    platforms = _load(ROLES_DIR / role / "meta" / "main.yml")["galaxy_info"]["platforms"]
+    debian = next(platform for platform in platforms if platform["name"] == "Debian")
+    assert set(debian["versions"]) == {release.codename for release in RELEASES.values()}

@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from ailab_deploy.errors import LabError
+from ailab_deploy.lab import archive
 from ailab_deploy.lab.backend import AgentNotRunning, BackendError, VMConfig
 from ailab_deploy.lab.containers import network
 from ailab_deploy.lab.containers.cloudinit import Storages
-from ailab_deploy.lab.containers.image import build_template
-from ailab_deploy.lab.containers.machine import Machine
+from ailab_deploy.lab.containers.image import DEFAULT_RELEASE, build_template
+from ailab_deploy.lab.containers.machine import Machine, frozen
 from ailab_deploy.lab.containers.proc import run
 from ailab_deploy.lab.containers.provision import HOST_CA_BUNDLE, start_guest
 
@@ -91,8 +92,10 @@ class ContainerBackend:
         host_ca_bundle: Path = HOST_CA_BUNDLE,
         shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
         storage_paths: Mapping[str, Path] | None = None,
+        debian_release: int = DEFAULT_RELEASE,
     ) -> None:
         self.lab_dir = Path(lab_dir)
+        self.debian_release = debian_release
         self.image_cache = image_cache
         self._template_rootfs = template_rootfs
         self.host_ca_bundle = host_ca_bundle if trust_host_ca else None
@@ -112,7 +115,7 @@ class ContainerBackend:
     def template_rootfs(self) -> Path:
         """The lab template image (built on first use; cached by recipe hash)."""
         if self._template_rootfs is None:
-            self._template_rootfs = build_template(self.image_cache).rootfs
+            self._template_rootfs = build_template(self.image_cache, release=self.debian_release).rootfs
         return self._template_rootfs
 
     def _existing(self, vmid: int) -> Machine:
@@ -270,6 +273,37 @@ class ContainerBackend:
             if running:
                 self._start(vmid, config, home, self._storages_on(vmid, target))
 
+    def backup(self, vmid: int, config: VMConfig, target: Path) -> None:
+        """The overlay's upper layer and the list of lower layers: everything the VM changed
+        on top of the template image, i.e. the whole VM given the image the lab is built on."""
+        with _as_task_error():
+            machine = self._existing(vmid)
+            try:
+                with frozen(machine):
+                    archive.write(target, config, machine.dir, ["upper", "lower"])
+            except archive.ArchiveError as error:
+                raise BackendError(str(error)) from error
+
+    def restore(self, vmid: int, config: VMConfig, source: Path) -> None:
+        with _as_task_error():
+            machine = self._new_machine(vmid, config)
+            if machine.exists():
+                raise BackendError(f"unable to restore VM {vmid}: its disk already exists")
+            try:
+                archive.extract_disk(source, machine.dir)
+            except archive.ArchiveError as error:
+                machine.destroy()
+                raise BackendError(str(error)) from error
+            missing = [layer for layer in machine.lower if not (layer / "etc/os-release").exists()]
+            if not machine.lower or missing:
+                machine.destroy()
+                raise BackendError(
+                    f"{source.name}: the lab image it was made on is gone "
+                    f"({', '.join(map(str, missing)) or 'no layers listed'})"
+                )
+            (machine.dir / "work").mkdir(exist_ok=True)
+            machine.rootfs.mkdir(exist_ok=True)
+
     # -- beyond the protocol: for lab tests and tools ----------------------------------------
 
     def wait_booted(self, vmid: int, timeout: float = 60.0) -> str:
@@ -296,7 +330,8 @@ def create_backend(lab_dir: Path, settings: Any = None) -> ContainerBackend:
         for storage in getattr(settings, "storages", None) or []
         if getattr(storage, "path", None)
     }
-    backend = ContainerBackend(lab_dir, storage_paths=paths)
+    release = int(getattr(settings, "debian_release", DEFAULT_RELEASE))
+    backend = ContainerBackend(lab_dir, storage_paths=paths, debian_release=release)
     backend.settings = settings
     return backend
 

@@ -1,9 +1,10 @@
-"""The template image: a Debian 12 root filesystem like a Debian generic cloud image.
+"""The template image: a Debian 13 or 12 root filesystem like a Debian generic cloud image.
 
 Built in two cached stages so that changing the guest configuration does not repeat the
 download: ``base-<hash>`` (debootstrap from the host's Debian mirror) and
 ``template-<hash>`` (a copy of the base plus the lab configuration). Each key is a hash of
-its whole recipe, so a stage is rebuilt exactly when its recipe changes.
+its whole recipe (the release's suite included), so a stage is rebuilt exactly when its
+recipe changes, and each release has stages of its own.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ DEFAULT_CACHE_DIR = Path("/var/cache/ailab-deploy/images")
 CACHE_ENV = "AILAB_IMAGE_CACHE"
 HOST_SOURCES = (Path("/etc/apt/sources.list.d"), Path("/etc/apt/sources.list"))
 FALLBACK_MIRROR = "http://deb.debian.org/debian"
+# Debian releases the lab can build, by major version (what a plan's template.release names).
+SUITES = {13: "trixie", 12: "bookworm"}
+DEFAULT_RELEASE = 13
 
 # What a Debian generic cloud image provides that matters for Ansible and the roles.
 PACKAGES = (
@@ -91,6 +95,7 @@ class Recipe:
     masked_units: tuple[str, ...] = MASKED_UNITS
     enabled_units: tuple[str, ...] = ENABLED_UNITS
     files: dict[str, str] = field(default_factory=dict)
+    removed_files: tuple[str, ...] = ()
 
     def base_key(self) -> str:
         base = {k: v for k, v in asdict(self).items() if k in ("suite", "mirror", "variant")}
@@ -107,6 +112,7 @@ class TemplateImage:
     key: str
     seconds: float
     cached: bool
+    debootstrap_seconds: float | None = None  # None: the base stage came from the cache
 
 
 def _digest(data: object) -> str:
@@ -150,14 +156,35 @@ def _source_entries() -> Iterator[tuple[str, list[str]]]:
                     yield words[1], [words[2]]
 
 
-def default_recipe() -> Recipe:
-    mirror, security = host_mirrors()
-    suite = "bookworm"
-    sources = [f"deb {mirror} {suite} main", f"deb {mirror} {suite}-updates main"]
+def suite_of(release: int) -> str:
+    if release not in SUITES:
+        raise LabError(
+            f"Debian {release} is not a release the lab builds (releases: {', '.join(map(str, SUITES))})"
+        )
+    return SUITES[release]
+
+
+def apt_sources(release: int, mirror: str, security: str | None) -> dict[str, str]:
+    """The guest's apt sources as its cloud image has them: Debian 13 in deb822
+    (``debian.sources``, no ``sources.list``), Debian 12 one-line ``sources.list``."""
+    suite = suite_of(release)
+    if release >= 13:
+        stanzas = [f"Types: deb\nURIs: {mirror}\nSuites: {suite} {suite}-updates\nComponents: main\n"]
+        if security:
+            stanzas.append(f"Types: deb\nURIs: {security}\nSuites: {suite}-security\nComponents: main\n")
+        keyring = "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n"
+        return {"/etc/apt/sources.list.d/debian.sources": "\n".join(s + keyring for s in stanzas)}
+    lines = [f"deb {mirror} {suite} main", f"deb {mirror} {suite}-updates main"]
     if security:
-        sources.append(f"deb {security} {suite}-security main")
+        lines.append(f"deb {security} {suite}-security main")
+    return {"/etc/apt/sources.list": "\n".join(lines) + "\n"}
+
+
+def default_recipe(release: int = DEFAULT_RELEASE) -> Recipe:
+    mirror, security = host_mirrors()
+    suite = suite_of(release)
     files = {
-        "/etc/apt/sources.list": "\n".join(sources) + "\n",
+        **apt_sources(release, mirror, security),
         "/etc/cloud/cloud.cfg.d/90_ailab_lab.cfg": CLOUD_CFG,
         "/etc/locale.gen": "en_US.UTF-8 UTF-8\n",
         "/etc/default/locale": "LANG=C.UTF-8\n",
@@ -175,7 +202,8 @@ def default_recipe() -> Recipe:
         # Empty: each clone gets its own machine id at first boot.
         "/etc/machine-id": "",
     }
-    return Recipe(suite=suite, mirror=mirror, security_mirror=security, files=files)
+    removed = ("/etc/apt/sources.list",) if release >= 13 else ()
+    return Recipe(suite=suite, mirror=mirror, security_mirror=security, files=files, removed_files=removed)
 
 
 @contextmanager
@@ -186,22 +214,28 @@ def _cache_lock(cache_dir: Path) -> Iterator[None]:
         yield
 
 
-def build_template(cache_dir: Path | None = None, recipe: Recipe | None = None) -> TemplateImage:
+def build_template(
+    cache_dir: Path | None = None, recipe: Recipe | None = None, *, release: int = DEFAULT_RELEASE
+) -> TemplateImage:
     """Return the template rootfs, building whichever stage's recipe changed since last time."""
     cache_dir = cache_dir or cache_dir_from_env()
-    recipe = recipe or default_recipe()
+    recipe = recipe or default_recipe(release)
     started = time.monotonic()
+    debootstrap_seconds = None
     with _cache_lock(cache_dir):
         template = cache_dir / f"template-{recipe.template_key()}"
         cached = (template / "recipe.json").is_file()
         if not cached:
             base = cache_dir / f"base-{recipe.base_key()}"
             if not (base / "recipe.json").is_file():
+                debootstrap_started = time.monotonic()
                 _build_stage(base, lambda rootfs: _debootstrap(rootfs, recipe), recipe)
+                debootstrap_seconds = time.monotonic() - debootstrap_started
+                log.info("debootstrap of %s took %.1f s", recipe.suite, debootstrap_seconds)
             _build_stage(template, lambda rootfs: _configure(base / "rootfs", rootfs, recipe), recipe)
     seconds = time.monotonic() - started
     log.info("template image %s ready in %.1f s (cached: %s)", template.name, seconds, cached)
-    return TemplateImage(template / "rootfs", recipe.template_key(), seconds, cached)
+    return TemplateImage(template / "rootfs", recipe.template_key(), seconds, cached, debootstrap_seconds)
 
 
 def _build_stage(stage_dir: Path, build: Callable[[Path], None], recipe: Recipe) -> None:
@@ -240,6 +274,8 @@ def _configure(base_rootfs: Path, rootfs: Path, recipe: Recipe) -> None:
         target = rootfs / path.lstrip("/")
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(content)
+    for path in recipe.removed_files:
+        (rootfs / path.lstrip("/")).unlink(missing_ok=True)
     # Clones must not share host keys; cloud-init generates them on first boot.
     for key in (rootfs / "etc/ssh").glob("ssh_host_*"):
         key.unlink()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ailab_deploy.lab.containers import network, proxy
 from ailab_deploy.lab.containers.cleanup import lab_down
-from ailab_deploy.lab.containers.image import TemplateImage, build_template
+from ailab_deploy.lab.containers.image import DEFAULT_RELEASE, TemplateImage, build_template
 from ailab_deploy.lab.containers.node import NodeInfo, node_up
 from ailab_deploy.lab.containers.provision import HOST_CA_BUNDLE
 
@@ -33,6 +33,7 @@ def lab_up(
     trust_host_ca: bool = True,
     node_storage_dir: Path | None = None,
     cluster: list[tuple[str, str]] | None = None,
+    debian_release: int = DEFAULT_RELEASE,
 ) -> LabInfra:
     """Bridge + firewall, tinyproxy, template image (cached), node container. Idempotent.
 
@@ -43,7 +44,7 @@ def lab_up(
     network.claim(lab_dir)
     network.bridge_up()
     proxy_url = proxy.proxy_up(lab_dir)
-    template = build_template(image_cache)
+    template = build_template(image_cache, release=debian_release)
     node = None
     ca = HOST_CA_BUNDLE if trust_host_ca else None
     if with_node and cluster:

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from ailab_deploy.errors import LabError
@@ -80,6 +83,42 @@ def container_leader(nspawn_pid: int) -> int | None:
                 return pid
             ancestor = parents.get(ancestor, 0)
     return None
+
+
+def _pid_namespace(pid: int | str) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/pid")
+    except OSError:
+        return None
+
+
+def _guest_pids(leader: int) -> set[int]:
+    """Every process in the guest's pid namespace (the leader's)."""
+    namespace = _pid_namespace(leader)
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and _pid_namespace(entry.name) == namespace:
+            found.add(int(entry.name))
+    return found
+
+
+@contextmanager
+def frozen(machine: Machine) -> Iterator[None]:
+    """The running guest's processes stopped (SIGSTOP) and its writes synced while the body
+    reads its disk: the lab's stand-in for the guest agent's fs-freeze. A stopped guest: as is."""
+    leader = machine.leader_pid()
+    stopped: set[int] = set()
+    try:
+        if leader is not None:
+            for _ in range(3):  # a process forked while the others were being stopped
+                for pid in _guest_pids(leader) - stopped:
+                    send_signal(pid, signal.SIGSTOP)
+                    stopped.add(pid)
+            os.sync()
+        yield
+    finally:
+        for pid in stopped:
+            send_signal(pid, signal.SIGCONT)
 
 
 class Machine:

@@ -15,7 +15,9 @@ from ailab_deploy.lab.containers import network
 from ailab_deploy.lab.containers.backend import machines_dir, storage_root
 from ailab_deploy.lab.containers.cloudinit import Storages
 from ailab_deploy.lab.containers.machine import Machine
+from ailab_deploy.lab.containers.node_hardware import write_node_hardware
 from ailab_deploy.lab.containers.provision import HOST_CA_BUNDLE, start_guest
+from ailab_deploy.lab.emulator.settings import load_settings
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +132,7 @@ def node_up(
             binds=binds,
         )
     write_node_storage_cfg(machine.rootfs, shared=shared_dir is not None)
+    write_node_hardware(machine.rootfs, load_settings(lab_dir))  # what discover reads over SSH
     machine.wait_booted(BOOT_TIMEOUT)
     network.wait_ssh(address, BOOT_TIMEOUT)
     known_hosts = ssh_dir(lab_dir) / "known_hosts"

@@ -74,6 +74,12 @@ def file_volume(storage: str, content: str, path: Path) -> dict[str, Any] | None
         item["vmid"] = int(backup.group(3))
         stamp = time.strptime(backup.group(4), "%Y_%m_%d-%H_%M_%S")
         item["ctime"] = int(time.mktime(stamp))
+        # pve-storage's list_volumes: the .notes file beside the archive, a .protected marker
+        notes = path.with_name(f"{name}.notes")
+        if notes.is_file():
+            item["notes"] = notes.read_text(errors="replace")
+        if path.with_name(f"{name}.protected").exists():
+            item["protected"] = 1
     stat = path.stat()
     item["size"] = stat.st_size
     item.setdefault("ctime", int(stat.st_ctime))

@@ -9,6 +9,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from ailab_deploy.lab import archive as lab_archive
 from ailab_deploy.lab.backend import AgentNotRunning
 
 from . import codeperms, hotplug, propstr, schema
@@ -643,7 +644,7 @@ class QemuApi:
         params = self._params(req, spec, config_keys=True)
         vmid = params["vmid"]
         if params.get("archive"):
-            raise fail("lab: restoring from an archive is not supported")
+            return self._restore(req, params, spec)
         self._check_pool(params.get("pool"))
         conf = {k: _as_str(v) for k, v in params.items() if k not in spec and k not in ("node", "vmid")}
         if "sshkeys" in conf:
@@ -694,10 +695,7 @@ class QemuApi:
                 if "boot" not in final and _default_boot(final):
                     final["boot"] = _default_boot(final)
                 self.emu.backend.create(vmid, dict(final))
-                with self.store.lock:
-                    self.store.save_vm(VMConfig(vmid=vmid, conf=final))
-                    if params.get("pool"):
-                        self.store.add_to_pool(params["pool"], vmid)
+                self._store_new(vmid, final, params.get("pool"))
             except BaseException:
                 with self.store.lock:
                     self.store.delete_vm(vmid)
@@ -723,6 +721,137 @@ class QemuApi:
             self.emu.ha.set_state(vmid, state)
 
         return self._task(req, kind, vmid, work)
+
+    def _store_new(self, vmid: int, conf: dict[str, str], pool: str | None) -> None:
+        """A created or restored VM's final config, in its pool if it was given one."""
+        with self.store.lock:
+            self.store.save_vm(VMConfig(vmid=vmid, conf=conf))
+            if pool:
+                self.store.add_to_pool(pool, vmid)
+
+    def _restore(self, req: Request, params: dict[str, Any], spec: dict[str, P]) -> Any:
+        """qemu-server's create_vm with ``archive``: a ``qmrestore`` task over a new or (force)
+        an existing, stopped, unprotected VM; the archive's config with new volumes."""
+        vmid = params["vmid"]
+        authid = req.identity.authuser
+        overrides = {k: _as_str(v) for k, v in params.items() if k not in spec and k not in ("node", "vmid")}
+        for key in sorted(overrides):
+            if propstr.is_drive_key(key):
+                raise param_error({key: "option conflicts with option 'archive'"})
+        if params.get("live-restore"):
+            raise fail("live-restore is only compatible with backup images from a Proxmox Backup Server")
+        self._check_pool(params.get("pool"))
+        access = self.emu.access
+        if not (
+            access.allowed(authid, f"/vms/{vmid}", ["VM.Allocate"])
+            or (params.get("pool") and access.allowed(authid, f"/pool/{params['pool']}", ["VM.Allocate"]))
+        ):
+            raise permission_error()
+        if params.get("storage"):
+            access.check(authid, f"/storage/{params['storage']}", ["Datastore.AllocateSpace"])
+        if params.get("force") and vmid in self.store.vms:
+            access.check_vm(authid, vmid, ["VM.Backup"])
+        if params.get("start"):
+            access.check_vm(authid, vmid, ["VM.PowerMgmt"])
+        source = self.emu.vzdump.archive_path(authid, params["archive"], vmid, params["node"])
+        with self.store.lock:
+            existing = self.store.vms.get(vmid)
+            holder = self.store.node_of(vmid)
+            if existing is not None and holder != params["node"]:
+                raise fail(f"unable to restore VM {vmid} - VM {vmid} already exists on node '{holder}'")
+            if existing is not None:
+                if existing.conf.get("protection") == "1":
+                    raise fail(f"unable to restore VM {vmid} - protection mode enabled")
+                if not params.get("force"):
+                    raise fail(f"unable to restore VM {vmid} - config file already exists")
+                if self.store.is_running(vmid):
+                    raise fail(f"unable to restore VM {vmid} - VM is running")
+                if existing.is_template:
+                    raise fail(f"unable to restore VM {vmid} - VM is a template")
+                self._check_lock(existing)
+                existing.conf["lock"] = "create"
+                self.store.save_vm(existing)
+            else:
+                self.store.save_vm(VMConfig(vmid=vmid, conf={"lock": "create"}), node=params["node"])
+
+        def work(ctx: TaskContext) -> None:
+            replaced = False  # until the old VM's disks go, a failure leaves it as it was
+            try:
+                tmp = f"/var/tmp/vzdumptmp{ctx.task.pid}"
+                ctx.log(f"restore vma archive: zstd -q -d -c {source} | vma extract -v -r {tmp}.fifo - {tmp}")
+                try:
+                    lab_archive.verify_readable(source)
+                    conf = lab_archive.read_config(source)
+                except lab_archive.ArchiveError as error:
+                    raise TaskFailed(str(error)) from error
+                ctx.log(f"CFG: size: {len(lab_archive.config_text(conf))} name: qemu-server.conf")
+                if existing is not None:
+                    replaced = True
+                    self.emu.backend.destroy(vmid)
+                    for key, value in sorted(existing.conf.items()):
+                        if propstr.is_drive_key(key) or key.startswith("unused"):
+                            name = value.split(",", 1)[0].split(":", 1)[-1]
+                            if re.match(r"(vm|base)-\d+-", name):
+                                ctx.log(f'  Logical volume "{name}" successfully removed.')
+                restored = self._restored_conf(conf, vmid, params, ctx)
+                restored.update(overrides)
+                ctx.simulate()
+                self.emu.backend.restore(vmid, dict(restored), source)
+                ctx.log("rescan volumes...")
+                self._store_new(vmid, restored, params.get("pool"))
+            except BaseException:
+                with self.store.lock:
+                    if existing is not None and not replaced:
+                        existing.conf.pop("lock", None)
+                        self.store.save_vm(existing)
+                    else:
+                        self.store.delete_vm(vmid)
+                raise
+            if params.get("start"):
+                ctx.log("Execute autostart")
+                self._do_start(ctx, vmid, skiplock=False)
+
+        return self._task(req, "qmrestore", vmid, work)
+
+    def _restored_conf(
+        self, conf: dict[str, str], vmid: int, params: dict[str, Any], ctx: TaskContext
+    ) -> dict[str, str]:
+        """The archived config with each disk on a new volume (the given storage, else its own)."""
+        restored: dict[str, str] = {}
+        for key, value in sorted(conf.items()):
+            if key in ("lock", "parent") or key.startswith("unused"):
+                continue
+            if propstr.is_drive_key(key):
+                drive = propstr.parse_drive(key, value)
+                if propstr.is_cloudinit(drive):
+                    storage = params.get("storage") or drive["file"].split(":", 1)[0]
+                    drive["file"] = f"{storage}:vm-{vmid}-cloudinit"
+                elif not propstr.is_cdrom(drive) and ":" in drive["file"]:
+                    storage = params.get("storage") or drive["file"].split(":", 1)[0]
+                    if self.emu.settings.storage(storage) is None:
+                        raise TaskFailed(f"storage '{storage}' does not exist")
+                    with self.store.lock:
+                        taken = {v for v in self.store.volumes() if v.startswith(storage + ":")}
+                    number = 0
+                    while f"{storage}:vm-{vmid}-disk-{number}" in taken or any(
+                        f"{storage}:vm-{vmid}-disk-{number}" == propstr.parse_drive(k, v)["file"]
+                        for k, v in restored.items()
+                        if propstr.is_drive_key(k)
+                    ):
+                        number += 1
+                    size = propstr.parse_size(drive["size"]) if drive.get("size") else 0
+                    ctx.log(f"DEV: dev_id={len(restored) + 1} size: {size} devname: drive-{key}")
+                    ctx.log(f'  Logical volume "vm-{vmid}-disk-{number}" created.')
+                    drive["file"] = f"{storage}:vm-{vmid}-disk-{number}"
+                    ctx.log(f"new volume ID is '{drive['file']}'")
+                value = propstr.render_drive(drive)
+            elif params.get("unique") and re.fullmatch(r"net\d+", key):
+                value = propstr.with_new_mac(value)
+            restored[key] = value
+        if params.get("unique"):
+            restored["smbios1"] = _new_uuid(restored.get("smbios1"))
+            restored["vmgenid"] = str(uuid.uuid4())
+        return restored
 
     def _check_create_permissions(
         self, authid: str, vmid: int, params: dict[str, Any], conf: dict[str, str]

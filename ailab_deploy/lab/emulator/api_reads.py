@@ -13,6 +13,8 @@ from .schema import P, words
 if TYPE_CHECKING:
     from .app import Emulator
 
+# What the guest agent reports per Debian release of the lab's template: codename, cloud kernel.
+GUEST_OS = {13: ("trixie", "6.12.57+deb13-cloud-amd64"), 12: ("bookworm", "6.1.0-28-cloud-amd64")}
 NETWORK_TYPES = {
     "8.4": words(
         "bridge bond eth alias vlan OVSBridge OVSBond OVSPort OVSIntPort vnet any_bridge "
@@ -246,14 +248,16 @@ class ReadsApi:
 
     def agent_osinfo(self, req: Request) -> Any:
         self._agent_vm(req)
+        release = self.emu.settings.debian_release  # the lab's template image, so every guest's
+        codename, kernel = GUEST_OS[release]
         return {
             "result": {
                 "id": "debian",
                 "name": "Debian GNU/Linux",
-                "pretty-name": "Debian GNU/Linux 12 (bookworm)",
-                "version": "12 (bookworm)",
-                "version-id": "12",
-                "kernel-release": "6.1.0-28-cloud-amd64",
+                "pretty-name": f"Debian GNU/Linux {release} ({codename})",
+                "version": f"{release} ({codename})",
+                "version-id": str(release),
+                "kernel-release": kernel,
                 "machine": "x86_64",
             }
         }

@@ -26,6 +26,7 @@ from .settings import Settings, storage_cfg_text
 from .state import Store, write_atomic
 from .storagecfg import STORAGE_CFG
 from .tasks import TaskManager
+from .vzdump import Vzdump
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,8 @@ class Emulator:
         self.qemu = api_qemu.register(self)
         self.cluster_api = api_cluster.register(self)
         self.reads_api = api_reads.register(self)
+        self.vzdump = Vzdump(self, api_cluster.job_spec)
+        self.vzdump.register()
         self.access_api = api_access.register(self)
         self.migration_api = migration.register(self)
         self.ha = HaManager(self)
@@ -97,6 +100,7 @@ class Emulator:
             self.seed_template()
         self._resume_backend()
         self.ha.start()
+        self.vzdump.start_scheduler()
 
     # --- life cycle ---------------------------------------------------------------------------
 
@@ -121,7 +125,7 @@ class Emulator:
         storage = str(spec.get("storage", "local-lvm"))
         size = str(spec.get("disk_size", "3G"))
         conf = {
-            "name": str(spec.get("name", "debian-12-cloud")),
+            "name": str(spec.get("name", f"debian-{self.settings.debian_release}-cloud")),
             "memory": str(spec.get("memory", 2048)),
             "cores": str(spec.get("cores", 2)),
             "sockets": "1",
@@ -170,6 +174,7 @@ class Emulator:
 
     def close(self) -> None:
         self.ha.stop()
+        self.vzdump.stop_scheduler()
         self.tasks.shutdown()
 
     # --- helpers used by the API modules -----------------------------------------------------------

@@ -121,6 +121,7 @@ DECLARED: dict[tuple[str, str], Any] = {
     ("GET", "/cluster/ha/status"): ALL,
     ("GET", "/cluster/ha/status/current"): SYS_AUDIT_ROOT,
     ("POST", "/nodes/{node}/startall"): ALL,
+    ("POST", "/nodes/{node}/vzdump"): ALL,
     ("POST", "/nodes/{node}/stopall"): ALL,
     ("GET", "/cluster/nextid"): ALL,
     ("GET", "/cluster/resources"): ALL,

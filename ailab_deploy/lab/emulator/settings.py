@@ -27,6 +27,10 @@ DEFAULT_HARDWARE: dict[str, Any] = {
     "cores_per_socket": 18,
     "threads_per_core": 2,
     "memory": "126G",
+    # read by the lab node's dmidecode and numactl stand-ins (containers/node_hardware.py)
+    "memory_channels_per_socket": 4,
+    "memory_mts": 2133,
+    "memory_type": "DDR4",
 }
 
 DEFAULT_STORAGES: list[dict[str, Any]] = [
@@ -45,9 +49,13 @@ DEFAULT_STORAGES: list[dict[str, Any]] = [
     },
 ]
 
+# The Debian releases the lab's template image can be (what `lab up --debian-release` takes).
+DEBIAN_RELEASES = (13, 12)
+DEFAULT_DEBIAN_RELEASE = 13
+
 DEFAULT_TEMPLATE: dict[str, Any] = {
     "vmid": 9000,
-    "name": "debian-12-cloud",
+    "name": f"debian-{DEFAULT_DEBIAN_RELEASE}-cloud",
     "storage": "local-lvm",
     "disk_size": "3G",
     "memory": 2048,
@@ -90,6 +98,7 @@ class Settings:
     port: int = 8006
     backend: str = "null"
     version: str = PVE_VERSIONS[DEFAULT_PVE_RELEASE]
+    debian_release: int = DEFAULT_DEBIAN_RELEASE  # of the template image every VM is cloned from
     hardware: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_HARDWARE))
     storages: list[StorageSettings] = field(default_factory=list)
     users: dict[str, str] = field(default_factory=dict)  # userid -> password
@@ -125,6 +134,9 @@ class Settings:
         if storage.path is None or not self.clustered or storage.shared:
             return storage.path
         return self.lab_dir / "nodes" / (node or self.node) / "storage" / storage.storage
+
+    run_backup_jobs: bool = False  # run /cluster/backup jobs on their schedules (the lab: on)
+    clock_speed: float = 1.0  # lab seconds per real second for schedules and backup times
 
     @property
     def state_dir(self) -> Path:
@@ -225,9 +237,19 @@ def load_settings(lab_dir: Path) -> Settings:
         "cluster_name",
         "fence_seconds",
         "ha_tick_seconds",
+        "debian_release",
+        "run_backup_jobs",
+        "clock_speed",
     ):
         if key in raw:
             setattr(settings, key, raw[key])
+    if settings.debian_release not in DEBIAN_RELEASES:
+        raise ConfigError(
+            f"settings.json: debian_release {settings.debian_release!r} is not a release the lab builds "
+            f"({', '.join(map(str, DEBIAN_RELEASES))})"
+        )
+    if "template" not in raw and settings.template is not None:
+        settings.template["name"] = f"debian-{settings.debian_release}-cloud"
     if ".".join(str(settings.version).split(".")[:2]) not in PVE_VERSIONS:
         raise ConfigError(
             f"settings.json: version '{settings.version}' is not a PVE release the lab emulates "

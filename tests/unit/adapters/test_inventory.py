@@ -196,3 +196,6 @@ def test_output_dir_is_configurable(project: LoadedPlan, tmp_path: Path) -> None
     assert set(hosts["all"]["hosts"]) == {"postgres", "llm", "apps"}
     everyone = yaml.safe_load((tmp_path / "elsewhere" / "group_vars" / "all.yml").read_text())
     assert str(tmp_path / "st" / "known_hosts") in everyone["ansible_ssh_common_args"]
+    # Wheels built on the controller are cached with the plan's state, not in the code's checkout.
+    apps = yaml.safe_load((tmp_path / "elsewhere" / "host_vars" / "apps.yml").read_text())
+    assert Path(apps["python_app_controller_wheel_dir"]) == tmp_path / "st" / "wheels"

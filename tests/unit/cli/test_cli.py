@@ -50,3 +50,24 @@ def test_every_key_in_the_shipped_plan_has_a_comment() -> None:
     keyed = [line for line in lines if line.strip() and not line.lstrip().startswith("#")]
     uncommented = [line for line in keyed if ":" in line and "#" not in line]
     assert uncommented == []
+
+
+def test_restore_asks_for_confirmation_without_a_terminal(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run_cli(["restore", "--plan", str(REPO / "vms.yaml"), "--vm", "postgres"], capsys)
+    assert code == 1 and out == ""
+    assert [line for line in err.splitlines() if line.startswith("error:")] == [
+        "error: restore would put back postgres from its newest archive, replacing the VM if it exists; "
+        "pass --yes to confirm (no terminal to ask)"
+    ]
+
+
+def test_restore_needs_a_vm(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_cli(["restore", "--plan", str(REPO / "vms.yaml"), "--yes"], capsys)
+    assert code == 2 and "--vm" in err and "Traceback" not in err
+
+
+def test_plan_retention_becomes_prune_backups() -> None:
+    from ailab_deploy.core.loader import load_plan
+
+    retention = load_plan(REPO / "vms.yaml").plan.proxmox.vzdump.retention
+    assert retention.prune_backups() == "keep-last=2,keep-weekly=4,keep-monthly=3"

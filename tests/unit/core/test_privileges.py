@@ -24,7 +24,7 @@ def test_setup_md_holds_the_generated_commands() -> None:
         one_node = catalogue.privileges(release, catalogue.ONE_NODE_FEATURES)
         assert f'pveum role add AilabDeploy --privs "{" ".join(one_node)}"' in text
     # a cluster's and HA's extra privileges are granted only by those who use them
-    assert "--privs \"VM.Migrate\"" in text and "--privs \"Sys.Console\"" in text
+    assert '--privs "VM.Migrate"' in text and '--privs "Sys.Console"' in text
     assert "Sys.Console" not in catalogue.privileges("9.1", catalogue.ONE_NODE_FEATURES)
 
 

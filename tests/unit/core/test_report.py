@@ -5,6 +5,7 @@ import pytest
 from ailab_deploy.core.plan import Verify
 from ailab_deploy.core.report import (
     AppResult,
+    DumpCheck,
     LlmResult,
     MeasurementError,
     Report,
@@ -99,3 +100,63 @@ def test_report_ratios_and_markdown() -> None:
     assert "PASSED" in text
     failing = Report("ab" * 32, llm, pg, (), report.gates, infra={"failed": 1})
     assert not failing.passed
+
+
+def _dump_gates(dump: DumpCheck | None, expected: bool = True) -> dict[str, tuple[float, bool]]:
+    gates = evaluate_gates(THRESHOLDS, None, None, (), dump=dump, dump_expected=expected)
+    return {
+        gate.name: (gate.measured, gate.passed) for gate in gates if gate.name.startswith("database dump")
+    }
+
+
+@pytest.mark.parametrize(
+    "dump, gates",
+    [
+        (
+            DumpCheck(True, 3.5),
+            {"database dump age hours": (3.5, True), "database dump restores": (1.0, True)},
+        ),
+        (
+            DumpCheck(True, 26.0),
+            {"database dump age hours": (26.0, True), "database dump restores": (1.0, True)},
+        ),
+        (
+            DumpCheck(True, 26.5),
+            {"database dump age hours": (26.5, False), "database dump restores": (1.0, True)},
+        ),
+        (
+            DumpCheck(False, 2.0, problems=("ailab: dump x.dump is damaged",)),
+            {"database dump age hours": (2.0, True), "database dump restores": (0.0, False)},
+        ),
+        (
+            DumpCheck(False, None),
+            {"database dump age hours": (-1.0, False), "database dump restores": (0.0, False)},
+        ),
+        (None, {"database dump age hours": (-1.0, False), "database dump restores": (0.0, False)}),
+    ],
+)
+def test_dump_gates(dump: DumpCheck | None, gates: dict[str, tuple[float, bool]]) -> None:
+    assert THRESHOLDS.max_backup_age_hours == 26.0  # the plan's default
+    assert _dump_gates(dump) == gates
+
+
+def test_no_backup_role_no_dump_gates() -> None:
+    assert _dump_gates(None, expected=False) == {}
+
+
+def test_dump_check_answer_is_read_strictly() -> None:
+    answer = {"passed": True, "age_hours": 1.25, "manifest": "manifest-x.json", "tables": 3, "rows": 42}
+    dump = DumpCheck.from_json(answer | {"seconds": 0.8, "problems": []})
+    assert (dump.passed, dump.age_hours, dump.tables, dump.rows) == (True, 1.25, 3, 42)
+    with pytest.raises(MeasurementError):
+        DumpCheck.from_json({"age_hours": 1.0})
+    report = Report(
+        "0" * 64,
+        None,
+        None,
+        (),
+        (),
+        dump=DumpCheck(False, 2.0, "manifest-x.json", problems=("lab: not restored",)),
+    )
+    markdown = render_markdown(report)
+    assert "## Database dump" in markdown and "- lab: not restored" in markdown

@@ -137,6 +137,16 @@ def test_pgtune_ssd_and_small_machine() -> None:
 def test_reference_plan_postgres_sizing_uses_vm_and_storage() -> None:
     pg = size_plan(load_plan(REPO / "vms.yaml").plan).postgres
     assert pg is not None
-    assert (pg.cpus, pg.storage_kind, pg.version) == (4, "hdd", 15)
+    assert (pg.cpus, pg.storage_kind, pg.version) == (4, "hdd", 17)  # Debian 13 ships 17
     assert pg.settings["shared_buffers"] == "2GB"
     assert pg.settings["work_mem"] == "20164kB"  # 6 GiB / ((100 + 4) x 3)
+
+
+def test_pgtune_differs_by_major_only_where_postgresql_does() -> None:
+    """PostgreSQL 17 (Debian 13) and 15 (Debian 12) take the same settings on Linux; before 15
+    there is no lz4 WAL compression, before 12 no JIT to turn off."""
+    machine = (8 * 1024 * 1024, 4, "hdd", "web", 100)
+    seventeen, fifteen = pgtune(*machine, 17), pgtune(*machine, 15)
+    assert seventeen == fifteen and seventeen["wal_compression"] == "lz4"
+    assert pgtune(*machine, 14)["wal_compression"] == "on"
+    assert "jit" not in pgtune(*machine, 11) and seventeen["jit"] == "off"

@@ -3,6 +3,7 @@ and its firewall test against nftables rulesets in the JSON ``nft -j list rulese
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 from pathlib import Path
@@ -16,11 +17,15 @@ from ailab_deploy.lab.labplan import render_lab_plan
 from tests.infra import test_common
 from tests.infra.expected import (
     accepted_tcp_sources,
+    debian_release,
     llamacpp_flags,
     open_ports,
     plan_vm,
     postgresql_clients,
+    postgresql_major,
     postgresql_settings,
+    postgresql_unit,
+    python_version,
 )
 from tests.unit.lab.test_labplan import _inputs
 
@@ -34,8 +39,19 @@ def lab_plan(tmp_path: Path) -> Plan:
     return load_plan_text(render_lab_plan(_inputs(tmp_path)), "vms.lab.yaml").plan
 
 
+def test_release_expectations_of_the_lab_plan(tmp_path: Path) -> None:
+    expected = {13: (17, "postgresql@17-main", "3.13"), 12: (15, "postgresql@15-main", "3.11")}
+    for release, (major, unit, python) in expected.items():
+        plan = load_plan_text(
+            render_lab_plan(dataclasses.replace(_inputs(tmp_path), debian_release=release))
+        ).plan
+        assert debian_release(plan) == release
+        assert (postgresql_major(plan), postgresql_unit(plan), python_version(plan)) == (major, unit, python)
+
+
 def test_postgresql_settings_of_the_lab_vm(lab_plan: Plan) -> None:
-    # 2 GiB, 1 vCPU, HDD pool, web workload, 50 connections, PostgreSQL 15 (pgtune by hand):
+    # 2 GiB, 1 vCPU, HDD pool, web workload, 50 connections, PostgreSQL 17 (pgtune by hand; 15
+    # gives the same: lz4 WAL compression from 15, JIT off from 12):
     # shared_buffers = 2 GiB / 4; work_mem = (2097152 - 524288) kB / ((50 + 8 workers) x 3) = 9039 kB
     settings = postgresql_settings(lab_plan, plan_vm(lab_plan, "postgres"))
     assert settings == {

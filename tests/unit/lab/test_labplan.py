@@ -117,3 +117,11 @@ def test_an_api_only_cluster_lab_plan_prepares_no_node(tmp_path: Path) -> None:
     plan = _cluster_plan(tmp_path, ssh=None)
     assert plan.proxmox.prepare_node is False
     assert len(plan.nodes) == 3
+
+
+def test_lab_plan_asks_for_the_labs_debian_release(tmp_path: Path) -> None:
+    for release, postgresql in ((13, 17), (12, 15)):
+        inputs = dataclasses.replace(_inputs(tmp_path), debian_release=release)
+        plan = load_plan_text(render_lab_plan(inputs), "vms.lab.yaml").plan
+        assert (plan.template.release, plan.template.name) == (release, f"debian-{release}-cloud")
+        assert plan.postgresql_major == postgresql

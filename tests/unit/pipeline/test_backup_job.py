@@ -8,6 +8,7 @@ from ailab_deploy.errors import ProxmoxError
 from ailab_deploy.pipeline.backup_job import (
     DEFAULT_SCHEDULE,
     JOB_COMMENT,
+    NOTES_TEMPLATE,
     backup_storage,
     ensure_backup_job,
 )
@@ -60,6 +61,7 @@ def test_creates_the_job_then_is_a_no_op() -> None:
         "compress": "zstd",
         "enabled": "1",
         "comment": JOB_COMMENT,
+        "notes-template": NOTES_TEMPLATE,
     }
     writes = len(api.writes)
     second = ensure_backup_job(api, "pve", [100, 101, 102])
@@ -85,6 +87,30 @@ def test_updates_only_what_differs() -> None:
     assert result.describe() == (
         "backup job ailab-pve: updated (schedule sat 02:00 -> sun 03:30, vmid 100,101 -> 100,101,103)"
     )
+
+
+@pytest.mark.parametrize(
+    "stored, planned, write",
+    [
+        (None, "keep-last=2,keep-weekly=4", {"prune-backups": "keep-last=2,keep-weekly=4"}),
+        ("keep-weekly=4,keep-last=2", "keep-last=2,keep-weekly=4", None),  # the same options
+        ("keep-last=2", "keep-last=3", {"prune-backups": "keep-last=3"}),
+        ("keep-all=1", None, None),  # no retention in the plan: the job's own is left alone
+    ],
+)
+def test_retention_is_compared_as_options(
+    stored: str | None, planned: str | None, write: dict[str, str] | None
+) -> None:
+    api = FakePve()
+    ensure_backup_job(api, "pve", [100])
+    if stored is not None:
+        api.jobs["ailab-pve"]["prune-backups"] = stored
+    writes = len(api.writes)
+    result = ensure_backup_job(api, "pve", [100], prune_backups=planned)
+    if write is None:
+        assert (result.action, len(api.writes)) == ("unchanged", writes)
+    else:
+        assert result.action == "updated" and api.writes[-1] == ("PUT", "cluster/backup/ailab-pve", write)
 
 
 def test_disabled_job_is_enabled_again() -> None:
