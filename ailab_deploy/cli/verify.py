@@ -117,4 +117,5 @@ def register(app: typer.Typer) -> None:
         else:
             print_verify(outcome)
         if not outcome.report.passed or outcome.problems:
-            raise AilabError(f"verification failed (run {outcome.run_id})")
+            failed = "; ".join(outcome.report.failures() + list(outcome.problems))
+            raise AilabError(f"verification failed (run {outcome.run_id}): {failed}")

@@ -165,8 +165,19 @@ class Report:
 
     @property
     def passed(self) -> bool:
-        infra_ok = self.infra.get("failed", 0) == 0 and self.infra.get("errors", 0) == 0
-        return all(gate.passed for gate in self.gates) and infra_ok
+        return not self.failures()
+
+    def failures(self) -> list[str]:
+        """What failed, a short phrase each: the gates missed and the testinfra failures."""
+        found = [
+            f"{gate.name} {gate.measured:g} (wanted {gate.comparison} {gate.threshold:g})"
+            for gate in self.gates
+            if not gate.passed
+        ]
+        broken = int(self.infra.get("failed", 0)) + int(self.infra.get("errors", 0))
+        if broken:
+            found.append(f"{broken} testinfra check(s) failed")
+        return found
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -100,6 +100,15 @@ def test_report_ratios_and_markdown() -> None:
     assert "PASSED" in text
     failing = Report("ab" * 32, llm, pg, (), report.gates, infra={"failed": 1})
     assert not failing.passed
+    assert failing.failures() == ["1 testinfra check(s) failed"]
+
+
+def test_failures_name_each_missed_gate_with_its_figures() -> None:
+    slow = _llm(3.0)  # below the 5 tokens/s the thresholds ask for
+    pg = parse_pgbench(PGBENCH_15, 2, 10)
+    report = Report("ab" * 32, slow, pg, (), evaluate_gates(THRESHOLDS, slow, pg, ()), infra={"errors": 2})
+    assert report.failures() == ["llm tokens/s 3 (wanted >= 5)", "2 testinfra check(s) failed"]
+    assert not report.passed
 
 
 def _dump_gates(dump: DumpCheck | None, expected: bool = True) -> dict[str, tuple[float, bool]]:
