@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import ipaddress
+import shlex
 import socket
+from collections.abc import Iterable
 from typing import Any
+
+CONNECT_TIMEOUT = 3  # seconds a dropped SYN is waited for before the port counts as closed
 
 
 def in_sources(address: str, sources: list[str]) -> bool:
@@ -12,9 +16,30 @@ def in_sources(address: str, sources: list[str]) -> bool:
     return any(ip in ipaddress.ip_network(source, strict=False) for source in sources)
 
 
-def connects_from(peer: Any, address: str, port: int) -> bool:
-    """Whether ``peer`` opens a TCP connection to address:port within 3 s."""
-    return bool(peer.run(f"timeout 3 bash -c 'exec 3<>/dev/tcp/{address}/{port}'").rc == 0)
+def ports_reached_from(peer: Any, address: str, ports: Iterable[int]) -> dict[int, bool]:
+    """Which of ``ports`` on ``address`` ``peer`` opens a TCP connection to within CONNECT_TIMEOUT.
+
+    All ports are tried at once in one command: a dropped port costs its timeout once per peer,
+    not once per port. Each attempt prints its port when it connects.
+    """
+    wanted = sorted({int(port) for port in ports})
+    attempts = " ".join(
+        f"(timeout {CONNECT_TIMEOUT} bash -c {shlex.quote(f'exec 3<>/dev/tcp/{address}/{port}')}"
+        f" && echo {port}) &"
+        for port in wanted
+    )
+    output = peer.run(f"{attempts} wait").stdout
+    reached = {int(word) for word in output.split() if word.isdigit()}
+    return {port: port in reached for port in wanted}
+
+
+def controller_reaches(address: str, port: int) -> bool:
+    """Whether this controller opens a TCP connection to address:port within CONNECT_TIMEOUT."""
+    try:
+        with socket.create_connection((address, port), timeout=CONNECT_TIMEOUT):
+            return True
+    except OSError:
+        return False
 
 
 def controller_source_address(address: str) -> str:
