@@ -221,5 +221,6 @@ def verify(
             run.finish("succeeded" if report.passed and not problems else "failed")
         return VerifyOutcome(run.id, report, json_path, markdown_path, html_path, tuple(problems))
     finally:
+        targets.close()
         if own_ledger:
             ledger.close()
