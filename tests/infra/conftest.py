@@ -55,7 +55,7 @@ def inventory_path(request: pytest.FixtureRequest) -> str:
 @pytest.fixture(scope="session")
 def peers(inventory_path: str) -> dict[str, tuple[str, Any]]:
     """Every inventory host: name -> (private address, testinfra host), to test from other hosts."""
-    runner = AnsibleRunner.get_runner(inventory_path)  # testinfra's own, already read: no second ansible-inventory
+    runner = AnsibleRunner.get_runner(inventory_path)  # testinfra's own: no second ansible-inventory
     found: dict[str, tuple[str, Any]] = {}
     for name in runner.get_hosts("all"):
         variables = runner.get_variables(name)
