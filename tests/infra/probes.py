@@ -5,10 +5,12 @@ from __future__ import annotations
 import ipaddress
 import shlex
 import socket
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 CONNECT_TIMEOUT = 3  # seconds a dropped SYN is waited for before the port counts as closed
+ProbeResults = dict[tuple[str, int], bool]  # (client name or "controller", port) -> connected
 
 
 def in_sources(address: str, sources: list[str]) -> bool:
@@ -47,3 +49,19 @@ def controller_source_address(address: str) -> str:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         probe.connect((address, 9))
         return str(probe.getsockname()[0])
+
+
+def probe_reachability(address: str, ports: Iterable[int], peers: Mapping[str, Any], me: str) -> ProbeResults:
+    """(client, port) -> whether that client connected to address:port, for every peer but ``me``
+    (testinfra hosts by name) and for this controller ("controller"), all probes at the same time:
+    a dropped connection is waited for once, not once per client and port."""
+    wanted = sorted({int(port) for port in ports})
+    others = {name: peer for name, peer in peers.items() if name != me}
+    with ThreadPoolExecutor(max_workers=len(others) + len(wanted) + 1) as pool:
+        from_peers = {
+            name: pool.submit(ports_reached_from, peer, address, wanted) for name, peer in others.items()
+        }
+        from_controller = {port: pool.submit(controller_reaches, address, port) for port in wanted}
+        found = {(name, port): ok for name, run in from_peers.items() for port, ok in run.result().items()}
+        found.update({("controller", port): run.result() for port, run in from_controller.items()})
+    return found

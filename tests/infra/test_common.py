@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import Any
 
 import pytest
 
 from ailab_deploy.core.plan import VM, Plan
 from tests.infra.expected import SSH_PORT, accepted_tcp_sources, debian_release, open_ports
-from tests.infra.probes import controller_reaches, controller_source_address, in_sources, ports_reached_from
+from tests.infra.probes import ProbeResults, controller_source_address, in_sources, probe_reachability
 
 BASE_PACKAGES = ("ca-certificates", "curl", "nftables", "openssh-server", "sudo", "python3-venv")
 
@@ -54,26 +54,19 @@ def test_firewall_opens_each_service_only_to_its_sources(host: Any, plan: Plan, 
 
 
 @pytest.fixture(scope="module")
-def reached(plan: Plan, vm: VM, peers: dict[str, tuple[str, Any]]) -> dict[tuple[str, int], bool]:
-    """(client, port) -> whether that client connected to this host's port, for every other
-    inventory host and for this controller ("controller"). All probes run at the same time: a
-    dropped connection is waited for once, not once per client and port."""
-    address = str(vm.ip)
-    ports = sorted(open_ports(plan, vm))
-    with ThreadPoolExecutor(max_workers=len(peers) + len(ports) + 1) as pool:
-        from_peers = {
-            name: pool.submit(ports_reached_from, peer, address, ports)
-            for name, (_, peer) in peers.items()
-            if name != vm.name
-        }
-        from_controller = {port: pool.submit(controller_reaches, address, port) for port in ports}
-        found = {(name, port): ok for name, run in from_peers.items() for port, ok in run.result().items()}
-        found.update({("controller", port): run.result() for port, run in from_controller.items()})
-    return found
+def reached(
+    plan: Plan, vm: VM, peers: dict[str, tuple[str, Any]], early_probes: dict[str, Future[ProbeResults]]
+) -> ProbeResults:
+    """(client, port) -> whether that client connected to this host's port: the probes the
+    session started in the background (conftest), else run now."""
+    if vm.name in early_probes:
+        return early_probes[vm.name].result()
+    testinfra_peers = {name: peer for name, (_, peer) in peers.items()}
+    return probe_reachability(str(vm.ip), open_ports(plan, vm), testinfra_peers, vm.name)
 
 
 def test_service_ports_answer_exactly_the_declared_hosts(
-    plan: Plan, vm: VM, peers: dict[str, tuple[str, Any]], reached: dict[tuple[str, int], bool]
+    plan: Plan, vm: VM, peers: dict[str, tuple[str, Any]], reached: ProbeResults
 ) -> None:
     """From every other inventory host: allowed sources connect, everyone else is dropped."""
     me = vm.name
@@ -89,9 +82,7 @@ def test_service_ports_answer_exactly_the_declared_hosts(
         assert checked > 0
 
 
-def test_the_controller_reaches_only_what_its_address_may(
-    plan: Plan, vm: VM, reached: dict[tuple[str, int], bool]
-) -> None:
+def test_the_controller_reaches_only_what_its_address_may(plan: Plan, vm: VM, reached: ProbeResults) -> None:
     address = str(vm.ip)
     mine = controller_source_address(address)
     for port, sources in open_ports(plan, vm).items():

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.infra.probes import controller_reaches, ports_reached_from
+from tests.infra.probes import controller_reaches, ports_reached_from, probe_reachability
 
 
 @dataclass
@@ -54,3 +54,16 @@ def test_a_peer_reports_which_ports_it_reached_in_one_command(listening: int) ->
 def test_the_controller_probe_tells_open_from_refused(listening: int) -> None:
     assert controller_reaches("127.0.0.1", listening) is True
     assert controller_reaches("127.0.0.1", _closed_port()) is False
+
+
+def test_reachability_covers_every_other_peer_and_the_controller(listening: int) -> None:
+    closed = _closed_port()
+    peers = {"me": _LocalPeer(), "a": _LocalPeer(), "b": _LocalPeer()}
+    found = probe_reachability("127.0.0.1", [listening, closed], peers, "me")
+    expected = {
+        (client, port): port == listening
+        for client in ("a", "b", "controller")
+        for port in (listening, closed)
+    }
+    assert found == expected
+    assert peers["me"].commands == []  # a host is not probed from itself
