@@ -98,6 +98,7 @@ def main() -> None:
                         use_tuned(session, settings)
         finally:
             use_tuned(session, settings)
+            targets.close()
     print_load("at the end")
     tuned, default = statistics.median(tps["tuned"]), statistics.median(tps["default"])
     print(

@@ -31,7 +31,7 @@ def check_latest_dump(targets: Targets) -> DumpCheck:
     vm = targets.vm_with_role("backup")
     port = str(targets.loaded.plan.database.port)
     argv = ["sudo", "-n", DUMP_CHECK, "check", BACKUP_DIR, port, "--json"]
-    with targets.ssh(vm) as session:
+    with targets.session(vm) as session:
         result = session.run(argv, timeout=CHECK_TIMEOUT)
     try:
         data = json.loads(result.stdout)

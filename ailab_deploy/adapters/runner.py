@@ -197,7 +197,7 @@ def run_playbook(
     if chosen.plugin_dir:
         envvars["ANSIBLE_STRATEGY_PLUGINS"] = chosen.plugin_dir
         envvars["ANSIBLE_STRATEGY"] = chosen.name
-        # site.yml's play of independent layers takes its free strategy from here.
+        # site.yml's play of all hosts' layers takes its free strategy from here.
         envvars["AILAB_FREE_STRATEGY"] = MITOGEN_FREE_STRATEGY
     if stock_settings:
         # Ansible's defaults, for comparison: an empty config (else the project's ansible.cfg in

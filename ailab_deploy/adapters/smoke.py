@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -105,13 +107,29 @@ class Targets:
             raise SmokeError("no stored LLM API key: run `ailab-deploy configure` first")
         return key
 
+    _sessions: dict[str, SshSession] = field(default_factory=dict, init=False, repr=False)
+
     def ssh(self, vm: VM) -> SshSession:
+        """A new SSH session to ``vm``; the caller closes it (``with targets.session(vm) as session``)."""
         return SshSession(
             str(vm.ip),
             self.loaded.plan.template.admin_user,
             known_hosts=known_hosts_path(self.state_dir),
             key_file=private_key_of(self.loaded),
         )
+
+    @contextmanager
+    def session(self, vm: VM) -> Iterator[SshSession]:
+        """The SSH session to ``vm`` these measurements share: opened at first use and kept open
+        (one handshake per VM per verify run, not one per command); :meth:`close` ends them."""
+        if vm.name not in self._sessions:
+            self._sessions[vm.name] = self.ssh(vm)
+        yield self._sessions[vm.name]
+
+    def close(self) -> None:
+        for session in self._sessions.values():
+            session.close()
+        self._sessions.clear()
 
 
 def _generation_request(engine: str, tokens: int) -> tuple[str, dict[str, Any]]:
@@ -135,12 +153,12 @@ def measure_llm(targets: Targets, sizing: LlmSizing) -> LlmResult:
     plan = targets.loaded.plan
     llm_vm = targets.vm_with_role("llm")
     apps_vm = targets.vm_with_role("python_app")
-    with targets.ssh(llm_vm) as session:
+    with targets.session(llm_vm) as session:
         bandwidth = parse_probe_output(session.check(["python3", "-"], stdin=PROBE_SOURCE, timeout=600))
     path, body = _generation_request(plan.llm.engine, plan.verify.llm_tokens)
     url = f"http://{llm_vm.ip}:{plan.llm.port}{path}"
     key = targets.llm_api_key()
-    with targets.ssh(apps_vm) as session:
+    with targets.session(apps_vm) as session:
         warm = dict(
             body, **({"options": {"num_predict": 1}} if plan.llm.engine == "ollama" else {"n_predict": 1})
         )
@@ -172,7 +190,7 @@ def measure_llm(targets: Targets, sizing: LlmSizing) -> LlmResult:
 def measure_engine_ceiling(targets: Targets, llm_vm: VM, tokens: int, depth: int) -> float:
     """llama-bench's generation tokens/s for what the server runs, on the server's VM."""
     argv = ["python3", "-c", LLAMA_BENCH, str(tokens), str(depth), str(LLAMA_BENCH_REPETITIONS)]
-    with targets.ssh(llm_vm) as session:
+    with targets.session(llm_vm) as session:
         return engine_ceiling_from_llama_bench(session.check(argv, timeout=1800))
 
 
@@ -197,7 +215,7 @@ def measure_pgbench(targets: Targets) -> PgbenchResult:
         # The password arrives on stdin, so it is neither in the process list nor in a file.
         script = 'IFS= read -r PGPASSWORD; export PGPASSWORD; exec "$@"'
         argv = ["sh", "-c", script, "pgbench", "pgbench", *connection, *arguments, database]
-        with targets.ssh(apps_vm) as session:
+        with targets.session(apps_vm) as session:
             return session.check(argv, stdin=password + "\n", timeout=timeout)
 
     pgbench(["-i", "-q", "-s", str(verify.pgbench_scale)], timeout=600)

@@ -180,22 +180,28 @@ def verify(
                 timings.append({"phase": "testinfra", "seconds": round(time.monotonic() - started, 1)})
                 return counts
 
-            # The checks that measure nothing go side by side: the testinfra suite and the browser.
+            # The checks that measure nothing go side by side: the testinfra suite, the restore
+            # check of the newest dump and the browser.
             browser_checks: tuple[BrowserResult, ...] = ()
-            with ThreadPoolExecutor(max_workers=1) as pool:
+            dump_expected = bool(loaded.plan.vms_with_role("backup"))
+            with ThreadPoolExecutor(max_workers=2) as pool:
                 infra_run = pool.submit(testinfra) if infra else None
+                dump_run = (
+                    pool.submit(attempt, "database dump", lambda: check_latest_dump(targets))
+                    if dump_expected
+                    else None
+                )
                 if found is not None:
                     browser_checks = (
                         attempt("browser", lambda: check_apps_in_browser(targets, found, reports_dir)) or ()
                     )
                 infra_counts: dict[str, Any] = infra_run.result() if infra_run else {}
+                dump = dump_run.result() if dump_run else None
             # Then the measurements, one after the other and alone: they would disturb each other.
             llm_sizing = sizing.llm
             llm = attempt("llm", lambda: measure_llm(targets, llm_sizing)) if llm_sizing else None
             pgbench = attempt("pgbench", lambda: measure_pgbench(targets))
             apps = attempt("apps", lambda: measure_apps(targets)) or ()
-            dump_expected = bool(loaded.plan.vms_with_role("backup"))
-            dump = attempt("database dump", lambda: check_latest_dump(targets)) if dump_expected else None
             if dump is not None:
                 problems.extend(f"database dump: {problem}" for problem in dump.problems)
             gates = evaluate_gates(
@@ -221,5 +227,6 @@ def verify(
             run.finish("succeeded" if report.passed and not problems else "failed")
         return VerifyOutcome(run.id, report, json_path, markdown_path, html_path, tuple(problems))
     finally:
+        targets.close()
         if own_ledger:
             ledger.close()

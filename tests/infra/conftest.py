@@ -15,7 +15,8 @@ inventory. A test that does not apply to a host (its role is not there) is skipp
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,8 @@ from testinfra.utils.ansible_runner import AnsibleRunner
 
 from ailab_deploy.core.loader import load_plan
 from ailab_deploy.core.plan import VM, Plan
-from tests.infra.expected import plan_vm
+from tests.infra.expected import open_ports, plan_vm
+from tests.infra.probes import ProbeResults, probe_reachability
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +57,7 @@ def inventory_path(request: pytest.FixtureRequest) -> str:
 @pytest.fixture(scope="session")
 def peers(inventory_path: str) -> dict[str, tuple[str, Any]]:
     """Every inventory host: name -> (private address, testinfra host), to test from other hosts."""
-    runner = AnsibleRunner(inventory_path)
+    runner = AnsibleRunner.get_runner(inventory_path)  # testinfra's own: no second ansible-inventory
     found: dict[str, tuple[str, Any]] = {}
     for name in runner.get_hosts("all"):
         variables = runner.get_variables(name)
@@ -76,3 +78,36 @@ def plan() -> Plan:
 def vm(plan: Plan, hostvars: dict[str, Any]) -> VM:
     """This host as the plan declares it."""
     return plan_vm(plan, hostvars["inventory_hostname"])
+
+
+@pytest.fixture(scope="session", autouse=True)
+def early_probes(request: pytest.FixtureRequest) -> Iterator[dict[str, Future[ProbeResults]]]:
+    """Host name -> the firewall's reachability probes of that host, started with the session so
+    they wait out dropped connections while the other tests run (those that read them run last,
+    see pytest_collection_modifyitems). Empty when the plan or inventory is not given."""
+    option = request.config.option
+    if not os.environ.get("AILAB_PLAN") or not option.ansible_inventory or not option.hosts:
+        yield {}
+        return
+    plan: Plan = request.getfixturevalue("plan")
+    peers: dict[str, tuple[str, Any]] = request.getfixturevalue("peers")
+    runner = AnsibleRunner.get_runner(str(option.ansible_inventory))
+    names = {
+        name
+        for spec in option.hosts.split(",")
+        for name in runner.get_hosts(spec.strip().removeprefix("ansible://") or "all")
+    }
+    targets = [vm for vm in plan.vms if vm.name in names]
+    testinfra_peers = {name: peer for name, (_, peer) in peers.items()}
+    with ThreadPoolExecutor(max_workers=max(len(targets), 1)) as pool:
+        yield {
+            vm.name: pool.submit(
+                probe_reachability, str(vm.ip), open_ports(plan, vm), testinfra_peers, vm.name
+            )
+            for vm in targets
+        }
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests that read the reachability probes run last: the probes run meanwhile."""
+    items.sort(key=lambda item: "reached" in getattr(item, "fixturenames", ()))
