@@ -117,12 +117,15 @@ def remove_tree(cgroup: Path) -> bool:
     return removed
 
 
-def machine_cgroups(machine_prefix: str) -> list[Path]:
-    """The cgroups of machines named ``machine_prefix...`` anywhere in the hierarchies."""
+def machine_cgroups(machine_prefix: str, hierarchies: list[Path] | None = None) -> list[Path]:
+    """The cgroups of machines named ``machine_prefix...`` anywhere in the hierarchies (by
+    default the mounted ones), not looking inside them."""
     prefix = f"{PREFIX}{machine_prefix}"
+    if hierarchies is None:
+        mounts = hierarchy_mounts(Path("/proc/self/mountinfo").read_text())
+        hierarchies = [mount_point for mount_point, _ in mounts.values()]
     found = []
-    mounts = hierarchy_mounts(Path("/proc/self/mountinfo").read_text())
-    for mount_point, _ in mounts.values():
+    for mount_point in hierarchies:
         for directory, subdirs, _ in os.walk(mount_point):
             matching = [name for name in subdirs if name.startswith(prefix)]
             found += [Path(directory) / name for name in matching]
