@@ -176,11 +176,6 @@ def test_reboot_with_changed_config_reruns_cloud_init(vm_lab: VMLab) -> None:
     assert rc == 0 and after.strip() and after != before
 
 
-@pytest.mark.xfail(
-    reason="known regression: a Debian 13 guest's own `systemctl reboot` does not restart its "
-    "container yet (reboots through the API and node reboots do)",
-    strict=False,
-)
 def test_a_reboot_inside_the_guest_boots_it_again(vm_lab: VMLab) -> None:
     backend, machine, address = vm_lab.backend, vm_lab.backend.machine(102), VMS[102][1]
     init_before = machine.leader_pid()

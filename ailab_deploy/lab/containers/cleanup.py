@@ -8,7 +8,7 @@ import signal
 from pathlib import Path
 
 from ailab_deploy.errors import LabError
-from ailab_deploy.lab.containers import network, proxy
+from ailab_deploy.lab.containers import cgroup, network, proxy
 from ailab_deploy.lab.containers.backend import machines_dir
 from ailab_deploy.lab.containers.machine import (
     MOUNT_SOURCE_PREFIX,
@@ -70,6 +70,8 @@ def lab_down(lab_dir: Path | None = None, *, purge: bool = False) -> None:
         run(["ip", "link", "delete", veth], what=f"deleting veth {veth}", check=False)
     for netns in network.namespaces():
         run(["ip", "netns", "delete", netns], what=f"deleting network namespace {netns}")
+    for machine_cgroup in cgroup.machine_cgroups(network.NETNS_PREFIX):  # a supervisor killed outright
+        cgroup.remove_tree(machine_cgroup)
     proxy.proxy_down(lab_dir)
     network.bridge_down()
     network.release()
@@ -97,6 +99,7 @@ def leftovers(lab_dir: Path | None = None) -> list[str]:
     found += [f"mount: {point}" for point in _lab_mount_points()]
     found += [f"netns: {name}" for name in network.namespaces()]
     found += [f"veth: {name}" for name in _lab_veths()]
+    found += [f"cgroup: {path}" for path in cgroup.machine_cgroups(network.NETNS_PREFIX)]
     if network.BRIDGE in network.link_names():
         found.append(f"bridge: {network.BRIDGE}")
     if network.firewall_present():
