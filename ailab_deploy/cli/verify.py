@@ -117,5 +117,4 @@ def register(app: typer.Typer) -> None:
         else:
             print_verify(outcome)
         if not outcome.report.passed or outcome.problems:
-            failed = "; ".join(outcome.report.failures() + list(outcome.problems))
-            raise AilabError(f"verification failed (run {outcome.run_id}): {failed}")
+            raise AilabError(f"verification failed (run {outcome.run_id}): {'; '.join(outcome.failures())}")

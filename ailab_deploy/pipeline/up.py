@@ -182,6 +182,6 @@ def up(
     except AilabError as error:
         raise UpFailed(str(error), result, error.exit_code) from error
     if not result.passed and result.verified is not None:
-        failed = "; ".join(result.verified.report.failures() or result.verified.problems)
+        failed = "; ".join(result.verified.failures())
         raise UpFailed(f"verification failed (run {result.verified.run_id}): {failed}", result)
     return result

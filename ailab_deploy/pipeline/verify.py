@@ -44,6 +44,10 @@ class VerifyOutcome:
     html_path: Path
     problems: tuple[str, ...]  # measurements that could not be taken
 
+    def failures(self) -> list[str]:
+        """What made the run fail, a short phrase each: the report's failures, then the problems."""
+        return self.report.failures() + list(self.problems)
+
 
 def run_testinfra(
     inventory: Path, state_dir: Path, junit: Path, plan: Path, hosts: Sequence[str]
