@@ -94,6 +94,7 @@ class SmokeError(AilabError):
 class Targets:
     loaded: LoadedPlan
     state_dir: Path
+    _sessions: dict[str, SshSession] = field(default_factory=dict, init=False, repr=False)  # see session()
 
     def vm_with_role(self, role: str) -> VM:
         vms = self.loaded.plan.vms_with_role(role)
@@ -106,8 +107,6 @@ class Targets:
         if key is None:
             raise SmokeError("no stored LLM API key: run `ailab-deploy configure` first")
         return key
-
-    _sessions: dict[str, SshSession] = field(default_factory=dict, init=False, repr=False)
 
     def ssh(self, vm: VM) -> SshSession:
         """A new SSH session to ``vm``; the caller closes it (``with targets.session(vm) as session``)."""

@@ -86,8 +86,12 @@ def lab_down(lab_dir: Path | None = None, *, purge: bool = False) -> None:
 def _disk_dirs(lab_dir: Path) -> list[Path]:
     """Where the lab keeps machine disks: <lab>/machines, and in a cluster lab each node's
     local ones (<lab>/nodes/<node>/machines) and the shared storage's (<lab>/storage/*/machines)."""
-    found = [machines_dir(lab_dir), *sorted(lab_dir.glob("nodes/*/machines"))]
-    return [d for d in found + sorted(lab_dir.glob("storage/*/machines")) if d.is_dir()]
+    candidates = [
+        machines_dir(lab_dir),
+        *sorted(lab_dir.glob("nodes/*/machines")),
+        *sorted(lab_dir.glob("storage/*/machines")),
+    ]
+    return [d for d in candidates if d.is_dir()]
 
 
 def leftovers(lab_dir: Path | None = None) -> list[str]:
