@@ -61,7 +61,7 @@ def lab_down(lab_dir: Path | None = None, *, purge: bool = False) -> None:
     with ``purge`` and ``lab_dir`` they go too. The image cache, the lab key and the node's
     storage dir always stay.
     """
-    if lab_dir is not None:
+    if lab_dir is not None and lab_processes():
         network.check_owner(Path(lab_dir))  # never tear down another lab dir's running lab
     _kill_containers()
     for point in _lab_mount_points():
@@ -81,6 +81,25 @@ def lab_down(lab_dir: Path | None = None, *, purge: bool = False) -> None:
                 raise LabError(f"refusing to delete {disks}: something is mounted there")
             shutil.rmtree(disks)
     log.info("lab containers down")
+
+
+def lab_processes() -> list[int]:
+    """The pids of every lab guest, supervisor and proxy: none once a lab is down, or killed."""
+    return [
+        *processes_matching(is_lab_nspawn),
+        *processes_matching(is_lab_supervisor),
+        *processes_matching(proxy.is_lab_proxy),
+    ]
+
+
+def clear_abandoned_lab(lab_dir: Path) -> None:
+    """Clear the network of a lab whose processes were all killed without a ``lab down`` (its
+    controller killed, say): it still claims the bridge, and nobody else could ever take it down."""
+    claimed = network.owner()
+    if claimed is None or claimed == Path(lab_dir).resolve() or lab_processes():
+        return
+    log.warning("the lab in %s was left without its processes: clearing its network", claimed)
+    lab_down()
 
 
 def _disk_dirs(lab_dir: Path) -> list[Path]:

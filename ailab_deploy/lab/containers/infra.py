@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ailab_deploy.lab.containers import network, proxy
-from ailab_deploy.lab.containers.cleanup import lab_down
+from ailab_deploy.lab.containers.cleanup import clear_abandoned_lab, lab_down
 from ailab_deploy.lab.containers.image import DEFAULT_RELEASE, TemplateImage, build_template
 from ailab_deploy.lab.containers.node import NodeInfo, node_up
 from ailab_deploy.lab.containers.provision import HOST_CA_BUNDLE
@@ -41,6 +41,7 @@ def lab_up(
     (default <lab-dir>/storage/local); the node sees it at /var/lib/vz.
     """
     lab_dir = Path(lab_dir)
+    clear_abandoned_lab(lab_dir)
     network.claim(lab_dir)
     network.bridge_up()
     proxy_url = proxy.proxy_up(lab_dir)

@@ -336,9 +336,7 @@ class Vzdump:
             ctx.log(f"INFO: archive file size: {_size_text(size)}")
             if options.get("notes-template"):
                 ctx.log("INFO: adding notes to backup")
-                notes = notes_from_template(
-                    options["notes-template"], conf.get("name", ""), vmid, node
-                )
+                notes = notes_from_template(options["notes-template"], conf.get("name", ""), vmid, node)
                 Path(f"{target}.notes").write_text(notes)
             if options.get("protected") == "1":
                 ctx.log("INFO: marking backup as protected")
