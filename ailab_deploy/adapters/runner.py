@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import json
 import logging
 import os
 import re
@@ -18,13 +19,14 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import ansible_runner
 
 import ailab_deploy
-from ailab_deploy.adapters.statedir import facts_dir
+from ailab_deploy.adapters.statedir import STRATEGY_VERDICT_FILENAME, facts_dir
 from ailab_deploy.errors import AilabError, InputError
 
 log = logging.getLogger(__name__)
@@ -62,14 +64,22 @@ def _mitogen_plugin_dir() -> Path | None:
 
 
 @functools.cache
-def choose_strategy() -> Strategy:
+def choose_strategy(verdict_file: Path | None = None) -> Strategy:
     """mitogen_linear if ansible_mitogen loads with this Ansible (checked in a child interpreter,
-    the way ansible-playbook would load it), else ``linear`` with a one-line notice."""
+    the way ansible-playbook would load it), else ``linear`` with a one-line notice.
+
+    The check costs half a second of CPU; with ``verdict_file``, a passed check is kept there
+    for as long as the interpreter, ansible-core and mitogen are the same.
+    """
     if os.environ.get("AILAB_ANSIBLE_STRATEGY", "").strip() == "linear":
         return Strategy("linear", notice="stock linear strategy (AILAB_ANSIBLE_STRATEGY=linear)")
     plugin_dir = _mitogen_plugin_dir()
     if plugin_dir is None:
         return Strategy("linear", notice="mitogen is not installed: stock linear strategy")
+    loads = Strategy(MITOGEN_STRATEGY, str(plugin_dir))
+    installed = _installed_versions(plugin_dir)
+    if verdict_file is not None and _read_json(verdict_file) == {"loads": installed}:
+        return loads
     probe = subprocess.run(
         [sys.executable, "-c", "import ansible_mitogen.strategy"],
         capture_output=True,
@@ -81,7 +91,26 @@ def choose_strategy() -> Strategy:
     if probe.returncode != 0 or not all(plugin.is_file() for plugin in plugins):
         reason = (probe.stderr.strip().splitlines() or ["strategy plugin missing"])[-1][:200]
         return Strategy("linear", notice=f"mitogen does not load here ({reason}): stock linear strategy")
-    return Strategy(MITOGEN_STRATEGY, str(plugin_dir))
+    if verdict_file is not None:
+        verdict_file.parent.mkdir(parents=True, exist_ok=True)
+        verdict_file.write_text(json.dumps({"loads": installed}) + "\n", encoding="utf-8")
+    return loads
+
+
+def _installed_versions(plugin_dir: Path) -> dict[str, str]:
+    return {
+        "python": sys.executable,
+        "ansible-core": metadata.version("ansible-core"),
+        "mitogen": metadata.version("mitogen"),
+        "plugins": str(plugin_dir),
+    }
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
 
 
 def ansible_playbook_binary() -> str:
@@ -191,7 +220,7 @@ def run_playbook(
     # runner's jsonfile fact cache, pointed at the state dir (an absolute path is kept as is)
     # instead of each run's artifacts, so `gathering = smart` finds last run's facts.
     fact_cache: dict[str, Any] = {"fact_cache_type": "jsonfile", "fact_cache": str(facts_dir(state_dir))}
-    chosen = Strategy("linear") if stock_settings else choose_strategy()
+    chosen = Strategy("linear") if stock_settings else choose_strategy(state_dir / STRATEGY_VERDICT_FILENAME)
     if chosen.notice:
         log.warning("%s", chosen.notice)
     if chosen.plugin_dir:

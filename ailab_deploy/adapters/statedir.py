@@ -10,6 +10,7 @@ from pathlib import Path
 STATE_DIRNAME = ".ailab"
 STATE_DIR_ENV = "AILAB_STATE_DIR"
 KNOWN_HOSTS_FILENAME = "known_hosts"
+STRATEGY_VERDICT_FILENAME = "mitogen-loads.json"  # which installed versions mitogen was seen to load with
 
 
 def state_dir_for(plan_path: Path) -> Path:
@@ -48,3 +49,8 @@ def forget_facts(state_dir: Path, host: str) -> bool:
     for path in found:
         path.unlink(missing_ok=True)
     return bool(found)
+
+
+def browser_cache_dir(state_dir: Path) -> Path:
+    """Chromium's HTTP cache for the browser check (the apps' static files), kept across runs."""
+    return state_dir / "browser-cache"

@@ -255,6 +255,7 @@ def _python_app_vars(plan: Plan, inputs: InventoryInputs, passwords: Mapping[str
             python_app_llm_model=SERVED_MODEL_NAME,
             python_app_llm_provider=plan.llm.engine,
             python_app_llm_api_key=LLM_API_KEY_REFERENCE,
+            python_app_llm_max_tokens=plan.apps.llm_max_tokens,
         )
     return values
 

@@ -512,6 +512,9 @@ class App(Model):
 class Apps(Model):
     framework: AppSource | None = Field(None, description="Shared framework package")
     apps: list[App] = Field([], description="Apps to deploy on the apps VMs")
+    llm_max_tokens: int = Field(
+        128, ge=1, le=8192, description="Longest answer, in tokens, an app asks the LLM for"
+    )
 
 
 class Verify(Model):

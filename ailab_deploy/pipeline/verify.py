@@ -19,11 +19,11 @@ from typing import Any, TypeVar
 
 from ailab_deploy.adapters.browser import Browser, check_streamlit_app, find_browser
 from ailab_deploy.adapters.dumpcheck import check_latest_dump
-from ailab_deploy.adapters.inventory import generate_inventory
+from ailab_deploy.adapters.inventory import generate_inventory, inventory_listing
 from ailab_deploy.adapters.ledger import Ledger
 from ailab_deploy.adapters.runner import project_root
 from ailab_deploy.adapters.smoke import Targets, measure_apps, measure_llm, measure_pgbench
-from ailab_deploy.adapters.statedir import state_dir_for
+from ailab_deploy.adapters.statedir import browser_cache_dir, state_dir_for
 from ailab_deploy.core.loader import LoadedPlan, private_key_of
 from ailab_deploy.core.report import BrowserResult, Report, electricity_of, evaluate_gates, render_markdown
 from ailab_deploy.core.sizing import size_plan
@@ -33,6 +33,7 @@ from ailab_deploy.pipeline.html_report import write_html_report
 
 T = TypeVar("T")
 CONTROLLER_TESTS = "test_controller.py"  # tests of the controller's own files, not of a host
+HOST_SCHEME = "ailab-root-shell"  # tests/infra/root_shell.py: each host's root commands in one process
 
 
 @dataclass(frozen=True)
@@ -50,14 +51,23 @@ class VerifyOutcome:
 
 
 def run_testinfra(
-    inventory: Path, state_dir: Path, junit: Path, plan: Path, hosts: Sequence[str]
+    inventory: Path,
+    listing: Path | None,
+    state_dir: Path,
+    junit: Path,
+    plan: Path,
+    hosts: Sequence[str],
+    *,
+    scheme: str = HOST_SCHEME,
 ) -> dict[str, Any]:
     """Run tests/infra with pytest against the generated inventory; outcome counts from JUnit XML.
 
-    One pytest per host, all at once: the hosts answer in parallel, and each process keeps one
-    SSH master connection per host (the project's ansible.cfg: ControlMaster/ControlPersist, the
-    same control sockets configure's runs leave open). The suite also gets the plan: it works out
-    the values that matter from the plan itself.
+    One pytest per host, all at once: the hosts answer in parallel. Each process runs its host's
+    commands in one root process on the host, over the SSH master connection configure's runs
+    leave open (the project's ansible.cfg: ControlMaster/ControlPersist), and reads the inventory
+    from ``listing`` (:func:`inventory_listing`) instead of listing it again. ``scheme="ansible"``
+    and no ``listing`` is testinfra's own way, for comparison. The suite also gets the plan: it
+    works out the values that matter from the plan itself.
     """
     root = project_root()
     suite = root / "tests" / "infra"
@@ -70,7 +80,10 @@ def run_testinfra(
         "HOME": str(Path.home()),
         # testinfra reads ssh_args and control_path from here (else: one SSH connection a command).
         "ANSIBLE_CONFIG": str(root / "ansible.cfg"),
-    }
+        # Only testinfra's plugin (below): the others installed beside it cost a quarter second
+        # of CPU in each process and the suite uses none of them.
+        "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1",
+    } | ({"AILAB_INVENTORY_LISTING": str(listing)} if listing else {})
     (Path.home() / ".ansible" / "cp").mkdir(parents=True, exist_ok=True)
     runs: dict[str, tuple[subprocess.Popen[str], Path]] = {}
     for index, host in enumerate(hosts):
@@ -83,9 +96,11 @@ def run_testinfra(
             str(suite),
             "-q",
             "-p",
+            "testinfra.plugin",
+            "-p",
             "no:cacheprovider",
             f"--ansible-inventory={inventory}",
-            f"--hosts=ansible://{host}",
+            f"--hosts={scheme}://{host}",
             "--sudo",  # secret files, sshd -T and nft need root; the admin user has passwordless sudo
             f"--junitxml={host_junit}",
         ]
@@ -125,12 +140,19 @@ def _junit_counts(junit: Path) -> dict[str, int]:
     }
 
 
-def check_apps_in_browser(targets: Targets, browser: Browser, reports_dir: Path) -> tuple[BrowserResult, ...]:
-    """Each Streamlit app of the plan, opened from this machine as an admin would open it."""
+def check_apps_in_browser(
+    targets: Targets, browser: Browser, reports_dir: Path, cache_dir: Path | None = None
+) -> tuple[BrowserResult, ...]:
+    """Each Streamlit app of the plan, opened from this machine as an admin would open it, with
+    Chromium's HTTP cache in ``cache_dir`` (default: kept in the state dir)."""
     apps_vm = targets.vm_with_role("python_app")
     return tuple(
         check_streamlit_app(
-            browser, app.name, f"http://{apps_vm.ip}:{app.port}/", reports_dir / f"browser-{app.name}.png"
+            browser,
+            app.name,
+            f"http://{apps_vm.ip}:{app.port}/",
+            reports_dir / f"browser-{app.name}.png",
+            cache_dir=cache_dir or browser_cache_dir(targets.state_dir),
         )
         for app in targets.loaded.plan.apps.apps
         if app.kind == "streamlit"
@@ -174,8 +196,10 @@ def verify(
                     loaded, plan_addresses(loaded), state_dir=state, private_key_file=private_key_of(loaded)
                 )
                 started = time.monotonic()
+                listing = inventory_listing(inventory, state, project_root() / "ansible.cfg")
                 counts = run_testinfra(
                     inventory.inventory_path,
+                    listing,
                     state,
                     reports_dir / "testinfra.xml",
                     loaded.path,
@@ -184,8 +208,9 @@ def verify(
                 timings.append({"phase": "testinfra", "seconds": round(time.monotonic() - started, 1)})
                 return counts
 
-            # The checks that measure nothing go side by side: the testinfra suite, the restore
-            # check of the newest dump and the browser.
+            # The testinfra suite and the restore check of the newest dump go side by side; the
+            # browser comes after them: Chromium and the LLM answer it waits for need the CPU the
+            # suite uses, and side by side both took longer than one after the other.
             browser_checks: tuple[BrowserResult, ...] = ()
             dump_expected = bool(loaded.plan.vms_with_role("backup"))
             with ThreadPoolExecutor(max_workers=2) as pool:
@@ -195,12 +220,12 @@ def verify(
                     if dump_expected
                     else None
                 )
-                if found is not None:
-                    browser_checks = (
-                        attempt("browser", lambda: check_apps_in_browser(targets, found, reports_dir)) or ()
-                    )
                 infra_counts: dict[str, Any] = infra_run.result() if infra_run else {}
                 dump = dump_run.result() if dump_run else None
+            if found is not None:
+                browser_checks = (
+                    attempt("browser", lambda: check_apps_in_browser(targets, found, reports_dir)) or ()
+                )
             # Then the measurements, one after the other and alone: they would disturb each other.
             llm_sizing = sizing.llm
             llm = attempt("llm", lambda: measure_llm(targets, llm_sizing)) if llm_sizing else None

@@ -14,6 +14,7 @@ inventory. A test that does not apply to a host (its role is not there) is skipp
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -28,6 +29,19 @@ from ailab_deploy.core.loader import load_plan
 from ailab_deploy.core.plan import VM, Plan
 from tests.infra.expected import open_ports, plan_vm
 from tests.infra.probes import ProbeResults, probe_reachability
+from tests.infra.root_shell import register as register_root_shell
+
+register_root_shell()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """With ``AILAB_INVENTORY_LISTING`` (set by ``ailab-deploy verify``), testinfra reads the
+    inventory from that ``ansible-inventory --list`` output instead of listing it again."""
+    listing = os.environ.get("AILAB_INVENTORY_LISTING")
+    inventory = config.option.ansible_inventory
+    if listing and inventory:
+        runner = AnsibleRunner.get_runner(str(inventory))
+        runner.__dict__["inventory"] = json.loads(Path(listing).read_text(encoding="utf-8"))["inventory"]
 
 
 @pytest.fixture(scope="module")
@@ -95,15 +109,12 @@ def early_probes(request: pytest.FixtureRequest) -> Iterator[dict[str, Future[Pr
     names = {
         name
         for spec in option.hosts.split(",")
-        for name in runner.get_hosts(spec.strip().removeprefix("ansible://") or "all")
+        for name in runner.get_hosts(spec.strip().split("://", 1)[-1] or "all")
     }
     targets = [vm for vm in plan.vms if vm.name in names]
-    testinfra_peers = {name: peer for name, (_, peer) in peers.items()}
     with ThreadPoolExecutor(max_workers=max(len(targets), 1)) as pool:
         yield {
-            vm.name: pool.submit(
-                probe_reachability, str(vm.ip), open_ports(plan, vm), testinfra_peers, vm.name
-            )
+            vm.name: pool.submit(probe_reachability, str(vm.ip), open_ports(plan, vm), peers, vm.name)
             for vm in targets
         }
 

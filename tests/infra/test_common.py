@@ -61,8 +61,7 @@ def reached(
     session started in the background (conftest), else run now."""
     if vm.name in early_probes:
         return early_probes[vm.name].result()
-    testinfra_peers = {name: peer for name, (_, peer) in peers.items()}
-    return probe_reachability(str(vm.ip), open_ports(plan, vm), testinfra_peers, vm.name)
+    return probe_reachability(str(vm.ip), open_ports(plan, vm), peers, vm.name)
 
 
 def test_service_ports_answer_exactly_the_declared_hosts(

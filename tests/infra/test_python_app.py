@@ -56,12 +56,13 @@ def test_env_files_hold_secrets_so_only_root_reads_them(host: Any, apps: list[di
         assert host.run(f"grep -q '^AILAB_LLM_API_KEY=.' {path}").rc == 0, app["name"]
 
 
-def test_env_points_at_the_inventorys_llm(host: Any, hostvars: dict[str, Any], apps: Any) -> None:
+def test_env_points_at_the_inventorys_llm(host: Any, hostvars: dict[str, Any], apps: Any, plan: Plan) -> None:
     for app in apps:
         path = f"/etc/ailab/{app['name']}.env"
         expected = (
             f"AILAB_LLM_URL={hostvars['python_app_llm_url']}",
             f"AILAB_LLM_MODEL={hostvars['python_app_llm_model']}",
+            f"AILAB_LLM_MAX_TOKENS={plan.apps.llm_max_tokens}",  # from the plan, not the inventory
         )
         for line in expected:
             assert host.run(f"grep -qxF {line!r} {path}").rc == 0, f"{app['name']}: {line}"

@@ -56,3 +56,38 @@ def test_the_apps_wait_for_the_database_and_the_llm_before_their_role() -> None:
         if "ansible.builtin.include_role" in t
     }
     assert the_roles["common"] < min(the_roles[r] for r in ("postgresql", "backup", "llm", "python_app"))
+
+
+def _role_tasks() -> list[tuple[str, dict[str, Any]]]:
+    """Every task of every role, blocks opened, with the file it is in."""
+    found: list[tuple[str, dict[str, Any]]] = []
+
+    def walk(where: str, tasks: list[dict[str, Any]]) -> None:
+        for task in tasks:
+            found.append((where, task))
+            for part in ("block", "rescue", "always"):
+                walk(where, task.get(part) or [])
+
+    for path in sorted((SITE.parents[1] / "roles").glob("*/tasks/*.yml")):
+        walk(str(path.relative_to(SITE.parents[1])), yaml.safe_load(path.read_text()) or [])
+    return found
+
+
+def test_no_play_sets_an_environment_for_all_of_its_tasks() -> None:
+    """A play-wide environment is templated again for every task on every host."""
+    for play in yaml.safe_load(SITE.read_text()):
+        assert "environment" not in play, play["name"]
+
+
+def test_every_download_over_http_goes_through_the_proxy_environment() -> None:
+    def downloads(task: dict[str, Any]) -> bool:
+        if "ansible.builtin.get_url" in task:
+            return True
+        url = str((task.get("ansible.builtin.uri") or {}).get("url", ""))
+        # The health checks and Ollama's API are on the host itself or the private network.
+        return bool(url) and "__llm" not in url and "python_app_listen_address" not in url
+
+    found = [(where, task) for where, task in _role_tasks() if downloads(task)]
+    assert len(found) >= 4
+    for where, task in found:
+        assert "ailab_proxy_env" in str(task.get("environment")), f"{where}: {task['name']}"

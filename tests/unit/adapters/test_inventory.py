@@ -1,19 +1,24 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
+import json
 import shutil
 import stat
+import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
-from ailab_deploy.adapters.inventory import app_package, generate_inventory
+from ailab_deploy.adapters.inventory import app_package, generate_inventory, inventory_listing
 from ailab_deploy.adapters.secrets import SecretStore
 from ailab_deploy.core.inventory import InventoryInputs, build_inventory, password_refs
 from ailab_deploy.core.loader import LoadedPlan, load_plan, load_plan_text
 from ailab_deploy.core.plan import AppSource
 from ailab_deploy.core.sizing import size_plan
+from ailab_deploy.errors import AilabError
 
 REPO = Path(__file__).resolve().parents[3]
 PLAN = REPO / "tests" / "plans" / "valid-minimal.yaml"
@@ -63,6 +68,13 @@ def test_connection_variables() -> None:
         "ansible_ssh_private_key_file"
         not in build_inventory(load_plan(PLAN).plan, _inputs()).group_vars["all"]
     )
+
+
+def test_the_apps_answer_cap_comes_from_the_plan() -> None:
+    plan = load_plan_text(
+        PLAN.read_text().replace("apps:\n  apps:", "apps:\n  llm_max_tokens: 48\n  apps:", 1)
+    ).plan
+    assert build_inventory(plan, _inputs()).host_vars["apps"]["python_app_llm_max_tokens"] == 48
 
 
 def test_sizing_reaches_the_hosts() -> None:
@@ -165,6 +177,7 @@ def test_generate_writes_files_secrets_and_is_idempotent(project: LoadedPlan, tm
     assert stat.S_IMODE(secrets_file.stat().st_mode) == 0o600
     apps = yaml.safe_load((out / "host_vars" / "apps.yml").read_text())
     assert apps["python_app_llm_api_key"] == "{{ vault_llm_api_key }}"
+    assert apps["python_app_llm_max_tokens"] == 128  # the plan's default
     assert apps["python_app_apps"][0]["asgi_app"] == "lab_status.api:app"
     assert apps["python_app_packages"] == [
         {"name": "lab-status", "source": "project", "project": str(tmp_path / "apps" / "lab_status")}
@@ -199,3 +212,40 @@ def test_output_dir_is_configurable(project: LoadedPlan, tmp_path: Path) -> None
     # Wheels built on the controller are cached with the plan's state, not in the code's checkout.
     apps = yaml.safe_load((tmp_path / "elsewhere" / "host_vars" / "apps.yml").read_text())
     assert Path(apps["python_app_controller_wheel_dir"]) == tmp_path / "st" / "wheels"
+
+
+def test_inventory_listing_is_ansible_inventorys_and_listed_again_only_on_change(
+    project: LoadedPlan, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    generated = generate_inventory(project, ADDRESSES)
+    config = REPO / "ansible.cfg"
+    listing_path = inventory_listing(generated, tmp_path / ".ailab", config)
+    listing = json.loads(listing_path.read_text())["inventory"]
+    assert sorted(listing["_meta"]["hostvars"]) == ["apps", "llm", "postgres"]
+    assert ipaddress.ip_address(listing["_meta"]["hostvars"]["llm"]["ansible_host"]) == ipaddress.ip_address(
+        ADDRESSES["llm"]
+    )
+
+    listed = []
+    real_run = subprocess.run
+
+    def counting_run(*args: Any, **kwargs: Any) -> Any:
+        listed.append(args[0])
+        return real_run(*args, **kwargs)
+
+    monkeypatch.setattr(subprocess, "run", counting_run)
+    assert inventory_listing(generated, tmp_path / ".ailab", config) == listing_path
+    assert listed == []  # nothing changed: the kept listing
+
+    host_vars = generated.output_dir / "host_vars" / "llm.yml"
+    host_vars.write_text(host_vars.read_text() + "extra_setting: 42\n")
+    listing = json.loads(inventory_listing(generated, tmp_path / ".ailab", config).read_text())["inventory"]
+    assert len(listed) == 1
+    assert listing["_meta"]["hostvars"]["llm"]["extra_setting"] == 42
+
+
+def test_a_broken_inventory_is_named(project: LoadedPlan, tmp_path: Path) -> None:
+    generated = generate_inventory(project, ADDRESSES)
+    generated.inventory_path.write_text("all: [unclosed\n")
+    with pytest.raises(AilabError, match=r"ansible-inventory could not list .*hosts\.yml: "):
+        inventory_listing(generated, tmp_path / ".ailab", REPO / "ansible.cfg")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Iterator
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +56,43 @@ def test_stock_strategy_with_one_line_notice_when_mitogen_does_not_load(
     assert (chosen.name, chosen.plugin_dir) == ("linear", None)
     assert "\n" not in chosen.notice
     assert "mitogen does not load" in chosen.notice and "Your version of Ansible (2.99)" in chosen.notice
+
+
+def test_a_passed_check_is_kept_while_the_installed_versions_stay(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    probes: list[list[str]] = []
+    real_run = subprocess.run
+
+    def counting(command: list[str], **options: Any) -> Any:
+        probes.append(command)
+        return real_run(command, **options)
+
+    monkeypatch.setattr(runner.subprocess, "run", counting)
+    verdict = tmp_path / "state" / "mitogen-loads.json"
+    assert runner.choose_strategy(verdict).name == "mitogen_linear"
+    assert len(probes) == 1 and json.loads(verdict.read_text())["loads"]["ansible-core"] == version(
+        "ansible-core"
+    )
+    runner.choose_strategy.cache_clear()  # a new ailab-deploy process
+    assert runner.choose_strategy(verdict).name == "mitogen_linear"
+    assert len(probes) == 1
+    # Another ansible-core since: checked again.
+    kept = json.loads(verdict.read_text())
+    verdict.write_text(json.dumps({"loads": kept["loads"] | {"ansible-core": "2.18.0"}}))
+    runner.choose_strategy.cache_clear()
+    assert runner.choose_strategy(verdict).name == "mitogen_linear"
+    assert len(probes) == 2 and json.loads(verdict.read_text()) == kept
+
+
+def test_a_failed_check_is_not_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def failing(command: list[str], **options: Any) -> subprocess.CompletedProcess[str]:
+        return subprocess.CompletedProcess(command, 1, "", "ImportError: no\n")
+
+    monkeypatch.setattr(runner.subprocess, "run", failing)
+    verdict = tmp_path / "mitogen-loads.json"
+    assert runner.choose_strategy(verdict).name == "linear"
+    assert not verdict.exists()
 
 
 def test_the_stock_strategy_can_be_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -116,6 +116,17 @@ def test_llamacpp_models_and_completion(fake_llm: str) -> None:
     assert body["n_predict"] == 8
 
 
+def test_the_clients_answer_cap_applies_unless_a_call_sets_its_own(fake_llm: str) -> None:
+    client = LLMClient(fake_llm, "gemma3-270m", "llamacpp", timeout=5, max_tokens=48)
+    client.generate("Capital of France?")
+    assert FakeLLM.requests[-1][2]["n_predict"] == 48
+    client.generate("Capital of France?", max_tokens=8)
+    assert FakeLLM.requests[-1][2]["n_predict"] == 8
+    ollama = LLMClient(fake_llm, "gemma3-270m", "ollama", timeout=5, max_tokens=48)
+    ollama.generate("Capital of France?")
+    assert FakeLLM.requests[-1][2]["options"] == {"num_predict": 48}
+
+
 @pytest.mark.parametrize(
     ("content", "answer"),
     [
@@ -179,11 +190,15 @@ def test_settings_from_env() -> None:
             "AILAB_LLM_MODEL": "ailab-llm",
             "AILAB_LLM_PROVIDER": "llamacpp",
             "AILAB_LLM_TIMEOUT": "30",
+            "AILAB_LLM_MAX_TOKENS": "64",
         }
     )
     assert settings.llm_url == "http://10.0.0.11:8080"
     assert settings.llm_provider == "llamacpp"
     assert settings.llm_timeout == 30.0
+    assert settings.llm_max_tokens == 64 and settings.llm_client().max_tokens == 64
+    minimal = Settings.from_env({"DATABASE_URL": "x", "AILAB_LLM_URL": "y", "AILAB_LLM_MODEL": "z"})
+    assert minimal.llm_max_tokens == 128
     assert settings.masked_database_url() == "postgresql+psycopg://lab:***@10.0.0.10:5432/lab"
 
 
@@ -198,6 +213,19 @@ def test_settings_from_env() -> None:
         (
             {"DATABASE_URL": "x", "AILAB_LLM_URL": "y", "AILAB_LLM_MODEL": "z", "AILAB_LLM_TIMEOUT": "soon"},
             "number",
+        ),
+        (
+            {
+                "DATABASE_URL": "x",
+                "AILAB_LLM_URL": "y",
+                "AILAB_LLM_MODEL": "z",
+                "AILAB_LLM_MAX_TOKENS": "lots",
+            },
+            "AILAB_LLM_MAX_TOKENS must be a whole number of tokens, 1 or more",
+        ),
+        (
+            {"DATABASE_URL": "x", "AILAB_LLM_URL": "y", "AILAB_LLM_MODEL": "z", "AILAB_LLM_MAX_TOKENS": "0"},
+            "AILAB_LLM_MAX_TOKENS must be a whole number of tokens, 1 or more",
         ),
     ],
 )

@@ -106,6 +106,34 @@ def test_question_through_the_form_is_answered_and_stored(
     assert [path for _, path, _ in posted] == ["/completion"]  # one question, asked through the form
 
 
+def test_an_answer_that_itself_says_answer_is_read_whole(
+    page: tuple[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _no_selenium_manager(monkeypatch)
+    url, _ = page
+    FakeLLM.completion_content = " Q.1. A database. Answer: Q.2. A relational one. Answer:\n"
+    assert isinstance(BROWSER, Browser)
+    result = check_streamlit_app(BROWSER, "lab-status", url, tmp_path / "shot.png", timeout=60)
+    assert result.passed, result.detail
+    assert result.answer == "Q.1. A database. Answer: Q.2. A relational one. Answer:"
+
+
+def test_a_kept_http_cache_is_filled_and_used_again(
+    page: tuple[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _no_selenium_manager(monkeypatch)
+    url, _ = page
+    cache = tmp_path / "browser-cache"
+    assert isinstance(BROWSER, Browser)
+    first = check_streamlit_app(BROWSER, "lab-status", url, tmp_path / "1.png", timeout=60, cache_dir=cache)
+    assert first.passed, first.detail
+    cached = sum(path.stat().st_size for path in cache.rglob("*") if path.is_file())
+    assert cached > 100_000  # Streamlit's scripts
+    second = check_streamlit_app(BROWSER, "lab-status", url, tmp_path / "2.png", timeout=60, cache_dir=cache)
+    assert second.passed, second.detail
+    assert second.stored_id == first.stored_id + 1
+
+
 def test_llm_down_fails_the_check_with_its_status(page: tuple[str, Path], tmp_path: Path) -> None:
     url, database = page
     FakeLLM.fail_with = 503

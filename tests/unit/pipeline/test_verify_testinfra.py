@@ -43,13 +43,18 @@ def test_one_suite_per_host_in_parallel_with_the_plan_and_counts_summed(
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.chdir(tmp_path)
     counts = verify.run_testinfra(
-        tmp_path / "hosts.yml", tmp_path / ".ailab", tmp_path / "junit.xml", Path("vms.yaml"), ["db", "llm"]
+        tmp_path / "hosts.yml",
+        tmp_path / "listing.json",
+        tmp_path / ".ailab",
+        tmp_path / "junit.xml",
+        Path("vms.yaml"),
+        ["db", "llm"],
     )
     assert counts == {"passed": 2 + 6, "failed": 1, "errors": 1, "skipped": 2}
     # Both started before either is waited for: the hosts are tested at the same time.
     assert FakePytest.events[:2] == ["start db", "start llm"]
     hosts = [next(a for a in command if a.startswith("--hosts=")) for command in FakePytest.started]
-    assert hosts == ["--hosts=ansible://db", "--hosts=ansible://llm"]
+    assert hosts == ["--hosts=ailab-root-shell://db", "--hosts=ailab-root-shell://llm"]
     for command in FakePytest.started:
         assert f"--ansible-inventory={tmp_path / 'hosts.yml'}" in command
     # The controller's own checks run once, not once per host.
@@ -71,11 +76,20 @@ def test_the_suite_gets_the_plan_the_state_dir_and_the_ssh_settings(
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.chdir(tmp_path)
     verify.run_testinfra(
-        tmp_path / "hosts.yml", tmp_path / ".ailab", tmp_path / "j.xml", Path("vms.yaml"), ["db"]
+        tmp_path / "hosts.yml",
+        tmp_path / "listing.json",
+        tmp_path / ".ailab",
+        tmp_path / "j.xml",
+        Path("vms.yaml"),
+        ["db"],
     )
     (env,) = seen
     assert env["AILAB_PLAN"] == str(tmp_path / "vms.yaml")  # absolute: pytest runs elsewhere
     assert env["AILAB_STATE_DIR"] == str(tmp_path / ".ailab")
+    assert env["AILAB_INVENTORY_LISTING"] == str(tmp_path / "listing.json")
+    assert env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] == "1"  # testinfra's plugin is named instead:
+    (command,) = Recording.started[-1:]
+    assert command[command.index("testinfra.plugin") - 1] == "-p"
     config = Path(env["ANSIBLE_CONFIG"])
     assert config.name == "ansible.cfg" and "ControlPersist" in config.read_text()
     assert (tmp_path / ".ansible" / "cp").is_dir()  # where that config puts the control sockets
@@ -90,6 +104,8 @@ def test_a_host_whose_suite_wrote_no_junit_counts_as_an_error(
 
     monkeypatch.setattr(verify.subprocess, "Popen", Crashing)
     monkeypatch.setenv("HOME", str(tmp_path))
-    counts = verify.run_testinfra(tmp_path / "h.yml", tmp_path, tmp_path / "j.xml", Path("p.yaml"), ["db"])
+    counts = verify.run_testinfra(
+        tmp_path / "h.yml", tmp_path / "l.json", tmp_path, tmp_path / "j.xml", Path("p.yaml"), ["db"]
+    )
     assert counts["errors"] == 1 and counts["passed"] == 0
     assert "db: ImportError: boom" in counts["detail"]

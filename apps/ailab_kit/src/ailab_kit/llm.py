@@ -41,6 +41,7 @@ class LLMClient:
         provider: str = "ollama",
         timeout: float = 120.0,
         api_key: str = "",
+        max_tokens: int = 128,
     ):
         if provider not in ("ollama", "llamacpp"):
             raise ValueError(f"unknown LLM provider {provider!r}")
@@ -49,6 +50,7 @@ class LLMClient:
         self.provider = provider
         self.timeout = timeout
         self._api_key = api_key
+        self.max_tokens = max_tokens  # the longest answer generated, unless a call says otherwise
 
     def _request(self, path: str, body: dict[str, Any] | None = None) -> Any:
         data = None if body is None else json.dumps(body).encode()
@@ -77,8 +79,9 @@ class LLMClient:
         payload = self._request("/v1/models")
         return [m["id"] for m in (payload or {}).get("data", [])]
 
-    def generate(self, prompt: str, max_tokens: int = 128) -> Completion:
+    def generate(self, prompt: str, max_tokens: int | None = None) -> Completion:
         """Answer one prompt; latency is measured around the HTTP call."""
+        max_tokens = self.max_tokens if max_tokens is None else max_tokens
         started = time.perf_counter()
         if self.provider == "ollama":
             payload = self._request(

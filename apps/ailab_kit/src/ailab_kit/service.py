@@ -20,7 +20,9 @@ class Answer:
     model: str
 
 
-def ask(client: LLMClient, factory: sessionmaker[Session], question: str, max_tokens: int = 128) -> Answer:
+def ask(
+    client: LLMClient, factory: sessionmaker[Session], question: str, max_tokens: int | None = None
+) -> Answer:
     """App -> LLM -> database; raises ValueError for an empty or oversized question."""
     question = question.strip()
     if not question:

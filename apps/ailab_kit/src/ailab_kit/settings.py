@@ -23,6 +23,7 @@ class Settings:
     llm_provider: str
     llm_timeout: float = 120.0
     llm_api_key: str = field(default="", repr=False)  # sent as a bearer token; never shown
+    llm_max_tokens: int = 128  # the longest answer the apps ask for
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -37,6 +38,12 @@ class Settings:
             timeout = float(env.get("AILAB_LLM_TIMEOUT", "120"))
         except ValueError as exc:
             raise SettingsError("AILAB_LLM_TIMEOUT must be a number of seconds") from exc
+        try:
+            max_tokens = int(env.get("AILAB_LLM_MAX_TOKENS", "128"))
+        except ValueError:
+            max_tokens = 0
+        if max_tokens < 1:
+            raise SettingsError("AILAB_LLM_MAX_TOKENS must be a whole number of tokens, 1 or more")
         return cls(
             database_url=env["DATABASE_URL"],
             llm_url=env["AILAB_LLM_URL"].rstrip("/"),
@@ -44,11 +51,19 @@ class Settings:
             llm_provider=provider,
             llm_timeout=timeout,
             llm_api_key=env.get("AILAB_LLM_API_KEY", ""),
+            llm_max_tokens=max_tokens,
         )
 
     def llm_client(self) -> LLMClient:
         """The LLM client these settings describe, key included."""
-        return LLMClient(self.llm_url, self.llm_model, self.llm_provider, self.llm_timeout, self.llm_api_key)
+        return LLMClient(
+            self.llm_url,
+            self.llm_model,
+            self.llm_provider,
+            self.llm_timeout,
+            self.llm_api_key,
+            self.llm_max_tokens,
+        )
 
     def masked_database_url(self) -> str:
         """The database URL with its password replaced, safe to show or log."""
