@@ -30,6 +30,8 @@ import pytest
 import requests
 from proxmoxer import ProxmoxAPI
 from proxmoxer.tools import Tasks
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
 from ailab_deploy.adapters.proxmox import ProxmoxClient
 from ailab_deploy.lab.emulator import Emulator, RunningEmulator, load_settings
@@ -39,6 +41,11 @@ TOKEN_ID = f"root@pam!{TOKEN_NAME}"
 TOKEN_SECRET = "4f1c1a9e-lab-test-token"
 PASSWORD = "lab-root-password"
 TEMPLATE_VMID = 9000
+# One new connection when a TLS handshake fails before any request is sent. The emulator shares
+# this process with paramiko, whose close() can shut a socket under its own reader thread
+# (paramiko #520); CI once saw a handshake read foreign bytes ("wrong version number").
+# A reply cut short is a read error, and read errors are never retried.
+HANDSHAKE_RETRY = Retry(total=1, connect=1, read=0, status=0, redirect=0, other=1)
 
 
 def ailab_cli(
@@ -144,7 +151,7 @@ class Lab:
             credentials = {"password": self.password}
         else:
             credentials = {"token_name": self.token_name, "token_value": self.token_secret}
-        return ProxmoxAPI(
+        api = ProxmoxAPI(
             self.host,
             port=self.port,
             user=self.user,
@@ -152,6 +159,8 @@ class Lab:
             **credentials,
             **kwargs,
         )
+        api._store["session"].mount("https://", HTTPAdapter(max_retries=HANDSHAKE_RETRY))
+        return api
 
     def token_header(self) -> dict[str, str]:
         return {"Authorization": f"PVEAPIToken={self.token_id}={self.token_secret}"}
