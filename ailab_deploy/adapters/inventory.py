@@ -32,7 +32,7 @@ from pathlib import Path
 
 from ailab_deploy.adapters.nodeprep import read_ca_certificates
 from ailab_deploy.adapters.secrets import LLM_API_KEY_SECRET_NAME, SecretStore, database_password_secret_name
-from ailab_deploy.adapters.statedir import known_hosts_path, state_dir_for
+from ailab_deploy.adapters.statedir import known_hosts_path, read_kept_json, state_dir_for
 from ailab_deploy.adapters.yaml_dump import dump_yaml
 from ailab_deploy.core.inventory import (
     LLM_API_KEY_VARIABLE,
@@ -269,14 +269,12 @@ def inventory_listing(inventory: GeneratedInventory, state_dir: Path, ansible_co
         digest.update(b"\0%s\0" % str(path).encode() + path.read_bytes())
     source = digest.hexdigest()
     listing_path = state_dir / LISTING_FILENAME
-    try:
-        if json.loads(listing_path.read_text(encoding="utf-8"))["source"] == source:
-            return listing_path
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    command = [str(Path(sys.executable).parent / "ansible-inventory"), "--list"]
+    kept = read_kept_json(listing_path)
+    if isinstance(kept, dict) and kept.get("source") == source:
+        return listing_path
+    ansible_inventory = Path(sys.executable).parent / "ansible-inventory"
     listed = subprocess.run(
-        [*command, "-i", str(inventory.inventory_path)],
+        [str(ansible_inventory), "--list", "-i", str(inventory.inventory_path)],
         capture_output=True,
         text=True,
         env={

@@ -26,7 +26,7 @@ from typing import Any
 import ansible_runner
 
 import ailab_deploy
-from ailab_deploy.adapters.statedir import STRATEGY_VERDICT_FILENAME, facts_dir
+from ailab_deploy.adapters.statedir import STRATEGY_VERDICT_FILENAME, facts_dir, read_kept_json
 from ailab_deploy.errors import AilabError, InputError
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ def choose_strategy(verdict_file: Path | None = None) -> Strategy:
         return Strategy("linear", notice="mitogen is not installed: stock linear strategy")
     loads = Strategy(MITOGEN_STRATEGY, str(plugin_dir))
     installed = _installed_versions(plugin_dir)
-    if verdict_file is not None and _read_json(verdict_file) == {"loads": installed}:
+    if verdict_file is not None and read_kept_json(verdict_file) == {"loads": installed}:
         return loads
     probe = subprocess.run(
         [sys.executable, "-c", "import ansible_mitogen.strategy"],
@@ -104,13 +104,6 @@ def _installed_versions(plugin_dir: Path) -> dict[str, str]:
         "mitogen": metadata.version("mitogen"),
         "plugins": str(plugin_dir),
     }
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
 
 
 def ansible_playbook_binary() -> str:

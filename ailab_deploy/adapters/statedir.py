@@ -3,9 +3,11 @@ several adapters share (the known_hosts file the tool trusts)."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 STATE_DIRNAME = ".ailab"
 STATE_DIR_ENV = "AILAB_STATE_DIR"
@@ -54,3 +56,12 @@ def forget_facts(state_dir: Path, host: str) -> bool:
 def browser_cache_dir(state_dir: Path) -> Path:
     """Chromium's HTTP cache for the browser check (the apps' static files), kept across runs."""
     return state_dir / "browser-cache"
+
+
+def read_kept_json(path: Path) -> Any:
+    """A JSON file the tool keeps in its state dir; None when it is missing or unreadable, and
+    then made again by whoever keeps it."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None

@@ -83,13 +83,14 @@ def lab_down(lab_dir: Path | None = None, *, purge: bool = False) -> None:
     log.info("lab containers down")
 
 
-def lab_processes() -> list[int]:
-    """The pids of every lab guest, supervisor and proxy: none once a lab is down, or killed."""
-    return [
-        *processes_matching(is_lab_nspawn),
-        *processes_matching(is_lab_supervisor),
-        *processes_matching(proxy.is_lab_proxy),
-    ]
+def lab_processes() -> list[tuple[str, int]]:
+    """(kind, pid) of every lab guest, supervisor and proxy: none once a lab is down, or killed."""
+    kinds = (
+        ("systemd-nspawn", is_lab_nspawn),
+        ("supervisor", is_lab_supervisor),
+        ("tinyproxy", proxy.is_lab_proxy),
+    )
+    return [(kind, pid) for kind, matches in kinds for pid in processes_matching(matches)]
 
 
 def clear_abandoned_lab(lab_dir: Path) -> None:
@@ -116,9 +117,7 @@ def _disk_dirs(lab_dir: Path) -> list[Path]:
 def leftovers(lab_dir: Path | None = None) -> list[str]:
     """Everything of the lab that still exists, one description per item ([] when clean).
     With ``lab_dir``, its machine dirs (disks) count too: after ``lab down --purge``."""
-    found = [f"process: systemd-nspawn pid {pid}" for pid in processes_matching(is_lab_nspawn)]
-    found += [f"process: supervisor pid {pid}" for pid in processes_matching(is_lab_supervisor)]
-    found += [f"process: tinyproxy pid {pid}" for pid in processes_matching(proxy.is_lab_proxy)]
+    found = [f"process: {kind} pid {pid}" for kind, pid in lab_processes()]
     found += [f"mount: {point}" for point in _lab_mount_points()]
     found += [f"netns: {name}" for name in network.namespaces()]
     found += [f"veth: {name}" for name in _lab_veths()]
