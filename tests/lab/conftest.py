@@ -41,9 +41,9 @@ TOKEN_ID = f"root@pam!{TOKEN_NAME}"
 TOKEN_SECRET = "4f1c1a9e-lab-test-token"
 PASSWORD = "lab-root-password"
 TEMPLATE_VMID = 9000
-# One new connection when a TLS handshake fails before any request is sent. The emulator shares
-# this process with paramiko, whose close() can shut a socket under its own reader thread
-# (paramiko #520); CI once saw a handshake read foreign bytes ("wrong version number").
+# One new connection when a TLS handshake fails before any request is sent: CI once saw a
+# handshake read foreign bytes ("wrong version number"), most likely from paramiko, which shares
+# this process with the emulator and can close a socket under its own reader thread (#520).
 # A reply cut short is a read error, and read errors are never retried.
 HANDSHAKE_RETRY = Retry(total=1, connect=1, read=0, status=0, redirect=0, other=1)
 
