@@ -42,7 +42,7 @@ TOKEN_SECRET = "4f1c1a9e-lab-test-token"
 PASSWORD = "lab-root-password"
 TEMPLATE_VMID = 9000
 # One new connection when a TLS handshake fails before any request is sent: CI once saw a
-# handshake read foreign bytes ("wrong version number"), most likely from paramiko, which shares
+# handshake read foreign bytes ("wrong version number"), possibly from paramiko, which shares
 # this process with the emulator and can close a socket under its own reader thread (#520).
 # A reply cut short is a read error, and read errors are never retried.
 HANDSHAKE_RETRY = Retry(total=1, connect=1, read=0, status=0, redirect=0, other=1)
