@@ -81,7 +81,7 @@ def main() -> None:
                     shutil.rmtree(fresh, ignore_errors=True)
                 cache = browser_cache_dir(state) if kept else fresh
                 results = check_apps_in_browser(targets, browser, scratch, cache_dir=cache)
-                return [(result.passed, round(result.answer_ms or 0)) for result in results]
+                return [(result.passed, round(result.answer_ms or 0), result.detail) for result in results]
 
             return check
 
@@ -97,7 +97,7 @@ def main() -> None:
             if name.startswith("browser") and isinstance(outcome, list):
                 # The LLM's answer takes as long as the model's answer is, whatever the browser
                 # does: the check's own time is what is left.
-                answering = sum(answer_ms for _, answer_ms in outcome) / 1000
+                answering = sum(answer_ms for _, answer_ms, _ in outcome) / 1000
                 seconds.setdefault(f"{name}, without the LLM's answer", []).append(took - answering)
     for name, values in seconds.items():
         median, low, high = statistics.median(values), min(values), max(values)
