@@ -9,6 +9,7 @@ scripts between visits.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -90,7 +91,7 @@ def check_streamlit_app(
 ) -> BrowserResult:
     """Open the page, check it rendered with ok statuses, ask through its form, see the stored answer."""
     from selenium import webdriver
-    from selenium.common.exceptions import WebDriverException
+    from selenium.common.exceptions import TimeoutException, WebDriverException
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
@@ -131,13 +132,14 @@ def check_streamlit_app(
             field.send_keys(question)
             submitted_at = time.monotonic()
             driver.find_element("css selector", "[data-testid='stFormSubmitButton'] button").click()
-            WebDriverWait(driver, timeout, poll_frequency=0.1).until(
-                lambda d: (
-                    _exceptions(d)
-                    or d.find_elements("css selector", _ERROR_ALERT)
-                    or _answer_stored(_page_text(d), question)
+            with contextlib.suppress(TimeoutException):  # _check_answer names what never appeared
+                WebDriverWait(driver, timeout, poll_frequency=0.1).until(
+                    lambda d: (
+                        _exceptions(d)
+                        or d.find_elements("css selector", _ERROR_ALERT)
+                        or _answer_logged(d, question)
+                    )
                 )
-            )
             facts["answer_ms"] = (time.monotonic() - submitted_at) * 1000
             failure = _check_answer(driver, question, facts)
             return _result(app, url, facts, _save(driver, screenshot), failure)
@@ -167,8 +169,16 @@ def _check_rendered(driver: Any, facts: dict[str, Any]) -> str:
     return ", ".join(bad)
 
 
-def _answer_stored(text: str, question: str) -> bool:
-    return bool(_STORED.search(text)) and question in text.rsplit("Exchange log", 1)[-1]
+def _answer_logged(driver: Any, question: str) -> bool:
+    """The answer is shown and the exchange log holds it. Streamlit streams a page's elements in
+    order, so the old log (the same question, asked before) stays on screen a moment after the
+    new answer's "stored as #N": only a row with N counts."""
+    stored = _STORED.search(_page_text(driver))
+    return stored is not None and _logged(_table_rows(driver, last=True), question, int(stored.group(2)))
+
+
+def _logged(rows: list[list[str]], question: str, stored_id: int) -> bool:
+    return any(question in cells and str(stored_id) in cells for cells in rows)
 
 
 def _check_answer(driver: Any, question: str, facts: dict[str, Any]) -> str:
@@ -186,9 +196,7 @@ def _check_answer(driver: Any, question: str, facts: dict[str, Any]) -> str:
     # The page's "Answer:" heading is the first one: a small model's answer may say "Answer:" too.
     answer = text[: stored.start()].split("Answer:", 1)
     facts["answer"] = answer[1].strip()[:500] if len(answer) == 2 else ""
-    facts["stored_in_log"] = any(
-        question in cells and str(facts["stored_id"]) in cells for cells in _table_rows(driver, last=True)
-    )
+    facts["stored_in_log"] = _logged(_table_rows(driver, last=True), question, facts["stored_id"])
     if not facts["answer"]:
         return "the answer is empty"
     if not facts["stored_in_log"]:
