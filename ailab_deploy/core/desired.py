@@ -41,6 +41,9 @@ class DesiredVM:
     config: Mapping[str, str | None] = field(repr=False)
     spec_hash: str
     node: str = ""  # where the plan places it; empty: wherever it is
+    # The plan's HA state is "stopped": Proxmox's HA manager keeps it off, and apply never starts it
+    # (starting it would only be undone, every run).
+    kept_off_by_ha: bool = False
 
 
 def spec_hash(config: Mapping[str, str | None], storage: str, disk_gib: int, template_vmid: int) -> str:
@@ -118,6 +121,7 @@ def desired_vm(
         config=config,
         spec_hash=hash_,
         node=node,
+        kept_off_by_ha=vm.ha is not None and vm.ha.state == "stopped",
     )
 
 

@@ -367,7 +367,7 @@ def diff_vm(
         restart = running and any(change.key not in LIVE_KEYS for change in changes)
         actions.append(Update(changes, restart))
     actions += disk_actions
-    if not running:
+    if not running and not desired.kept_off_by_ha:
         actions.append(Start())
     return plan(*actions) if actions else plan(NoOp())
 

@@ -365,7 +365,9 @@ class Template(Model):
 class HighAvailability(Model):
     """A Proxmox HA resource for the VM (its disk must be on shared storage)."""
 
-    state: Literal["started", "stopped", "ignored"] = Field("started", description="Requested HA state")
+    state: Literal["started", "stopped", "ignored"] = Field(
+        "started", description="Requested HA state (stopped: HA keeps the VM off and apply never starts it)"
+    )
     max_restart: int = Field(1, ge=0, le=10, description="Restarts on the same node before relocating")
     max_relocate: int = Field(1, ge=0, le=10, description="Relocations to another node before giving up")
     failback: bool = Field(True, description="Return to the preferred node when it is back")

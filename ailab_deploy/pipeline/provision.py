@@ -444,6 +444,10 @@ class Provisioner:
                     result.done.append(self._step(name, "restart", lambda: self._reboot(desired, options)))
                 else:
                     self.progress(f"{name}: changes wait for a restart (apply --restart, or reboot the VM)")
+            if desired.kept_off_by_ha:
+                for phase in ("guest-agent", "ssh"):
+                    self._skip(name, phase, "its HA state is stopped: Proxmox's HA manager keeps it off")
+                return
             self._step(name, "guest-agent", lambda: self._wait_agent(desired, options))
             if options.wait_ssh:
                 self._step(name, "ssh", lambda: self._ssh(desired, options, created=not existed))

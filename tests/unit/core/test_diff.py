@@ -25,7 +25,11 @@ def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
 def build(case: dict[str, Any]) -> tuple[DesiredVM, ActualVM | None, set[int], set[str]]:
     desired_fields = dict(BASE["desired"])
     desired_fields["config"] = {**desired_fields["config"], **case.get("desired_config", {})}
-    desired = DesiredVM(**desired_fields, node=case.get("desired_node", ""))
+    desired = DesiredVM(
+        **desired_fields,
+        node=case.get("desired_node", ""),
+        kept_off_by_ha=case.get("kept_off_by_ha", False),
+    )
     actual: ActualVM | None = None
     if case.get("actual", {}) is not None:
         fields = {**BASE["actual"], **(case.get("actual") or {})}

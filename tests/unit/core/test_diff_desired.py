@@ -9,6 +9,7 @@ import pytest
 
 from ailab_deploy.core.desired import DESCRIPTION_MARKER, carries_marker, desired_vms
 from ailab_deploy.core.loader import LoadedPlan, load_plan
+from ailab_deploy.core.plan import HighAvailability
 from ailab_deploy.core.sizing import size_plan
 
 KEYS = [
@@ -73,3 +74,13 @@ def test_vms_boot_with_the_vendor_snippet_only_when_the_node_is_prepared(loaded:
     proxmox = loaded.plan.proxmox.model_copy(update={"prepare_node": False, "snippets_storage": "x"})
     unprepared = desired_vms(loaded.plan.model_copy(update={"proxmox": proxmox}), KEYS)
     assert all("cicustom" not in vm.config for vm in unprepared)  # a hand-set cicustom is left alone
+
+
+def test_only_a_vm_whose_ha_state_is_stopped_is_kept_off(loaded: LoadedPlan) -> None:
+    vms = [
+        loaded.plan.vms[0].model_copy(update={"ha": HighAvailability(state=state)})
+        for state in ("stopped", "started", "ignored")
+    ]
+    plan = loaded.plan.model_copy(update={"vms": [*vms, *loaded.plan.vms[1:]]})
+    kept_off = [vm.kept_off_by_ha for vm in desired_vms(plan, KEYS)]
+    assert kept_off == [True, False, False] + [False] * (len(loaded.plan.vms) - 1)
